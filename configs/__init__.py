@@ -1,0 +1,1 @@
+"""Study configurations shipped with forgelab (TOML files, read with importlib.resources)."""

@@ -1,0 +1,1 @@
+"""Fake-image detectors: spectral and pixel features, classical and neural classifiers, metrics."""

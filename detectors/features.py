@@ -1,0 +1,212 @@
+"""Batched spectral and pixel features of image batches, on whatever device the images are on.
+
+Images arrive as ``(N, 3, H, W)`` tensors: ``uint8`` in 0..255 or floating point. uint8 is
+scaled to [0, 1]; floating-point input is used as given, so a generator's tanh output can be
+passed straight in and gradients flow through every feature (the spectral discriminator and
+the spectral regulariser in ``gans/`` call :func:`radial_profile` on fake batches).
+
+One radius index is precomputed per (height, width, device) and the azimuthal mean is a
+single matrix product, so no per-image sorting or Python loop is involved.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from functools import lru_cache
+
+import torch
+
+# ITU-R BT.601 luma, the usual RGB -> grayscale weights.
+LUMA = (0.299, 0.587, 0.114)
+EPS = 1e-8
+
+FEATURES: dict[str, Callable[..., torch.Tensor]] = {}
+
+
+def register_feature(name: str):
+    """Add a feature function ``(images, **options) -> (N, ...)`` to the registry."""
+
+    def wrap(fn):
+        FEATURES[name] = fn
+        return fn
+
+    return wrap
+
+
+def check_images(images: torch.Tensor) -> torch.Tensor:
+    """Validate an (N, C, H, W) batch with C in {1, 3} and return it as float32 (uint8 -> [0, 1])."""
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a torch.Tensor of shape (N, 3, H, W), got {type(images).__name__}.")
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(
+            f"images must have shape (N, 3, H, W) or (N, 1, H, W), got {tuple(images.shape)}."
+        )
+    if images.shape[0] == 0:
+        raise ValueError("images is an empty batch; give at least one image.")
+    if images.dtype == torch.uint8:
+        return images.float() / 255.0
+    if not images.is_floating_point():
+        raise TypeError(f"images must be uint8 or floating point, got {images.dtype}.")
+    return images.float() if images.dtype in (torch.float16, torch.bfloat16) else images
+
+
+def grayscale(images: torch.Tensor) -> torch.Tensor:
+    """(N, 3|1, H, W) -> (N, H, W) luma, float."""
+    x = check_images(images)
+    if x.shape[1] == 1:
+        return x[:, 0]
+    w = torch.tensor(LUMA, dtype=x.dtype, device=x.device)
+    return torch.einsum("nchw,c->nhw", x, w)
+
+
+def log_power(x: torch.Tensor, onesided: bool = False) -> torch.Tensor:
+    """Log power spectrum of the last two dims: fft2 (centred) or rfft2 (uncentred, one-sided)."""
+    if onesided:
+        f = torch.fft.rfft2(x, norm="ortho")
+    else:
+        f = torch.fft.fftshift(torch.fft.fft2(x, norm="ortho"), dim=(-2, -1))
+    return torch.log(f.real.square() + f.imag.square() + EPS)
+
+
+def radius_grid(height: int, width: int) -> torch.Tensor:
+    """Integer frequency radius (rounded) of each bin of a one-sided rfft2 of an H x W image."""
+    fy = torch.fft.fftfreq(height, d=1.0 / height)
+    fx = torch.fft.rfftfreq(width, d=1.0 / width)
+    return torch.sqrt(fy[:, None] ** 2 + fx[None, :] ** 2).round().long()
+
+
+@lru_cache(maxsize=32)
+def _ring_matrix(height: int, width: int, device: str) -> torch.Tensor:
+    """(H * (W//2+1), R) matrix whose product with a one-sided spectrum gives ring means.
+
+    The one-sided spectrum holds the columns 1..ceil(W/2)-1 for both +fx and -fx, so they
+    weigh twice; with these weights a ring mean equals the mean over the full 2D spectrum.
+    """
+    r = radius_grid(height, width)
+    wr = r.shape[1]
+    col_w = torch.full((wr,), 2.0, dtype=torch.float64)
+    col_w[0] = 1.0
+    if width % 2 == 0:
+        col_w[-1] = 1.0
+    w = col_w.expand_as(r).reshape(-1)
+    idx = r.reshape(-1)
+    n_rings = int(idx.max()) + 1
+    m = torch.zeros(idx.numel(), n_rings, dtype=torch.float64)
+    m[torch.arange(idx.numel()), idx] = w
+    m /= m.sum(0, keepdim=True)
+    return m.float().to(device)
+
+
+def n_radii(height: int, width: int) -> int:
+    """Number of integer radii in the azimuthal profile of an H x W image."""
+    return int(radius_grid(height, width).max()) + 1
+
+
+def minmax(x: torch.Tensor) -> torch.Tensor:
+    """Scale each row of (N, D) to [0, 1]."""
+    lo = x.amin(dim=1, keepdim=True)
+    hi = x.amax(dim=1, keepdim=True)
+    return (x - lo) / (hi - lo).clamp_min(EPS)
+
+
+def resample_1d(x: torch.Tensor, length: int) -> torch.Tensor:
+    """Linearly resample each row of (N, D) to ``length`` values."""
+    if x.shape[1] == length:
+        return x
+    return torch.nn.functional.interpolate(
+        x[:, None], size=length, mode="linear", align_corners=True
+    )[:, 0]
+
+
+@register_feature("radial")
+def radial_profile(
+    images: torch.Tensor, length: int | None = None, normalize: str = "none"
+) -> torch.Tensor:
+    """Azimuthal average of the grayscale log power spectrum, one value per integer radius.
+
+    ``length`` resamples the profile to a fixed size (to compare resolutions);
+    ``normalize`` is ``"none"`` or ``"minmax"`` (per image, as Jung & Keuper and Durall et al.).
+    Differentiable with respect to floating-point input.
+    """
+    g = grayscale(images)
+    h, w = g.shape[-2:]
+    p = log_power(g, onesided=True).reshape(g.shape[0], -1)
+    prof = p @ _ring_matrix(h, w, str(g.device))
+    if length is not None:
+        prof = resample_1d(prof, length)
+    return _normalize(prof, normalize)
+
+
+@register_feature("xy")
+def xy_projections(images: torch.Tensor, normalize: str = "none") -> torch.Tensor:
+    """Means of the centred log spectrum over rows (length W) and over columns (length H), concatenated."""
+    p = log_power(grayscale(images))
+    prof = torch.cat([p.mean(dim=1), p.mean(dim=2)], dim=1)
+    return _normalize(prof, normalize)
+
+
+@register_feature("spectrum")
+def full_spectrum(images: torch.Tensor, flatten: bool = True) -> torch.Tensor:
+    """The centred grayscale log power spectrum: (N, H*W), or (N, 1, H, W) with flatten=False."""
+    p = log_power(grayscale(images))
+    return p.reshape(p.shape[0], -1) if flatten else p[:, None]
+
+
+@lru_cache(maxsize=32)
+def dct_matrix(n: int, device: str = "cpu") -> torch.Tensor:
+    """Orthonormal DCT-II matrix D (n x n): ``D @ x`` is scipy.fft.dct(x, norm='ortho')."""
+    k = torch.arange(n, dtype=torch.float64)[:, None]
+    i = torch.arange(n, dtype=torch.float64)[None, :]
+    d = torch.cos(math.pi * (2 * i + 1) * k / (2 * n)) * math.sqrt(2.0 / n)
+    d[0] /= math.sqrt(2.0)
+    return d.float().to(device)
+
+
+def dct2(x: torch.Tensor) -> torch.Tensor:
+    """Orthonormal 2D DCT-II over the last two dims (equals scipy.fft.dctn(norm='ortho'))."""
+    h, w = x.shape[-2:]
+    dh = dct_matrix(h, str(x.device)).to(x.dtype)
+    dw = dct_matrix(w, str(x.device)).to(x.dtype)
+    return dh @ x @ dw.T
+
+
+@register_feature("dct")
+def dct_features(images: torch.Tensor, flatten: bool = True) -> torch.Tensor:
+    """Log magnitude of the per-channel orthonormal 2D DCT-II (Frank et al. 2020).
+
+    Per-coefficient standardisation with training-set statistics is the detector's scaler.
+    """
+    x = check_images(images)
+    d = torch.log(dct2(x).abs() + 1e-6)
+    return d.reshape(d.shape[0], -1) if flatten else d
+
+
+@register_feature("pixels")
+def pixels(images: torch.Tensor, flatten: bool = False) -> torch.Tensor:
+    """The image itself as float in [0, 1]: (N, 3, H, W), or (N, 3*H*W) with flatten=True."""
+    x = check_images(images)
+    return x.reshape(x.shape[0], -1) if flatten else x
+
+
+def _normalize(prof: torch.Tensor, normalize: str) -> torch.Tensor:
+    if normalize == "none":
+        return prof
+    if normalize == "minmax":
+        return minmax(prof)
+    raise ValueError(f"Unknown normalize {normalize!r}; choose 'none' or 'minmax'.")
+
+
+def check_feature(name: str) -> str:
+    """Return ``name`` if it is a registered feature, else raise a ValueError listing them."""
+    if name not in FEATURES:
+        raise ValueError(f"Unknown feature {name!r}; choose one of: {', '.join(FEATURES)}.")
+    return name
+
+
+def extract(name: str, images: torch.Tensor, batch_size: int | None = None, **options) -> torch.Tensor:
+    """Compute feature ``name`` of a batch; ``batch_size`` bounds memory for large sets."""
+    fn = FEATURES[check_feature(name)]
+    if batch_size is None or images.shape[0] <= batch_size:
+        return fn(images, **options)
+    return torch.cat([fn(images[i : i + batch_size], **options) for i in range(0, images.shape[0], batch_size)])

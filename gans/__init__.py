@@ -1,0 +1,1 @@
+"""GAN generators and discriminators with swappable upsamplers, training and sampling."""

@@ -1,0 +1,1 @@
+"""Data, transfer matrices, studies, reports and the ``forgelab`` command line."""

@@ -1,0 +1,1 @@
+"""Groups of ``forgelab`` commands; each module has ``register(app)``."""

@@ -1,0 +1,163 @@
+"""Run folders: one folder per command run, atomic files, and a manifest that makes it repeatable."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+MANIFEST = "manifest.json"
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON to ``path`` atomically."""
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file, with a readable error when it is missing or damaged."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist.")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e.msg if hasattr(e, 'msg') else e}); delete it or restore it from a backup.") from None
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and the libraries whose behaviour decides the results."""
+    out = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for mod in ("torch", "torchvision", "numpy", "scipy", "sklearn", "torch_fidelity"):
+        try:
+            out[mod] = __import__(mod).__version__
+        except Exception:  # a missing optional library is not an error here
+            pass
+    try:
+        from importlib.metadata import version
+
+        out["forgelab"] = version("forgelab")
+    except Exception:
+        pass
+    return out
+
+
+def fingerprint_files(files: Iterable[str | os.PathLike]) -> str:
+    """A short hash of file names, sizes and modification times (cheap: no file is read)."""
+    h = hashlib.sha256()
+    for f in sorted(str(p) for p in files):
+        st = os.stat(f)
+        h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+class RunFolder:
+    """A run's output folder with a manifest; refuses to overwrite a finished run unless asked."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / MANIFEST
+
+    def manifest(self) -> dict[str, Any]:
+        """The manifest as a dict ({} when there is none yet)."""
+        return read_json(self.manifest_path) if self.manifest_path.exists() else {}
+
+    def is_finished(self) -> bool:
+        """True when the manifest says the run completed."""
+        return self.manifest().get("status") == "finished"
+
+    def start(self, command: str, config: dict[str, Any], *, seed: int | None = None,
+              device: str | None = None, data: str | None = None, overwrite: bool = False,
+              resume: bool = False) -> RunFolder:
+        """Create (or reopen with ``resume``) the folder and write a 'running' manifest."""
+        if self.path.exists() and not self.path.is_dir():
+            raise NotADirectoryError(f"{self.path} exists and is not a folder; choose another --out.")
+        if self.is_finished() and not overwrite and not resume:
+            raise FileExistsError(
+                f"{self.path} already holds a finished run; pass --overwrite to replace it or choose another --out."
+            )
+        if overwrite and self.path.exists():
+            shutil.rmtree(self.path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        check_writable(self.path)
+        old = self.manifest() if resume else {}
+        manifest = {
+            "command": command,
+            "config": config,
+            "seed": seed,
+            "device": device,
+            "data": data,
+            "versions": versions(),
+            "started": old.get("started", time.strftime("%Y-%m-%dT%H:%M:%S%z")),
+            "status": "running",
+        }
+        write_json(self.manifest_path, manifest)
+        return self
+
+    def update(self, **fields: Any) -> None:
+        """Merge ``fields`` into the manifest, atomically."""
+        m = self.manifest()
+        m.update(fields)
+        write_json(self.manifest_path, m)
+
+    def finish(self, **fields: Any) -> None:
+        """Mark the run finished."""
+        self.update(status="finished", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), **fields)
+
+    def inside(self, relative: str | os.PathLike) -> Path:
+        """Resolve a path recorded in a manifest, refusing any that leads outside the run folder."""
+        p = (self.path / relative).resolve()
+        root = self.path.resolve()
+        if p != root and root not in p.parents:
+            raise ValueError(f"{relative} points outside the run folder {self.path}; refusing to follow it.")
+        return p
+
+
+def check_writable(folder: Path, min_free_bytes: int = 16 * 2**20) -> None:
+    """Stop early when ``folder`` cannot be written or its disk is (nearly) full."""
+    if not os.access(folder, os.W_OK):
+        raise PermissionError(f"Cannot write to {folder}; choose another --out or fix its permissions.")
+    free = shutil.disk_usage(folder).free
+    if free < min_free_bytes:
+        raise OSError(f"Only {free // 2**20} MiB free on the disk of {folder}; free some space or choose another --out.")

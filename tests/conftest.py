@@ -1,0 +1,61 @@
+"""Shared fixtures: small hand-made image sets, so no test needs downloaded data."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def smooth_images(n: int, size: int = 32, seed: int = 0) -> torch.Tensor:
+    """(n, 3, size, size) uint8 images: sums of a few random low-frequency gratings (photo-like spectra)."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    out = torch.zeros(n, 3, size, size)
+    for _ in range(6):
+        f = torch.randint(0, 4, (n, 2), generator=g).float()
+        phase = torch.rand(n, 3, 1, 1, generator=g) * 2 * math.pi
+        amp = torch.rand(n, 3, 1, 1, generator=g) / (1 + f.norm(dim=1)).view(n, 1, 1, 1)
+        arg = 2 * math.pi * (f[:, 0].view(n, 1, 1, 1) * yy + f[:, 1].view(n, 1, 1, 1) * xx) / size
+        out += amp * torch.cos(arg + phase)
+    out = (out - out.amin(dim=(1, 2, 3), keepdim=True)) / (
+        out.amax(dim=(1, 2, 3), keepdim=True) - out.amin(dim=(1, 2, 3), keepdim=True) + 1e-8
+    )
+    return (out * 255).round().to(torch.uint8)
+
+
+def write_pngs(images: torch.Tensor, folder: Path, prefix: str = "img") -> list[Path]:
+    """Write a uint8 (N, 3, H, W) batch as PNG files into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, img in enumerate(images):
+        p = folder / f"{prefix}_{i:04d}.png"
+        Image.fromarray(img.permute(1, 2, 0).numpy()).save(p)
+        paths.append(p)
+    return paths
+
+
+@pytest.fixture
+def real_images() -> torch.Tensor:
+    """64 smooth 32 px uint8 images."""
+    return smooth_images(64, 32, seed=0)
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    """A folder of 24 PNG images of 40 px (so resizing to 32 px is exercised)."""
+    folder = tmp_path / "images"
+    write_pngs(smooth_images(24, 40, seed=1), folder)
+    return folder
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)

@@ -34,3 +34,17 @@ class Classifier(Protocol):
 
     @classmethod
     def load(cls, folder: Path) -> Classifier: ...
+
+
+# name -> classifier class; filled by detectors.classical, detectors.cnn and detectors.sad.
+CLASSIFIERS: dict[str, type] = {}
+
+
+def register_classifier(name: str):
+    """Class decorator that adds a Classifier implementation to the registry under ``name``."""
+
+    def wrap(cls: type) -> type:
+        CLASSIFIERS[name] = cls
+        return cls
+
+    return wrap

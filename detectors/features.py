@@ -34,8 +34,8 @@ def register_feature(name: str):
     return wrap
 
 
-def check_images(images: torch.Tensor) -> torch.Tensor:
-    """Validate an (N, C, H, W) batch with C in {1, 3} and return it as float32 (uint8 -> [0, 1])."""
+def _validate(images: torch.Tensor) -> torch.Tensor:
+    """Check that ``images`` is a non-empty uint8 or floating (N, 1|3, H, W) tensor; return it unchanged."""
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"images must be a torch.Tensor of shape (N, 3, H, W), got {type(images).__name__}.")
     if images.ndim != 4 or images.shape[1] not in (1, 3):
@@ -44,29 +44,52 @@ def check_images(images: torch.Tensor) -> torch.Tensor:
         )
     if images.shape[0] == 0:
         raise ValueError("images is an empty batch; give at least one image.")
+    if images.dtype != torch.uint8 and not images.is_floating_point():
+        raise TypeError(f"images must be uint8 or floating point, got {images.dtype}.")
+    return images
+
+
+def check_images(images: torch.Tensor) -> torch.Tensor:
+    """Validate an (N, C, H, W) batch with C in {1, 3} and return it as float32 (uint8 -> [0, 1])."""
+    images = _validate(images)
     if images.dtype == torch.uint8:
         return images.float() / 255.0
-    if not images.is_floating_point():
-        raise TypeError(f"images must be uint8 or floating point, got {images.dtype}.")
     return images.float() if images.dtype in (torch.float16, torch.bfloat16) else images
 
 
+def _no_grad_needed(x: torch.Tensor) -> bool:
+    """True when ``x`` needs no autograd history, so in-place ops (fewer large allocations) are safe."""
+    return not (torch.is_grad_enabled() and x.requires_grad)
+
+
 def grayscale(images: torch.Tensor) -> torch.Tensor:
-    """(N, 3|1, H, W) -> (N, H, W) luma, float."""
-    x = check_images(images)
-    if x.shape[1] == 1:
-        return x[:, 0]
-    w = torch.tensor(LUMA, dtype=x.dtype, device=x.device)
-    return torch.einsum("nchw,c->nhw", x, w)
+    """(N, 3|1, H, W) -> (N, H, W) luma, float (uint8 scaled to [0, 1])."""
+    x = _validate(images)
+    # uint8 -> float without a separate division pass: 1/255 is folded into the weights.
+    scale = 1.0 / 255.0 if x.dtype == torch.uint8 else 1.0
+    x = x.float() if x.dtype in (torch.uint8, torch.float16, torch.bfloat16) else x
+    n, c, h, w = x.shape
+    if c == 1:
+        return x[:, 0] * scale if scale != 1.0 else x[:, 0]
+    weights = torch.tensor(LUMA, dtype=x.dtype, device=x.device) * scale
+    # One (3,) @ (3, H*W) product per image; several times faster on CPU than einsum here.
+    return (weights @ x.reshape(n, c, h * w)).view(n, h, w)
 
 
-def log_power(x: torch.Tensor, onesided: bool = False) -> torch.Tensor:
-    """Log power spectrum of the last two dims: fft2 (centred) or rfft2 (uncentred, one-sided)."""
-    if onesided:
-        f = torch.fft.rfft2(x, norm="ortho")
-    else:
-        f = torch.fft.fftshift(torch.fft.fft2(x, norm="ortho"), dim=(-2, -1))
+def _log_of_power(f: torch.Tensor) -> torch.Tensor:
+    """log(|f|^2 + EPS) of a complex tensor, in place when no gradient is needed."""
+    if _no_grad_needed(f):
+        p = f.real.square()
+        return p.addcmul_(f.imag, f.imag).add_(EPS).log_()
     return torch.log(f.real.square() + f.imag.square() + EPS)
+
+
+def log_power(x: torch.Tensor, onesided: bool = False, centred: bool = True) -> torch.Tensor:
+    """Log power spectrum of the last two dims: fft2 (centred unless ``centred=False``) or rfft2 (one-sided)."""
+    if onesided:
+        return _log_of_power(torch.fft.rfft2(x, norm="ortho"))
+    p = _log_of_power(torch.fft.fft2(x, norm="ortho"))
+    return torch.fft.fftshift(p, dim=(-2, -1)) if centred else p
 
 
 def radius_grid(height: int, width: int) -> torch.Tensor:
@@ -77,7 +100,7 @@ def radius_grid(height: int, width: int) -> torch.Tensor:
 
 
 @lru_cache(maxsize=32)
-def _ring_matrix(height: int, width: int, device: str) -> torch.Tensor:
+def _ring_matrix(height: int, width: int, device: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """(H * (W//2+1), R) matrix whose product with a one-sided spectrum gives ring means.
 
     The one-sided spectrum holds the columns 1..ceil(W/2)-1 for both +fx and -fx, so they
@@ -95,7 +118,7 @@ def _ring_matrix(height: int, width: int, device: str) -> torch.Tensor:
     m = torch.zeros(idx.numel(), n_rings, dtype=torch.float64)
     m[torch.arange(idx.numel()), idx] = w
     m /= m.sum(0, keepdim=True)
-    return m.float().to(device)
+    return m.to(device=device, dtype=dtype)
 
 
 def n_radii(height: int, width: int) -> int:
@@ -132,7 +155,7 @@ def radial_profile(
     g = grayscale(images)
     h, w = g.shape[-2:]
     p = log_power(g, onesided=True).reshape(g.shape[0], -1)
-    prof = p @ _ring_matrix(h, w, str(g.device))
+    prof = p @ _ring_matrix(h, w, str(g.device), p.dtype)
     if length is not None:
         prof = resample_1d(prof, length)
     return _normalize(prof, normalize)
@@ -141,8 +164,9 @@ def radial_profile(
 @register_feature("xy")
 def xy_projections(images: torch.Tensor, normalize: str = "none") -> torch.Tensor:
     """Means of the centred log spectrum over rows (length W) and over columns (length H), concatenated."""
-    p = log_power(grayscale(images))
-    prof = torch.cat([p.mean(dim=1), p.mean(dim=2)], dim=1)
+    # Means commute with the centring shift, so shift the two 1D profiles instead of the 2D spectrum.
+    p = log_power(grayscale(images), centred=False)
+    prof = torch.cat([torch.fft.fftshift(p.mean(dim=1), dim=-1), torch.fft.fftshift(p.mean(dim=2), dim=-1)], dim=1)
     return _normalize(prof, normalize)
 
 
@@ -154,20 +178,20 @@ def full_spectrum(images: torch.Tensor, flatten: bool = True) -> torch.Tensor:
 
 
 @lru_cache(maxsize=32)
-def dct_matrix(n: int, device: str = "cpu") -> torch.Tensor:
+def dct_matrix(n: int, device: str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Orthonormal DCT-II matrix D (n x n): ``D @ x`` is scipy.fft.dct(x, norm='ortho')."""
     k = torch.arange(n, dtype=torch.float64)[:, None]
     i = torch.arange(n, dtype=torch.float64)[None, :]
     d = torch.cos(math.pi * (2 * i + 1) * k / (2 * n)) * math.sqrt(2.0 / n)
     d[0] /= math.sqrt(2.0)
-    return d.float().to(device)
+    return d.to(device=device, dtype=dtype)
 
 
 def dct2(x: torch.Tensor) -> torch.Tensor:
     """Orthonormal 2D DCT-II over the last two dims (equals scipy.fft.dctn(norm='ortho'))."""
     h, w = x.shape[-2:]
-    dh = dct_matrix(h, str(x.device)).to(x.dtype)
-    dw = dct_matrix(w, str(x.device)).to(x.dtype)
+    dh = dct_matrix(h, str(x.device), x.dtype)
+    dw = dct_matrix(w, str(x.device), x.dtype)
     return dh @ x @ dw.T
 
 
@@ -178,7 +202,8 @@ def dct_features(images: torch.Tensor, flatten: bool = True) -> torch.Tensor:
     Per-coefficient standardisation with training-set statistics is the detector's scaler.
     """
     x = check_images(images)
-    d = torch.log(dct2(x).abs() + 1e-6)
+    c = dct2(x)
+    d = c.abs_().add_(1e-6).log_() if _no_grad_needed(c) else torch.log(c.abs() + 1e-6)
     return d.reshape(d.shape[0], -1) if flatten else d
 
 
@@ -207,6 +232,8 @@ def check_feature(name: str) -> str:
 def extract(name: str, images: torch.Tensor, batch_size: int | None = None, **options) -> torch.Tensor:
     """Compute feature ``name`` of a batch; ``batch_size`` bounds memory for large sets."""
     fn = FEATURES[check_feature(name)]
+    if not isinstance(images, torch.Tensor):
+        check_images(images)  # raises the readable TypeError before any slicing
     if batch_size is None or images.shape[0] <= batch_size:
         return fn(images, **options)
     return torch.cat([fn(images[i : i + batch_size], **options) for i in range(0, images.shape[0], batch_size)])

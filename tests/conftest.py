@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# One thread: the models in tests are tiny, and on 2 cores a second thread costs more in
+# synchronisation than it gains (and oversubscribes when tests start subprocesses).
+torch.set_num_threads(1)
 
 
 def smooth_images(n: int, size: int = 32, seed: int = 0) -> torch.Tensor:
@@ -40,6 +41,12 @@ def write_pngs(images: torch.Tensor, folder: Path, prefix: str = "img") -> list[
         Image.fromarray(img.permute(1, 2, 0).numpy()).save(p)
         paths.append(p)
     return paths
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep every test's decoded-image and metric caches out of the user's home folder."""
+    monkeypatch.setenv("FORGELAB_CACHE", str(tmp_path_factory.mktemp("cache")))
 
 
 @pytest.fixture

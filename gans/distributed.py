@@ -1,0 +1,132 @@
+"""Devices and process groups: one process, or one process per rank when launched by torchrun.
+
+``torchrun`` sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``;
+:func:`init_distributed` joins that process group (NCCL on CUDA, gloo on CPU) and every helper
+here is a no-op in a single process, so training and sampling code calls them unconditionally.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits in the job: its rank, the number of ranks, its GPU index."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        """True when more than one process takes part."""
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """True on rank 0, the rank that logs and writes shared files."""
+        return self.rank == 0
+
+
+def check_device(name: str) -> str:
+    """Return ``name`` if it is auto, cpu or cuda, else raise a ValueError listing them."""
+    if name not in DEVICES:
+        raise ValueError(f"Unknown device {name!r}; choose one of: {', '.join(DEVICES)}.")
+    return name
+
+
+def resolve_device(name: str | torch.device, local_rank: int = 0) -> torch.device:
+    """Turn auto|cpu|cuda (or a torch.device) into the device this rank computes on."""
+    if isinstance(name, torch.device):
+        return name
+    if name.startswith("cuda:"):
+        name, local_rank = "cuda", int(name.split(":", 1)[1])
+    check_device(name)
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("Device 'cuda' was asked for but torch sees no CUDA GPU; use --device cpu or auto.")
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def env_info() -> DistInfo:
+    """Rank, world size and local rank from torchrun's environment variables (1 process without)."""
+    try:
+        return DistInfo(
+            rank=int(os.environ.get("RANK", 0)),
+            world_size=int(os.environ.get("WORLD_SIZE", 1)),
+            local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+        )
+    except ValueError:
+        raise ValueError("RANK, WORLD_SIZE and LOCAL_RANK must be integers; launch with torchrun.") from None
+
+
+def current_info() -> DistInfo:
+    """The DistInfo of an already initialised process group, else of the environment."""
+    if dist.is_available() and dist.is_initialized():
+        return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+    return env_info()
+
+
+def init_distributed(device: str | torch.device = "auto") -> tuple[DistInfo, torch.device, bool]:
+    """Join torchrun's process group if launched by it; return (info, this rank's device, created)."""
+    info = current_info()
+    dev = resolve_device(device, info.local_rank)
+    if not info.enabled or dist.is_initialized():
+        return info, dev, False
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    backend = "nccl" if dev.type == "cuda" else "gloo"
+    kwargs = {"device_id": dev} if dev.type == "cuda" else {}
+    dist.init_process_group(backend, rank=info.rank, world_size=info.world_size, **kwargs)
+    return info, dev, True
+
+
+def shutdown(created: bool) -> None:
+    """Leave the process group if this code created it (callers that made it keep it)."""
+    if created and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(info: DistInfo) -> None:
+    """Wait for every rank (no-op in one process)."""
+    if info.enabled:
+        dist.barrier()
+
+
+def any_rank(flags: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Element-wise OR of a small 0/1 flag tensor over all ranks (the tensor itself in one process)."""
+    if info.enabled:
+        flags = flags.clone()
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    return flags
+
+
+def broadcast_buffers(module: nn.Module, info: DistInfo) -> None:
+    """Copy rank 0's buffers (BatchNorm statistics, spectral-norm vectors) to every rank.
+
+    DDP broadcasts buffers at the start of each forward, so after the last forward the ranks'
+    BatchNorm running statistics differ by one local update; this makes the final state equal.
+    """
+    if info.enabled:
+        for b in module.buffers():
+            dist.broadcast(b.data, src=0)
+
+
+def gather_objects(obj: object, info: DistInfo) -> list:
+    """Collect one small picklable object from every rank (a one-element list in one process)."""
+    if not info.enabled:
+        return [obj]
+    out: list = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out

@@ -1,0 +1,266 @@
+"""Generate images from a trained generator: in memory as uint8 batches, or as a fake set on disk.
+
+Determinism: the latent of image ``i`` depends only on ``(seed, i)`` — latents are drawn in
+fixed chunks of :data:`Z_CHUNK` from a generator seeded by ``(seed, i // Z_CHUNK)`` — so the
+same seed gives the same images whatever the batch size or the number of torchrun ranks.
+Images are rounded to uint8 exactly once, here, so the in-memory batches and the PNG files
+hold the same bytes.
+
+A fake set is a folder of lossless RGB PNGs (``000000.png`` ...) and ``manifest.json``. PNG
+encoding runs in a thread pool (Pillow releases the GIL while compressing) while the next
+batch goes through the generator, so the forward passes are not held up by the encoder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from gans import distributed
+from gans.checkpoint import load_checkpoint, load_module_state, write_atomically
+from gans.networks import build_generator
+
+Z_CHUNK = 256
+MANIFEST = "manifest.json"
+# zlib level 1: still lossless, several times faster than the default 6 for a few % more bytes.
+PNG_COMPRESS_LEVEL = 1
+_PNG_NAME = re.compile(r"^\d+\.png$")
+
+
+def derive_seed(*parts: object) -> int:
+    """A 63-bit seed from any tuple of values (stable across runs, platforms and Python versions)."""
+    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def latents(seed: int, indices: Sequence[int] | torch.Tensor, z_dim: int) -> torch.Tensor:
+    """The (len(indices), z_dim) float32 CPU latents of images ``indices`` for ``seed``."""
+    idx = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
+    out = torch.empty(idx.numel(), z_dim)
+    chunk_of = torch.div(idx, Z_CHUNK, rounding_mode="floor")
+    for c in torch.unique(chunk_of).tolist():
+        g = torch.Generator().manual_seed(derive_seed(seed, "latent", c))
+        z = torch.randn(Z_CHUNK, z_dim, generator=g)
+        sel = chunk_of == c
+        out[sel] = z[idx[sel] - c * Z_CHUNK]
+    return out
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """Map generator output in [-1, 1] to uint8 0..255 by (x + 1) * 127.5, rounded and clamped."""
+    return ((x.float() + 1.0) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
+
+
+def _model_device(G: nn.Module) -> torch.device:
+    p = next(G.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def _check_count(n: int, batch_size: int) -> None:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive number of images, got {n!r}.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+
+
+def _generate_indices(G: nn.Module, indices: torch.Tensor, seed: int, batch_size: int,
+                      device: torch.device) -> Iterator[torch.Tensor]:
+    was_training = G.training
+    G.eval()  # BatchNorm with running statistics: each image independent of its batch-mates
+    try:
+        for start in range(0, indices.numel(), batch_size):
+            z = latents(seed, indices[start : start + batch_size], G.z_dim).to(device)
+            with torch.no_grad():
+                yield to_uint8(G(z)).cpu()
+    finally:
+        G.train(was_training)
+
+
+def generate(G: nn.Module, n: int, seed: int = 0, batch_size: int = 256,
+             device: str | torch.device | None = None) -> Iterator[torch.Tensor]:
+    """Yield ``n`` generated images as uint8 CPU batches (B, 3, R, R), the same for the same seed."""
+    _check_count(n, batch_size)
+    dev = distributed.resolve_device(device) if device is not None else _model_device(G)
+    if dev != _model_device(G):
+        G.to(dev)
+    yield from _generate_indices(G, torch.arange(n), seed, batch_size, dev)
+
+
+def generate_tensor(G: nn.Module, n: int, seed: int = 0, batch_size: int = 256,
+                    device: str | torch.device | None = None) -> torch.Tensor:
+    """All ``n`` generated images as one uint8 CPU tensor (n, 3, R, R)."""
+    return torch.cat(list(generate(G, n, seed=seed, batch_size=batch_size, device=device)))
+
+
+def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Build the generator of a run folder or checkpoint (EMA weights when present), in eval mode."""
+    path = Path(path)
+    ckpt_path = path / "checkpoint.pt" if path.is_dir() else path
+    state = load_checkpoint(ckpt_path)
+    cfg = state["config"]
+    G = build_generator(cfg["arch"], cfg["resolution"], cfg["upsampler"], cfg.get("upsample_layers", "all"),
+                        z_dim=cfg.get("z_dim", 128), width=cfg.get("width"))
+    ema = state.get("G_ema") is not None
+    load_module_state(G, state["G_ema"] if ema else state["G"], path=ckpt_path, saved_arch=cfg["arch"],
+                      wanted_arch=cfg["arch"], role="generator")
+    G.requires_grad_(False)
+    G.eval().to(distributed.resolve_device(device))
+    meta = {
+        "checkpoint": str(ckpt_path.resolve()),
+        "arch": cfg["arch"],
+        "upsampler": cfg["upsampler"],
+        "upsample_layers": cfg.get("upsample_layers", "all"),
+        "resolution": int(cfg["resolution"]),
+        "z_dim": int(cfg.get("z_dim", 128)),
+        "width": cfg.get("width"),
+        "step": int(state.get("step", 0)),
+        "ema": ema,
+    }
+    return G, meta
+
+
+def png_name(index: int, n: int) -> str:
+    """File name of image ``index`` in a fake set of ``n`` images (zero-padded, sorts in order)."""
+    return f"{index:0{max(6, len(str(n - 1)))}d}.png"
+
+
+def _write_pngs(batch: np.ndarray, names: list[Path]) -> None:
+    # One temp name per file (indices never collide between ranks), then a rename: a reader
+    # never sees half a PNG. No fsync per image: the manifest, written last, marks completion.
+    for img, path in zip(batch, names, strict=True):
+        tmp = path.with_name(f".{path.name}.tmp")
+        Image.fromarray(img).save(tmp, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+        os.replace(tmp, path)
+
+
+def _read_manifest(folder: Path) -> dict[str, Any]:
+    p = folder / MANIFEST
+    if not p.is_file():
+        return {}
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ValueError(f"{p} is not valid JSON; delete it or pass overwrite=True.") from None
+
+
+def _clear_fake_set(folder: Path) -> None:
+    # Only our own files: zero-padded PNG names, their temps, and the manifest.
+    for p in folder.iterdir():
+        if p.is_file() and (_PNG_NAME.match(p.name) or (p.name.startswith(".") and p.name.endswith(".png.tmp"))):
+            p.unlink()
+    (folder / MANIFEST).unlink(missing_ok=True)
+
+
+def write_fake_set(checkpoint: str | os.PathLike, n: int, out_dir: str | os.PathLike, seed: int = 0,
+                   batch_size: int = 256, device: str | torch.device = "auto", progress: bool = False,
+                   overwrite: bool = False, workers: int | None = None) -> Path:
+    """Write ``n`` lossless RGB PNGs from a checkpoint plus manifest.json into ``out_dir``; return it.
+
+    Under torchrun each rank writes images ``rank::world_size`` and rank 0 writes the manifest
+    after all ranks are done. A folder whose manifest says "finished" is refused unless
+    ``overwrite``; a manifest left "running" (by the CLI's run folder) is kept and completed.
+    """
+    _check_count(n, batch_size)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out} exists and is not a folder; choose another output folder.")
+    info, dev, created = distributed.init_distributed(device)
+    try:
+        old = _read_manifest(out) if out.is_dir() else {}
+        if old.get("status") == "finished" and not overwrite:
+            raise FileExistsError(
+                f"{out} already holds a finished fake set; pass overwrite=True (--overwrite) or choose another folder."
+            )
+        distributed.barrier(info)  # every rank has read the old manifest before rank 0 clears it
+        if overwrite:
+            old = {}
+        if info.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            if overwrite:
+                _clear_fake_set(out)
+        distributed.barrier(info)
+        G, meta = load_generator(checkpoint, device=dev)
+        started = time.perf_counter()
+        mine = torch.arange(info.rank, n, info.world_size)
+        _encode_all(G, mine, n, seed, batch_size, dev, out, progress and info.is_main, workers)
+        distributed.barrier(info)
+        if info.is_main:
+            manifest = dict(old)
+            manifest.update({
+                "kind": "fake_set",
+                "checkpoint": meta["checkpoint"],
+                "arch": meta["arch"],
+                "upsampler": meta["upsampler"],
+                "upsample_layers": meta["upsample_layers"],
+                "resolution": meta["resolution"],
+                "step": meta["step"],
+                "ema": meta["ema"],
+                "seed": seed,
+                "count": n,
+                "format": "png",
+                "files": png_name(0, n).replace("0", "#"),
+                "world_size": info.world_size,
+                "seconds": round(time.perf_counter() - started, 3),
+                "status": "finished",
+            })
+            write_atomically(out / MANIFEST, lambda f: f.write((json.dumps(manifest, indent=2) + "\n").encode()))
+        distributed.barrier(info)
+    finally:
+        distributed.shutdown(created)
+    return out
+
+
+def _encode_all(G: nn.Module, indices: torch.Tensor, n: int, seed: int, batch_size: int, dev: torch.device,
+                out: Path, progress: bool, workers: int | None) -> None:
+    workers = workers or max(1, min(16, (os.cpu_count() or 2)))
+    pending: deque[Future] = deque()
+    bar = _progress(progress, indices.numel())
+    done = 0
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        try:
+            for start, batch in zip(range(0, indices.numel(), batch_size),
+                                    _generate_indices(G, indices, seed, batch_size, dev), strict=True):
+                arr = batch.permute(0, 2, 3, 1).contiguous().numpy()
+                idx = indices[start : start + batch_size].tolist()
+                names = [out / png_name(i, n) for i in idx]
+                # Split the batch so that every worker gets a share of it.
+                step = max(1, -(-len(idx) // workers))
+                for j in range(0, len(idx), step):
+                    pending.append(pool.submit(_write_pngs, arr[j : j + step], names[j : j + step]))
+                # Bound the queue: at most ~2 batches in flight, so memory stays flat.
+                while len(pending) > 2 * workers:
+                    pending.popleft().result()
+                done += len(idx)
+                if bar is not None:
+                    bar[0].update(bar[1], completed=done)
+            while pending:
+                pending.popleft().result()
+        finally:
+            for f in pending:
+                f.cancel()
+            if bar is not None:
+                bar[0].stop()
+
+
+def _progress(enabled: bool, total: int):
+    if not enabled:
+        return None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    p = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                 TimeRemainingColumn())
+    p.start()
+    return p, p.add_task("generating", total=total)

@@ -1,0 +1,223 @@
+"""``forgelab detect ...``: fit a FEATURE:CLASSIFIER detector on image folders, score images, evaluate."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from pipelines.errors import friendly
+
+detect_app = typer.Typer(help="Fit, apply and evaluate fake-image detectors (FEATURE:CLASSIFIER).", no_args_is_help=True)
+
+
+def parse_assignments(items: list[str] | None, what: str) -> dict[str, Any]:
+    """Turn ``["C=10", "kernel=linear"]`` into ``{"C": 10, "kernel": "linear"}`` (values read as JSON when they parse)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{what} {item!r} must look like KEY=VALUE, e.g. C=10.")
+        raw = raw.strip()
+        python_words = {"True": True, "False": False, "None": None}
+        if raw in python_words:
+            value = python_words[raw]
+        else:
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError:
+                value = raw
+        out[key.strip()] = value
+    return out
+
+
+def _unique_names(folders: list[Path]) -> list[str]:
+    """Folder names as class names, made unique by position where two folders share a name."""
+    names = [f.name or str(f) for f in folders]
+    return [n if names.count(n) == 1 else f"{n}_{i + 1}" for i, n in enumerate(names)]
+
+
+def _load_sets(folders: list[Path], resolution: int, limit: int | None, progress: bool) -> list:
+    from pipelines.data import load_images
+
+    sets = [load_images(f, resolution, limit=limit, progress=progress) for f in folders]
+    for s in sets:
+        if s.skipped:
+            typer.echo(f"Skipped {len(s.skipped)} unreadable file(s) in {s.source} (first: {s.skipped[0][0]}: {s.skipped[0][1]}).", err=True)
+    return sets
+
+
+def _jsonable_metrics(metrics: dict[str, float]) -> dict[str, float | None]:
+    """NaN (a metric that was not computed) becomes null so the output is strict JSON."""
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
+
+
+@detect_app.command("fit")
+@friendly
+def fit(
+    detector: str = typer.Option("radial:svm", "--detector", "-d", help="FEATURE:CLASSIFIER, see `forgelab detect list`."),
+    real: Path = typer.Option(..., "--real", help="Folder of real images."),
+    fake: list[Path] = typer.Option(..., "--fake", help="Folder of fake images; repeat for several sources."),
+    out: Path = typer.Option(..., "--out", help="Model folder to write."),
+    resolution: int = typer.Option(64, "--resolution", "-r", help="Image side length in pixels."),
+    limit: int | None = typer.Option(None, "--limit", help="At most this many images per folder."),
+    val_real: Path | None = typer.Option(None, "--val-real", help="Validation real images (default: hold out 20% of training)."),
+    val_fake: list[Path] | None = typer.Option(None, "--val-fake", help="Validation fake images; repeat per source."),
+    multiclass: bool = typer.Option(False, "--multiclass", help="One class per --fake folder (attribution)."),
+    param: list[str] | None = typer.Option(None, "--param", "-p", help="Classifier parameter KEY=VALUE, e.g. -p C=10."),
+    option: list[str] | None = typer.Option(None, "--option", "-o", help="Feature option KEY=VALUE, e.g. -o length=32."),
+    grid: bool = typer.Option(False, "--grid", help="Grid-search the classifier's hyper-parameters (classical ones)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the validation split and the classifier."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    batch_size: int = typer.Option(256, "--batch-size", help="Images per feature batch."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished model in --out."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    """Fit a detector on real and fake image folders and save it to --out."""
+    from detectors.detector import META_FILE, Detector
+    from pipelines.runfolder import RunFolder
+
+    params = parse_assignments(param, "--param")
+    if grid:
+        params["grid"] = True
+    options = parse_assignments(option, "--option")
+    if (val_real is None) != (not val_fake):
+        raise ValueError("Give both --val-real and --val-fake, or neither.")
+    # Validate names and parameters before any image is decoded.
+    det = Detector(detector, options, device=device, batch_size=batch_size, seed=seed, **params)
+    run = RunFolder(out)
+    if not overwrite and (run.is_finished() or (out / META_FILE).exists()):
+        raise FileExistsError(f"{out} already holds a fitted detector; pass --overwrite to replace it or choose another --out.")
+
+    real_set, *fake_sets = _load_sets([real, *fake], resolution, limit, progress)
+    val_sets = _load_sets([val_real, *val_fake], resolution, limit, progress) if val_real is not None else None
+    config = {
+        "detector": det.spec, "real": str(real), "fake": [str(f) for f in fake], "resolution": resolution,
+        "limit": limit, "val_real": str(val_real) if val_real else None, "val_fake": [str(f) for f in val_fake or []],
+        "multiclass": multiclass, "classifier_params": params, "feature_options": options, "batch_size": batch_size,
+    }
+    data = ";".join(s.fingerprint for s in [real_set, *fake_sets, *(val_sets or [])])
+    run.start("detect fit", config, seed=seed, device=str(det.device), data=data, overwrite=overwrite)
+    det.fit(
+        real_set.images, [s.images for s in fake_sets],
+        val_real=val_sets[0].images if val_sets else None,
+        val_fake=[s.images for s in val_sets[1:]] if val_sets else None,
+        multiclass=multiclass, fake_names=_unique_names(fake) if multiclass else None, progress=progress,
+    )
+    det.save(out)
+    counts = {"real": len(real_set), "fake": [len(s) for s in fake_sets]}
+    run.finish(threshold=det.threshold, validation=_jsonable_metrics(det.validation), counts=counts)
+    v = det.validation
+    typer.echo(
+        f"Fitted {det.spec} on {len(real_set)} real and {sum(counts['fake'])} fake images at {resolution} px; "
+        f"threshold {det.threshold:.4f} (validation AP {v['ap']:.3f}, AUC {v['auc']:.3f}, acc {v['acc_cal']:.3f})."
+    )
+    typer.echo(f"Saved to {out}")
+
+
+@detect_app.command("score")
+@friendly
+def score(
+    model: Path = typer.Argument(..., help="Model folder written by `forgelab detect fit`."),
+    folders: list[Path] = typer.Argument(..., help="One or more folders of images to score."),
+    out: Path = typer.Option(..., "--out", help="CSV file to write (path, score, label)."),
+    limit: int | None = typer.Option(None, "--limit", help="At most this many images per folder."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    """Score every image in the folders with a saved detector and write a CSV."""
+    from detectors.detector import Detector
+    from pipelines.runfolder import write_text
+
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} already exists; pass --overwrite to replace it or choose another --out.")
+    det = Detector.load(model, device=device)
+    attribution = len(det.class_names) > 2
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["path", "score", "label", *(["class"] if attribution else [])])
+    n = n_fake = 0
+    for s in _load_sets(folders, det.resolution[0], limit, progress):
+        scores = det.score(s.images, progress=progress)
+        classes = det.attribute(s.images) if attribution else None
+        for i, (path, value) in enumerate(zip(s.files, scores, strict=True)):
+            label = "fake" if value >= det.threshold else "real"
+            extra = [det.class_names[det.classes.index(int(classes[i]))]] if attribution else []
+            writer.writerow([path, f"{value:.6f}", label, *extra])
+            n_fake += label == "fake"
+        n += len(scores)
+    write_text(out, buf.getvalue())
+    typer.echo(f"Scored {n} images with {det.spec}: {n_fake} above the threshold {det.threshold:.4f} (fake). Wrote {out}")
+
+
+@detect_app.command("eval")
+@friendly
+def evaluate_cmd(
+    model: Path = typer.Argument(..., help="Model folder written by `forgelab detect fit`."),
+    real: Path = typer.Option(..., "--real", help="Folder of real test images."),
+    fake: list[Path] = typer.Option(..., "--fake", help="Folder of fake test images; repeat for several."),
+    limit: int | None = typer.Option(None, "--limit", help="At most this many images per folder."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    """Evaluate a saved detector on real and fake folders: AP, AUC, accuracy, EER, TPR at 5% FPR."""
+    import numpy as np
+
+    from detectors.detector import Detector
+    from detectors.metrics import evaluate
+
+    det = Detector.load(model, device=device)
+    real_set, *fake_sets = _load_sets([real, *fake], det.resolution[0], limit, progress and not as_json)
+    scores = np.concatenate([det.score(s.images) for s in [real_set, *fake_sets]])
+    y = np.concatenate([np.zeros(len(real_set), np.int64)] + [np.ones(len(s), np.int64) for s in fake_sets])
+    metrics = evaluate(y, scores, det.threshold)
+    if as_json:
+        payload = {"detector": det.spec, "model": str(model), "n_real": len(real_set), "n_fake": int(y.sum()),
+                   "threshold": det.threshold, "metrics": _jsonable_metrics(metrics)}
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{det.spec} on {len(real_set)} real / {int(y.sum())} fake images")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    names = {"ap": "average precision", "auc": "ROC AUC", "acc": "accuracy @ 0.5",
+             "acc_cal": f"accuracy @ {det.threshold:.4f}", "eer": "equal error rate", "tpr_at_5fpr": "TPR @ 5% FPR"}
+    for key, value in metrics.items():
+        table.add_row(names.get(key, key), f"{value:.4f}")
+    Console().print(table)
+
+
+@detect_app.command("list")
+@friendly
+def list_cmd() -> None:
+    """Print every feature, classifier and valid FEATURE:CLASSIFIER pair."""
+    from detectors.base import CLASSIFIERS
+    from detectors.detector import valid_pairs
+    from detectors.features import FEATURES
+
+    pairs = valid_pairs()  # also fills the classifier registry
+    typer.echo("features:")
+    for name, fn in FEATURES.items():
+        doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
+        typer.echo(f"  {name:<10}{doc}")
+    typer.echo("classifiers:")
+    for name in sorted(CLASSIFIERS):
+        cls = CLASSIFIERS[name]
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        typer.echo(f"  {name:<10}[{cls.input_kind}] {doc}")
+    typer.echo("valid pairs:")
+    typer.echo("  " + " ".join(pairs))
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``detect`` command group to the ``forgelab`` application."""
+    app.add_typer(detect_app, name="detect")

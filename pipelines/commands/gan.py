@@ -1,0 +1,185 @@
+"""``forgelab train`` and ``forgelab generate``: train a GAN on an image folder, write fake sets.
+
+Options are layered, lowest first: the config a resumed run was started with
+(``RUN_DIR/train_config.json``), then ``--config FILE.toml``, then the options given on the
+command line. The TOML file holds the keys of :class:`gans.training.TrainConfig` plus ``data``
+and ``limit`` (flat, or inside a ``[train]`` table).
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from gans import distributed
+from gans.training import CONFIG, TrainConfig, TrainingDiverged, train
+from pipelines.errors import fail, friendly
+from pipelines.runfolder import RunFolder
+
+# Keys a --config file may hold besides the TrainConfig fields.
+DATA_KEYS = ("data", "limit")
+
+
+def valid_config_keys() -> list[str]:
+    """Every key a ``--config`` TOML file may contain."""
+    return [*TrainConfig.keys(), *DATA_KEYS]
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Read a training TOML file; unknown keys raise a ValueError listing the valid ones."""
+    if not path.is_file():
+        raise FileNotFoundError(f"Config file {path} does not exist; check the path given to --config.")
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"Config file {path} is not valid TOML ({e}); fix the syntax.") from None
+    if isinstance(doc.get("train"), dict):
+        doc = {**{k: v for k, v in doc.items() if k != "train"}, **doc["train"]}
+    unknown = sorted(set(doc) - set(valid_config_keys()))
+    if unknown:
+        raise ValueError(
+            f"Unknown key(s) {', '.join(map(repr, unknown))} in {path}; valid keys: {', '.join(valid_config_keys())}."
+        )
+    return doc
+
+
+def _saved_settings(out: Path) -> dict[str, Any]:
+    """The config and data spec of an existing run folder (for --resume without repeating options)."""
+    settings: dict[str, Any] = {}
+    cfg_file = out / CONFIG
+    if cfg_file.is_file():
+        try:
+            settings.update(json.loads(cfg_file.read_text(encoding="utf-8")))
+        except json.JSONDecodeError:
+            raise ValueError(f"{cfg_file} is damaged; pass every option again or choose another --out.") from None
+    manifest = RunFolder(out).manifest() if (out / "manifest.json").is_file() else {}
+    for k in DATA_KEYS:
+        if manifest.get("config", {}).get(k) is not None:
+            settings[k] = manifest["config"][k]
+    return settings
+
+
+def train_command(
+    arch: str | None = typer.Option(None, "--arch", help="Architecture: dcgan or sngan."),
+    upsampler: str | None = typer.Option(
+        None, "--upsampler", help="transposed, nearest, bilinear, bicubic, pixelshuffle or bed_of_nails."),
+    upsample_layers: str | None = typer.Option(
+        None, "--upsample-layers", help="Use the upsampler in 'all' upsampling layers or the 'last' only."),
+    spectral_d: bool | None = typer.Option(
+        None, "--spectral-d/--no-spectral-d", help="Train a spectral discriminator beside D (Jung & Keuper)."),
+    spectral_d_weight: float | None = typer.Option(
+        None, "--spectral-d-weight", help="Weight of the spectral discriminator in G's loss, in [0, 1]."),
+    spectral_reg: float | None = typer.Option(
+        None, "--spectral-reg", help="Weight W of Durall et al.'s spectral regulariser (0 = off)."),
+    data: str | None = typer.Option(
+        None, "--data", help="Image folder, or 'embedded' for the bundled photos (default: $FORGELAB_DATA)."),
+    limit: int | None = typer.Option(None, "--limit", help="Use at most this many images."),
+    resolution: int | None = typer.Option(None, "--resolution", help="Image size: 32, 64 or 128."),
+    steps: int | None = typer.Option(None, "--steps", help="Number of generator steps."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Global batch size."),
+    width: int | None = typer.Option(None, "--width", help="Channel width of G and D (default: the arch's)."),
+    ema: float | None = typer.Option(None, "--ema", help="EMA decay of G's weights, e.g. 0.999 (0 = off)."),
+    amp: bool | None = typer.Option(None, "--amp/--no-amp", help="bf16 autocast on CUDA."),
+    ckpt_every: int | None = typer.Option(None, "--ckpt-every", help="Checkpoint every N steps."),
+    sample_every: int | None = typer.Option(None, "--sample-every", help="Sample grid every N steps."),
+    seed: int | None = typer.Option(None, "--seed", help="Random seed."),
+    device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda."),
+    config: Path | None = typer.Option(None, "--config", help="TOML file with defaults for these options."),
+    out: Path = typer.Option(..., "--out", help="Run folder to write."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its checkpoint."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished run in --out."),
+) -> None:
+    """Train a GAN with a chosen upsampler; writes checkpoint.pt, log.jsonl, samples/ into --out."""
+    if resume and overwrite:
+        raise ValueError("--resume and --overwrite contradict each other; pass one of them.")
+    settings: dict[str, Any] = _saved_settings(out) if resume else {}
+    if config is not None:
+        settings.update(read_config_file(config))
+    given = {
+        "arch": arch, "upsampler": upsampler, "upsample_layers": upsample_layers, "spectral_d": spectral_d,
+        "spectral_d_weight": spectral_d_weight, "spectral_reg": spectral_reg, "resolution": resolution,
+        "steps": steps, "batch_size": batch_size, "width": width, "ema": ema, "amp": amp,
+        "ckpt_every": ckpt_every, "sample_every": sample_every, "seed": seed, "device": device,
+        "data": data, "limit": limit,
+    }
+    settings.update({k: v for k, v in given.items() if v is not None})
+    data_spec = settings.pop("data", None)
+    data_limit = settings.pop("limit", None)
+    cfg = TrainConfig.from_dict(settings)
+
+    run = RunFolder(out)
+    if run.is_finished() and not overwrite and not resume:
+        raise FileExistsError(
+            f"{out} already holds a finished run; pass --overwrite to replace it, --resume to extend it, "
+            "or choose another --out."
+        )
+    from pipelines.data import load_data
+
+    info, dev, created = distributed.init_distributed(cfg.device)
+    try:
+        imageset = load_data(data_spec, cfg.resolution, limit=data_limit, seed=cfg.seed, progress=info.is_main)
+        if info.is_main:
+            run.start("train", {**cfg.resolved().to_dict(), "data": str(data_spec) if data_spec else None,
+                                "limit": data_limit},
+                      seed=cfg.seed, device=str(dev), data=imageset.source, overwrite=overwrite, resume=resume)
+            run.update(n_images=int(imageset.images.shape[0]), data_fingerprint=imageset.fingerprint,
+                       world_size=info.world_size)
+        distributed.barrier(info)
+        try:
+            ckpt = train(cfg, imageset.images, out, resume=resume, progress=info.is_main)
+        except TrainingDiverged as e:
+            if info.is_main:
+                run.update(status="diverged", error=str(e))
+            fail(str(e))
+        except KeyboardInterrupt:
+            if info.is_main:
+                run.update(status="interrupted")
+            raise
+        if info.is_main:
+            run.finish(checkpoint=str(ckpt.relative_to(out)) if ckpt.is_relative_to(out) else str(ckpt))
+            typer.echo(f"Trained {cfg.arch}/{cfg.upsampler} for {cfg.steps} steps; checkpoint: {ckpt}")
+    finally:
+        distributed.shutdown(created)
+
+
+def generate_command(
+    source: Path = typer.Argument(..., help="A run folder (its checkpoint.pt) or a checkpoint file."),
+    n: int = typer.Option(..., "--n", help="Number of images."),
+    out: Path = typer.Option(..., "--out", help="Folder for the PNGs and manifest.json."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the latents (same seed, same images)."),
+    batch_size: int = typer.Option(256, "--batch-size", help="Images per forward pass."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished fake set in --out."),
+) -> None:
+    """Write N lossless PNGs from a trained generator (EMA weights when present) plus manifest.json."""
+    from gans.sampling import load_generator, write_fake_set
+
+    if n < 1:
+        raise ValueError(f"--n must be a positive number of images, got {n}.")
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be a positive integer, got {batch_size}.")
+    distributed.check_device(device)
+    _, meta = load_generator(source)  # fail on a bad checkpoint before touching --out
+    info, dev, created = distributed.init_distributed(device)
+    try:
+        run = RunFolder(out)
+        if info.is_main:
+            run.start("generate", {"source": str(source), "n": n, "seed": seed, "batch_size": batch_size},
+                      seed=seed, device=str(dev), data=meta["checkpoint"], overwrite=overwrite)
+        distributed.barrier(info)
+        write_fake_set(source, n, out, seed=seed, batch_size=batch_size, device=dev, progress=info.is_main)
+        if info.is_main:
+            run.finish()
+            typer.echo(f"Wrote {n} images of {meta['arch']}/{meta['upsampler']} to {out}")
+    finally:
+        distributed.shutdown(created)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``train`` and ``generate`` commands to the forgelab application."""
+    app.command("train")(friendly(train_command))
+    app.command("generate")(friendly(generate_command))

@@ -1,0 +1,149 @@
+"""``forgelab transfer``: detectors trained on some fake sources, tested on every source."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from pipelines.errors import friendly
+
+
+def parse_fake(text: str) -> tuple[str, str]:
+    """Split ``NAME=SPEC`` into its parts, with a readable error for anything else."""
+    from pipelines.transfer import check_source_name
+
+    name, sep, spec = text.partition("=")
+    name, spec = name.strip(), spec.strip()
+    if not sep or not name or not spec:
+        raise ValueError(f"--fake {text!r} must look like NAME=FOLDER or NAME=TRAIN_DIR,TEST_DIR (e.g. nearest=runs/nearest/fakes).")
+    return check_source_name(name), spec
+
+
+def split_spec(spec: str) -> list[str]:
+    """A set spec as one folder (or 'embedded') or as [TRAIN_DIR, TEST_DIR]."""
+    if spec.lower() == "embedded" or Path(spec).expanduser().exists() or "," not in spec:
+        return [spec]
+    parts = [p.strip() for p in spec.split(",")]
+    if len(parts) != 2 or not all(parts):
+        raise ValueError(f"{spec!r} must be one folder or TRAIN_DIR,TEST_DIR (two folders separated by one comma).")
+    return parts
+
+
+def infer_resolution(folder: str) -> int:
+    """The resolution of a fake set: its manifest.json's ``resolution``, else its first image's shorter side."""
+    from PIL import Image
+
+    from pipelines.data import list_images
+
+    path = Path(folder).expanduser()
+    manifest = path / "manifest.json"
+    if manifest.is_file():
+        try:
+            r = json.loads(manifest.read_text(encoding="utf-8")).get("resolution")
+            if isinstance(r, int) and r > 0:
+                return r
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            pass
+    files = list_images(path) if path.is_dir() else []
+    if not files:
+        raise ValueError(f"Cannot tell the resolution from {folder}; pass --resolution R.")
+    with Image.open(files[0]) as img:
+        return min(img.size)
+
+
+def transfer(
+    real: str = typer.Option(..., "--real", help="Real images: a folder, TRAIN_DIR,TEST_DIR, or 'embedded'."),
+    fake: list[str] = typer.Option(..., "--fake", help="A fake source as NAME=FOLDER or NAME=TRAIN_DIR,TEST_DIR (repeat)."),
+    detector: list[str] = typer.Option(..., "--detector", help="A detector FEATURE:CLASSIFIER, e.g. radial:svm (repeat)."),
+    out: Path = typer.Option(..., "--out", help="Run folder for the matrix, heatmaps and manifest."),
+    resolution: int | None = typer.Option(None, "--resolution", help="Image size; default: the first fake set's."),
+    rows: list[str] = typer.Option(["each"], "--rows", help="Rows: each, all, loo (repeat or comma list)."),
+    fractions: str = typer.Option("0.6,0.2,0.2", "--fractions", help="Train,validation,test fractions of one-folder sets."),
+    jpeg: int | None = typer.Option(None, "--jpeg", help="JPEG-compress every real and fake image at this quality."),
+    attribute: bool = typer.Option(False, "--attribute", help="Also fit one multi-class model per detector (which source?)."),
+    limit: int | None = typer.Option(None, "--limit", help="Use at most N images of each folder (fixed-seed subset)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for splits, subsets and classifiers."),
+    metric: str = typer.Option("ap", "--metric", help="Metric of the printed table: ap, auc, acc, acc_cal, eer."),
+    strict: bool = typer.Option(False, "--strict", help="Stop at the first unreadable image instead of skipping it."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Decode images again instead of using the cache."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished run in --out."),
+) -> None:
+    """Train each detector on each row's fake sources and test it on every source: a transfer matrix."""
+    from detectors.detector import check_spec
+    from pipelines.data import load_data, load_images
+    from pipelines.runfolder import RunFolder
+    from pipelines.transfer import parse_rows, print_matrix, run_transfer
+
+    fakes_raw = [parse_fake(f) for f in fake]
+    names = [n for n, _ in fakes_raw]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"Fake source name {dup[0]!r} is given twice; give each --fake a different NAME.")
+    specs = []
+    for d in detector:
+        f, c = check_spec(d)
+        specs.append(f"{f}:{c}")
+    row_kinds = parse_rows(rows)
+    try:
+        fr = [float(x) for x in fractions.split(",")]
+    except ValueError:
+        raise ValueError(f"--fractions {fractions!r} must be three numbers like 0.6,0.2,0.2.") from None
+    if len(fr) != 3 or min(fr) < 0 or abs(sum(fr) - 1) > 1e-6:
+        raise ValueError(f"--fractions {fractions!r} must be three non-negative numbers summing to 1, like 0.6,0.2,0.2.")
+    if jpeg is not None and not 1 <= jpeg <= 100:
+        raise ValueError(f"--jpeg {jpeg} must be a quality between 1 and 100.")
+    if metric not in ("ap", "auc", "acc", "acc_cal", "eer", "tpr_at_5fpr"):
+        raise ValueError(f"Unknown --metric {metric!r}; choose one of: ap, auc, acc, acc_cal, eer, tpr_at_5fpr.")
+
+    fake_parts = {n: split_spec(s) for n, s in fakes_raw}
+    real_parts = split_spec(real)
+    if resolution is None:
+        resolution = infer_resolution(next(iter(fake_parts.values()))[0])
+        typer.echo(f"Resolution {resolution} px (from the fake set {names[0]}).")
+
+    folder = RunFolder(out)
+    if folder.is_finished() and not overwrite:
+        raise FileExistsError(f"{out} already holds a finished transfer run; pass --overwrite to replace it or choose another --out.")
+    config = {
+        "real": real, "fakes": dict(fakes_raw), "detectors": specs, "rows": row_kinds, "resolution": resolution,
+        "fractions": fr, "jpeg": jpeg, "attribute": attribute, "limit": limit, "seed": seed,
+    }
+
+    def load(part: str):
+        if part.lower() == "embedded":
+            return load_data("embedded", resolution, limit=limit, seed=seed)
+        return load_images(part, resolution, limit=limit, strict=strict, cache=not no_cache, progress=True)
+
+    def load_spec(parts: list[str]):
+        sets = [load(p) for p in parts]
+        return sets[0] if len(sets) == 1 else (sets[0], sets[1])
+
+    real_set = load_spec(real_parts)
+    fake_sets = {n: load_spec(p) for n, p in fake_parts.items()}
+
+    def sets_of(x):
+        return list(x) if isinstance(x, tuple) else [x]
+
+    all_sets = {"real": sets_of(real_set), **{n: sets_of(s) for n, s in fake_sets.items()}}
+    skipped = {n: [[f, r] for s in ss for f, r in s.skipped] for n, ss in all_sets.items()}
+    counts = {n: [len(s) for s in ss] for n, ss in all_sets.items()}
+    data_fp = ",".join(f"{n}:{'+'.join(s.fingerprint for s in ss)}" for n, ss in all_sets.items())
+    folder.start("transfer", config, seed=seed, data=data_fp, overwrite=overwrite, resume=not overwrite)
+    folder.update(images=counts, skipped=skipped)
+    n_skipped = sum(len(v) for v in skipped.values())
+    if n_skipped:
+        typer.echo(f"Skipped {n_skipped} unreadable file(s); they are listed in {folder.manifest_path}.")
+
+    records = run_transfer(real_set, fake_sets, specs, out, rows=row_kinds, seed=seed, fractions=fr,
+                           jpeg=jpeg, attribute=attribute, progress=True)
+    print_matrix(records, metric)
+    folder.finish(outputs=["matrix.csv", "matrix.json", "heatmaps/", "cells/"] + (
+        ["attribution.json", "attribution/"] if attribute else []))
+    typer.echo(f"Wrote {out / 'matrix.csv'}, {out / 'matrix.json'} and heatmaps in {out / 'heatmaps'}.")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``transfer`` command to the ``forgelab`` application."""
+    app.command("transfer")(friendly(transfer))

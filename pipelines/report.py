@@ -1,0 +1,603 @@
+"""A study's self-contained report.html: samples, spectra, spectral distances, FID/KID, transfer matrices.
+
+Everything is read back from the study folder (``study.json``, ``spectra/*.npz``,
+``samples/*.png``, ``quality/*.json``, ``transfer/``, ``steps.json``, ``manifest.json``), so
+``forgelab report RUN_DIR`` rebuilds the page at any time, also for an unfinished study. The
+figures are written as PNGs into ``report/`` and embedded in the HTML as base64 data URIs;
+the page has inline CSS and no external assets, so it can be mailed or archived as one file.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipelines.runfolder import read_json, write_bytes, write_text
+
+REPORT_FILE = "report.html"
+FIGURE_DIR = "report"
+
+# How each transfer metric reads; "higher" says which direction means "more detectable".
+METRICS: dict[str, dict[str, Any]] = {
+    "auc": {"label": "ROC-AUC", "higher": True, "text": "area under the ROC curve: 0.5 is chance, 1.0 separates every fake from every real image"},
+    "ap": {"label": "AP", "higher": True, "text": "average precision of the fake class: 0.5 is chance for balanced sets, 1.0 is perfect"},
+    "acc": {"label": "accuracy @0.5", "higher": True, "text": "accuracy with the fixed threshold 0.5 on the detector's score: 0.5 is chance"},
+    "acc_cal": {"label": "accuracy @val threshold", "higher": True, "text": "accuracy with the threshold chosen on the training source's validation split"},
+    "eer": {"label": "EER", "higher": False, "text": "equal error rate: 0 is perfect, 0.5 is chance (lower means more detectable)"},
+    "tpr_at_5fpr": {"label": "TPR @5% FPR", "higher": True, "text": "share of fakes caught when 5% of real images are flagged"},
+}
+MAIN_METRIC = "auc"
+QUALITY_COLUMNS: dict[str, str] = {
+    "radial_l1": "radial L1",
+    "x_l1": "horizontal L1",
+    "y_l1": "vertical L1",
+    "cloaking": "cloaking",
+    "fid": "FID",
+    "kid": "KID",
+    "kid_mean": "KID",
+    "kid_std": "KID std",
+}
+
+CSS = """
+:root { --fg:#1d232a; --muted:#5b6670; --line:#d9dee3; --bg:#ffffff; --soft:#f4f6f8; --accent:#2f6db3; }
+* { box-sizing: border-box; }
+body { margin:0; font:15px/1.55 -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
+       color:var(--fg); background:var(--bg); }
+main { max-width: 1180px; margin: 0 auto; padding: 24px 28px 64px; }
+header { border-bottom: 3px solid var(--accent); margin-bottom: 18px; padding-bottom: 10px; }
+h1 { font-size: 28px; margin: 0 0 4px; }
+h2 { font-size: 21px; margin: 38px 0 10px; padding-bottom: 4px; border-bottom: 1px solid var(--line); }
+h3 { font-size: 16px; margin: 22px 0 8px; }
+p, li { max-width: 80ch; }
+.muted { color: var(--muted); }
+nav { background: var(--soft); border: 1px solid var(--line); border-radius: 6px; padding: 8px 14px; margin: 14px 0; }
+nav a { margin-right: 16px; color: var(--accent); text-decoration: none; white-space: nowrap; }
+.facts { display: grid; grid-template-columns: repeat(auto-fill, minmax(210px, 1fr)); gap: 8px; margin: 12px 0; }
+.fact { background: var(--soft); border-radius: 6px; padding: 8px 12px; }
+.fact b { display: block; font-size: 18px; }
+.fact span { color: var(--muted); font-size: 13px; }
+table { border-collapse: collapse; margin: 8px 0 14px; font-size: 14px; }
+th, td { border: 1px solid var(--line); padding: 4px 9px; text-align: right; }
+th { background: var(--soft); font-weight: 600; }
+td.name, th.name { text-align: left; white-space: nowrap; }
+td.na { color: var(--muted); text-align: center; }
+figure { margin: 14px 0 22px; }
+figure img { max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 4px; }
+figcaption { color: var(--muted); font-size: 13.5px; margin-top: 6px; max-width: 95ch; }
+.samples { display: grid; grid-template-columns: repeat(auto-fill, minmax(250px, 1fr)); gap: 14px; }
+.samples figure { margin: 0; }
+.samples img { width: 100%; image-rendering: pixelated; }
+.heatmaps { display: grid; grid-template-columns: repeat(auto-fill, minmax(440px, 1fr)); gap: 14px; }
+details { margin: 8px 0 14px; }
+summary { cursor: pointer; color: var(--accent); }
+pre { background: var(--soft); border: 1px solid var(--line); border-radius: 6px; padding: 10px 12px;
+      overflow-x: auto; font-size: 12.5px; line-height: 1.4; }
+.note { background: #fff8e6; border-left: 4px solid #e0a800; padding: 6px 12px; margin: 10px 0; }
+"""
+
+
+# --------------------------------------------------------------------------- reading the folder
+
+
+def _read_json_or(path: Path, default: Any) -> Any:
+    return read_json(path) if path.is_file() else default
+
+
+def load_run(run_dir: str | Path) -> dict[str, Any]:
+    """Everything the report shows, read from a study folder (missing parts are empty)."""
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise FileNotFoundError(f"{run} does not exist; give the folder a study wrote (its --out).")
+    plan = _read_json_or(run / "study.json", None)
+    spectra_dir = run / "spectra"
+    if plan is None:
+        if not spectra_dir.is_dir():
+            raise FileNotFoundError(f"{run} holds no study.json and no spectra/; is it a study folder?")
+        names = sorted(p.stem for p in spectra_dir.glob("*.npz") if p.stem != "real")
+        plan = {"name": run.name, "generators": [{"name": n} for n in names]}
+    names = [g["name"] for g in plan.get("generators", [])]
+
+    from pipelines.study import load_arrays
+
+    spectra = {}
+    for name in ["real", *names]:
+        p = spectra_dir / f"{name}.npz"
+        if p.is_file():
+            spectra[name] = load_arrays(p)
+    quality = {n: _read_json_or(run / "quality" / f"{n}.json", {}) for n in names}
+    config_text = (run / "config.toml").read_text(encoding="utf-8") if (run / "config.toml").is_file() else None
+    return {
+        "run": run,
+        "plan": plan,
+        "names": names,
+        "manifest": _read_json_or(run / "manifest.json", {}),
+        "steps": _read_json_or(run / "steps.json", {}).get("steps", {}),
+        "spectra": spectra,
+        "samples": {n: run / "samples" / f"{n}.png" for n in ["real", *names] if (run / "samples" / f"{n}.png").is_file()},
+        "quality": quality,
+        "matrix": read_matrix(run / "transfer" / "matrix.csv"),
+        "config_text": config_text,
+    }
+
+
+def read_matrix(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a transfer matrix.csv (detector, train, test, metric, value); [] when absent."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows = []
+    with open(path, newline="", encoding="utf-8") as f:
+        for r in csv.DictReader(f):
+            try:
+                value = float(r["value"])
+            except (TypeError, ValueError):
+                value = float("nan")
+            rows.append({"detector": r["detector"], "train": r["train"], "test": r["test"],
+                         "metric": r["metric"], "value": value})
+    return rows
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def _figure(width: float, height: float):
+    # matplotlib.figure.Figure draws with the Agg canvas without touching pyplot's global state.
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=110, layout="constrained")
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def _colors(names: list[str]) -> dict[str, Any]:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if len(names) <= 10 else "tab20"]
+    out: dict[str, Any] = {"real": "black"}
+    for i, n in enumerate(names):
+        out[n] = cmap(i % cmap.N)
+    return out
+
+
+def _half(profile: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Non-negative half of a centred projection (DC at index n//2): frequencies 0..0.5 cycles/px."""
+    n = profile.shape[0]
+    half = np.concatenate([profile[n // 2:], profile[:1]]) if n % 2 == 0 else profile[n // 2:]
+    return np.arange(half.shape[0]) / n, half
+
+
+def radial_figure(spectra: dict[str, dict[str, np.ndarray]], names: list[str]) -> bytes:
+    """Mean radial log power of real vs each generator, and each generator minus real."""
+    colors = _colors(names)
+    fig = _figure(11, 4.2)
+    ax, dx = fig.subplots(1, 2)
+    real = spectra.get("real")
+    for n in ["real", *names]:
+        if n not in spectra:
+            continue
+        r = spectra[n]["radial"]
+        # Radius in pixels of a side of S maps to S/2 = Nyquist; plot in cycles per pixel.
+        side = spectra[n]["spectrum2d"].shape[0]
+        f = np.arange(r.shape[0]) / side
+        ax.plot(f, r, color=colors[n], lw=2.4 if n == "real" else 1.3, label=n)
+        if n != "real" and real is not None and real["radial"].shape == r.shape:
+            dx.plot(f, r - real["radial"], color=colors[n], lw=1.3, label=n)
+    ax.set(title="Mean radial spectrum", xlabel="spatial frequency (cycles / pixel)", ylabel="mean log power")
+    ax.axvline(0.5, color="grey", lw=0.8, ls=":")
+    dx.axhline(0, color="black", lw=1)
+    dx.axvline(0.5, color="grey", lw=0.8, ls=":")
+    dx.set(title="Generator minus real", xlabel="spatial frequency (cycles / pixel)", ylabel="difference of log power")
+    ax.legend(fontsize=8, ncol=2)
+    for a in (ax, dx):
+        a.grid(alpha=0.3)
+    return _png(fig)
+
+
+def xy_figure(spectra: dict[str, dict[str, np.ndarray]], names: list[str]) -> bytes:
+    """Mean horizontal and vertical spectra (top) and their difference from real (bottom)."""
+    colors = _colors(names)
+    fig = _figure(11, 7)
+    axes = fig.subplots(2, 2)
+    real = spectra.get("real")
+    for col, key, title in ((0, "horizontal", "Horizontal frequencies"), (1, "vertical", "Vertical frequencies")):
+        for n in ["real", *names]:
+            if n not in spectra:
+                continue
+            f, p = _half(spectra[n][key])
+            axes[0, col].plot(f, p, color=colors[n], lw=2.4 if n == "real" else 1.3, label=n)
+            if n != "real" and real is not None and real[key].shape == spectra[n][key].shape:
+                _, pr = _half(real[key])
+                axes[1, col].plot(f, p - pr, color=colors[n], lw=1.3, label=n)
+        axes[0, col].set(title=title, xlabel="frequency (cycles / pixel)", ylabel="mean log power")
+        axes[1, col].set(title=f"{title}: generator minus real", xlabel="frequency (cycles / pixel)",
+                         ylabel="difference of log power")
+        axes[1, col].axhline(0, color="black", lw=1)
+        for a in axes[:, col]:
+            a.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=8, ncol=2)
+    return _png(fig)
+
+
+def spectrum2d_figure(spectra: dict[str, dict[str, np.ndarray]], names: list[str]) -> bytes:
+    """Mean 2D log spectra (centred, DC in the middle) and their difference from real, as an image grid."""
+    shown = [n for n in ["real", *names] if n in spectra]
+    real = spectra.get("real")
+    diff_names = [n for n in names if n in spectra] if real is not None else []
+    cols = min(4, len(shown))
+    rows_spec = -(-len(shown) // cols)
+    rows_diff = -(-len(diff_names) // cols)
+    fig = _figure(2.6 * cols + 1.0, 2.7 * (rows_spec + rows_diff))
+    # One extra narrow column holds the colour bars, so every image keeps the same size.
+    grid = fig.add_gridspec(rows_spec + rows_diff, cols + 1, width_ratios=[1.0] * cols + [0.07])
+
+    def panel(i: int, row0: int, image: np.ndarray, title: str, **kw):
+        ax = fig.add_subplot(grid[row0 + i // cols, i % cols])
+        im = ax.imshow(image, interpolation="nearest", **kw)
+        ax.set_title(title, fontsize=10)
+        ax.set_axis_off()
+        return im
+
+    stack = np.stack([spectra[n]["spectrum2d"] for n in shown])
+    vmin, vmax = np.percentile(stack, [1, 99.5])
+    im = None
+    for i, n in enumerate(shown):
+        im = panel(i, 0, spectra[n]["spectrum2d"], n, cmap="viridis", vmin=vmin, vmax=vmax)
+    fig.colorbar(im, cax=fig.add_subplot(grid[:rows_spec, -1]), label="mean log power")
+    if diff_names:
+        diffs = np.stack([spectra[n]["spectrum2d"] - real["spectrum2d"] for n in diff_names])
+        lim = float(np.percentile(np.abs(diffs), 99.5)) or 1.0
+        for i, n in enumerate(diff_names):
+            im = panel(i, rows_spec, diffs[i], f"{n} − real", cmap="RdBu_r", vmin=-lim, vmax=lim)
+        fig.colorbar(im, cax=fig.add_subplot(grid[rows_spec:, -1]), label="difference of log power")
+    return _png(fig)
+
+
+def matrix_figure(rows: list[dict[str, Any]], detector: str, metric: str) -> bytes:
+    """A heatmap of one detector's transfer matrix for one metric (rows: trained on, columns: tested on)."""
+    trains, tests, values = _grid(rows, detector, metric)
+    higher = METRICS.get(metric, {}).get("higher", True)
+    fig = _figure(1.1 * len(tests) + 3, 0.55 * len(trains) + 2.2)
+    ax = fig.subplots()
+    vmin, vmax = (0.0, 0.5) if metric == "eer" else (0.5, 1.0) if metric in ("auc", "ap", "acc", "acc_cal") else (0.0, 1.0)
+    im = ax.imshow(values, cmap="viridis" if higher else "viridis_r", vmin=vmin, vmax=vmax, aspect="auto")
+    ax.set_xticks(range(len(tests)), tests, rotation=35, ha="right", fontsize=9)
+    ax.set_yticks(range(len(trains)), trains, fontsize=9)
+    ax.set(xlabel="tested on", ylabel="trained on", title=f"{detector} — {METRICS.get(metric, {}).get('label', metric)}")
+    for i in range(len(trains)):
+        for j in range(len(tests)):
+            v = values[i, j]
+            if np.isfinite(v):
+                bright = (v - vmin) / (vmax - vmin + 1e-12)
+                bright = bright if higher else 1 - bright
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8,
+                        color="black" if bright > 0.6 else "white")
+    fig.colorbar(im, ax=ax, shrink=0.85)
+    return _png(fig)
+
+
+def _grid(rows: list[dict[str, Any]], detector: str, metric: str) -> tuple[list[str], list[str], np.ndarray]:
+    """(train names, test names, values) of one detector and metric, in first-seen order."""
+    sel = [r for r in rows if r["detector"] == detector and r["metric"] == metric]
+    trains = list(dict.fromkeys(r["train"] for r in sel))
+    tests = list(dict.fromkeys(r["test"] for r in sel))
+    values = np.full((len(trains), len(tests)), np.nan)
+    for r in sel:
+        values[trains.index(r["train"]), tests.index(r["test"])] = r["value"]
+    return trains, tests, values
+
+
+# --------------------------------------------------------------------------- HTML pieces
+
+
+def _img(data: bytes, alt: str, css_class: str = "") -> str:
+    b64 = base64.b64encode(data).decode("ascii")
+    cls = f' class="{css_class}"' if css_class else ""
+    return f'<img{cls} alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
+
+
+def _figure_html(data: bytes, alt: str, caption: str) -> str:
+    return f"<figure>{_img(data, alt)}<figcaption>{caption}</figcaption></figure>"
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if isinstance(v, bool) or v is None:
+        return "—" if v is None else ("yes" if v else "no")
+    if isinstance(v, (int, float, np.floating)):
+        if not np.isfinite(v):
+            return "—"
+        return f"{v:.{digits}f}" if isinstance(v, (float, np.floating)) else str(v)
+    return html.escape(str(v))
+
+
+def _table(header: list[str], rows: list[list[Any]], name_cols: int = 1) -> str:
+    th = "".join(f'<th class="name">{html.escape(h)}</th>' if i < name_cols else f"<th>{html.escape(h)}</th>"
+                 for i, h in enumerate(header))
+    body = []
+    for row in rows:
+        cells = []
+        for i, v in enumerate(row):
+            if i < name_cols:
+                cells.append(f'<td class="name">{html.escape(str(v))}</td>')
+            elif v is None or (isinstance(v, float) and not np.isfinite(v)):
+                cells.append('<td class="na">—</td>')
+            else:
+                cells.append(f"<td>{_fmt(v)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _quality_value(q: dict[str, Any], key: str) -> float | None:
+    """A quality number by our short name, accepting torch-fidelity's long key names too."""
+    aliases = {
+        "fid": ("fid", "frechet_inception_distance"),
+        "kid": ("kid", "kid_mean", "kernel_inception_distance_mean"),
+    }
+    for k in aliases.get(key, (key,)):
+        v = q.get(k)
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return float(v)
+    return None
+
+
+def _diagonal(matrix: list[dict[str, Any]], detector: str, name: str, metric: str = MAIN_METRIC) -> float | None:
+    for r in matrix:
+        if r["detector"] == detector and r["metric"] == metric and r["train"] == name and r["test"] == name:
+            return r["value"]
+    return None
+
+
+def _off_diagonal_mean(matrix: list[dict[str, Any]], detector: str, name: str, names: list[str],
+                       metric: str = MAIN_METRIC) -> float | None:
+    """Mean metric of detectors trained on other single generators and tested on ``name``."""
+    vals = [r["value"] for r in matrix if r["detector"] == detector and r["metric"] == metric
+            and r["test"] == name and r["train"] != name and r["train"] in names and np.isfinite(r["value"])]
+    return float(np.mean(vals)) if vals else None
+
+
+def _detectors(matrix: list[dict[str, Any]]) -> list[str]:
+    return list(dict.fromkeys(r["detector"] for r in matrix))
+
+
+def _summary_section(d: dict[str, Any]) -> str:
+    names, plan, quality, matrix = d["names"], d["plan"], d["quality"], d["matrix"]
+    gens = {g["name"]: g for g in plan.get("generators", [])}
+    qcols = [k for k in ("radial_l1", "x_l1", "y_l1", "cloaking", "fid", "kid")
+             if any(_quality_value(quality.get(n, {}), k) is not None for n in names)]
+    dets = _detectors(matrix)
+    header = ["generator", "arch", "upsampler", "spectral D"] + [QUALITY_COLUMNS[k] for k in qcols]
+    header += [f"{det} AUC" for det in dets]
+    rows = []
+    for n in names:
+        g = gens.get(n, {})
+        row: list[Any] = [n, g.get("arch", "—"), g.get("upsampler", "—"),
+                          "yes" if g.get("spectral_d") else "no"]
+        row += [_quality_value(quality.get(n, {}), k) for k in qcols]
+        row += [_diagonal(matrix, det, n) for det in dets]
+        rows.append(row)
+    notes = sorted({q["fid_kid_unavailable"] for q in quality.values() if q.get("fid_kid_unavailable")})
+    note_html = "".join(f'<p class="note">FID/KID not computed: {html.escape(x)}</p>' for x in notes)
+    caption = (
+        "<p class='muted'>Spectral distances are mean absolute differences between the real and the "
+        "generator's mean min-max-normalised spectra (radial, horizontal, vertical; 0 = identical shape). "
+        "The cloaking score is 1 − |acc − 0.5| / 0.5 of a cross-validated logistic regression on single "
+        "radial profiles: 1 means single spectra cannot be told apart from real ones. "
+        + ("The AUC columns are each detector trained and tested on that generator's fakes "
+           "(the diagonal of its transfer matrix; 0.5 = chance, 1 = every fake caught). " if dets else "")
+        + ("FID/KID: lower is closer to the real images." if any(k in qcols for k in ("fid", "kid")) else "")
+        + "</p>"
+    )
+    return "<h2 id='summary'>At a glance</h2>" + _table(header, rows, name_cols=4) + caption + note_html
+
+
+def _samples_section(d: dict[str, Any]) -> str:
+    cards = []
+    for n in ["real", *d["names"]]:
+        p = d["samples"].get(n)
+        if p is None:
+            continue
+        g = next((g for g in d["plan"].get("generators", []) if g["name"] == n), {})
+        sub = "real images" if n == "real" else f"{g.get('arch', '')} · {g.get('upsampler', '')}" + (
+            " · spectral D" if g.get("spectral_d") else "")
+        cards.append(f"<figure>{_img(p.read_bytes(), f'samples of {n}')}"
+                     f"<figcaption><b>{html.escape(n)}</b> — {html.escape(sub)}</figcaption></figure>")
+    if not cards:
+        return ""
+    return ("<h2 id='samples'>Samples</h2><p class='muted'>The first images of each set, at their native "
+            "resolution scaled up without smoothing.</p><div class='samples'>" + "".join(cards) + "</div>")
+
+
+def _spectra_section(d: dict[str, Any], figdir: Path) -> str:
+    spectra, names = d["spectra"], [n for n in d["names"] if n in d["spectra"]]
+    if not spectra:
+        return ""
+    parts = ["<h2 id='spectra'>Spectra</h2>"]
+    figs = [
+        ("spectra_radial.png", radial_figure(spectra, names), "mean radial spectra",
+         "Left: the azimuthally averaged log power spectrum of each set, averaged over its images "
+         "(real images in black). Right: each generator minus real. Upsampling artefacts show up at "
+         "high frequencies (right end, 0.5 cycles/pixel is the Nyquist limit along an axis): zero "
+         "insertion and transposed convolutions tend to lift it, nearest/bilinear upsampling to lower it."),
+        ("spectra_xy.png", xy_figure(spectra, names), "horizontal and vertical spectra",
+         "The centred log spectrum averaged over rows (horizontal frequencies) and over columns "
+         "(vertical frequencies), from DC (left) to Nyquist (right). Peaks at fractions of the Nyquist "
+         "frequency are the periodic checkerboard patterns of an upsampler."),
+        ("spectra_2d.png", spectrum2d_figure(spectra, names), "mean 2D spectra",
+         "Mean 2D log power spectra with the zero frequency in the centre (top rows, one colour scale "
+         "for all), and each generator's difference from real (bottom rows; red = more power than "
+         "real images, blue = less). Bright isolated dots or lines are upsampling fingerprints."),
+    ]
+    for fname, data, alt, caption in figs:
+        write_bytes(figdir / fname, data)
+        parts.append(_figure_html(data, alt, caption))
+    return "".join(parts)
+
+
+def _matrix_table(rows: list[dict[str, Any]], detector: str, metric: str) -> str:
+    trains, tests, values = _grid(rows, detector, metric)
+    return _table(["trained on \\ tested on", *tests],
+                  [[t, *[float(v) for v in values[i]]] for i, t in enumerate(trains)])
+
+
+def _heatmap_files(run: Path, detector: str) -> dict[str, Path]:
+    """Heatmap PNGs written by the transfer step for ``detector``, by metric."""
+    folder = run / "transfer" / "heatmaps"
+    if not folder.is_dir():
+        return {}
+    out = {}
+    safe = {detector, detector.replace(":", "_"), detector.replace(":", "-"), detector.replace(":", "")}
+    for p in sorted(folder.glob("*.png")):
+        for metric in sorted(METRICS, key=len, reverse=True):
+            if p.stem.endswith(f"_{metric}") and p.stem[: -len(metric) - 1] in safe:
+                out.setdefault(metric, p)
+    return out
+
+
+def _transfer_section(d: dict[str, Any], figdir: Path) -> str:
+    matrix = d["matrix"]
+    if not matrix:
+        return ""
+    run = d["run"]
+    metrics_present = list(dict.fromkeys(r["metric"] for r in matrix))
+    main = MAIN_METRIC if MAIN_METRIC in metrics_present else metrics_present[0]
+    info = METRICS.get(main, {"label": main, "text": ""})
+    parts = [
+        "<h2 id='transfer'>Transfer matrices</h2>",
+        "<p>One matrix per detector. <b>Rows</b>: the fakes the detector was trained on (with real "
+        "training images); <b>columns</b>: the fakes it is tested on, always against the same real test "
+        "images. The <b>diagonal</b> is ordinary detection; <b>off-diagonal</b> cells say whether what the "
+        "detector learned from one upsampler carries over to another. Rows named <i>all</i> are trained on "
+        "every generator together; <i>loo</i> rows leave the tested generator out of training. "
+        f"Shown: {html.escape(info['label'])} — {html.escape(info['text'])}.</p>",
+    ]
+    for det in _detectors(matrix):
+        parts.append(f"<h3>{html.escape(det)}</h3>")
+        files = _heatmap_files(run, det)
+        if main in files:
+            data = files[main].read_bytes()
+        else:  # no heatmap from the transfer step: draw one from matrix.csv
+            data = matrix_figure(matrix, det, main)
+            write_bytes(figdir / f"transfer_{det.replace(':', '_')}_{main}.png", data)
+        parts.append(_figure_html(
+            data, f"{det} transfer matrix", f"{html.escape(det)}: {html.escape(info['label'])} of a detector trained "
+            "on the row's fakes and tested on the column's fakes. Bright = detected, dark = fooled."))
+        others = [m for m in metrics_present if m != main]
+        tables = "".join(
+            f"<h4>{html.escape(METRICS.get(m, {}).get('label', m))}</h4>"
+            f"<p class='muted'>{html.escape(METRICS.get(m, {}).get('text', ''))}</p>{_matrix_table(matrix, det, m)}"
+            for m in [main, *others]
+        )
+        parts.append(f"<details><summary>All metrics of {html.escape(det)} as numbers</summary>{tables}</details>")
+    return "".join(parts)
+
+
+def _attribution_section(d: dict[str, Any]) -> str:
+    run = d["run"]
+    folder = run / "transfer"
+    if not folder.is_dir():
+        return ""
+    pngs = sorted(p for p in folder.rglob("*.png")
+                  if any("confusion" in part or "attribution" in part for part in p.relative_to(folder).parts))
+    if not pngs:
+        return ""
+    parts = ["<h2 id='attribution'>Attribution</h2>",
+             "<p>Each detector trained as one multi-class model over real images and every generator "
+             "(Yu et al., “Attributing fake images to GANs”): which upsampler made this image? "
+             "Rows are the true source, columns the predicted one; a strong diagonal means each "
+             "upsampler leaves a fingerprint of its own.</p>"]
+    for p in pngs:
+        parts.append(_figure_html(p.read_bytes(), p.stem, html.escape(p.relative_to(run).as_posix())))
+    return "".join(parts)
+
+
+def _run_section(d: dict[str, Any]) -> str:
+    steps = d["steps"]
+    manifest = d["manifest"]
+    parts = ["<h2 id='run'>Run details</h2>"]
+    if steps:
+        total = sum(s.get("seconds", 0.0) for s in steps.values() if s.get("status") == "done")
+        rows = [[k, s.get("status", ""), s.get("seconds"), s.get("finished", "")] for k, s in steps.items()]
+        parts.append(f"<p>Steps and their times (sum {total:.0f} s; a study rerun skips the finished ones).</p>")
+        parts.append(f"<details><summary>{len(steps)} steps</summary>"
+                     + _table(["step", "status", "seconds", "finished"], rows) + "</details>")
+    if d["config_text"]:
+        parts.append("<h3>Study config</h3><pre>" + html.escape(d["config_text"]) + "</pre>")
+    elif manifest.get("config"):
+        parts.append("<h3>Study config (resolved)</h3><pre>" + html.escape(json.dumps(manifest["config"], indent=2)) + "</pre>")
+    if manifest:
+        parts.append("<h3>Manifest</h3><details><summary>manifest.json</summary><pre>"
+                     + html.escape(json.dumps(manifest, indent=2, default=str)) + "</pre></details>")
+    return "".join(parts)
+
+
+def _header(d: dict[str, Any]) -> str:
+    plan, manifest = d["plan"], d["manifest"]
+    data = plan.get("data", {})
+    status = manifest.get("status", "unknown")
+    facts = [
+        (len(d["names"]), "generators"),
+        (f"{plan.get('resolution', '—')} px", "resolution"),
+        (data.get("count", "—"), f"real images ({html.escape(str(data.get('source', '—')))})"),
+        ((plan.get("generate") or {}).get("n", "—"), "fakes per generator"),
+        (len(_detectors(d["matrix"])), "detectors"),
+        (f"{manifest['elapsed_s'] / 60:.1f} min" if isinstance(manifest.get("elapsed_s"), (int, float)) else "—",
+         f"wall time ({html.escape(str(manifest.get('device', '—')))})"),
+    ]
+    fact_html = "".join(f"<div class='fact'><b>{html.escape(str(v))}</b><span>{k}</span></div>" for v, k in facts)
+    warn = "" if status == "finished" else (
+        f"<p class='note'>This study is not finished (status: {html.escape(str(status))}); the report shows "
+        "what exists so far. Run the study again to resume it.</p>")
+    return (f"<header><h1>{html.escape(str(plan.get('name', 'study')))}</h1>"
+            f"<div class='muted'>forgelab study report · written {time.strftime('%Y-%m-%d %H:%M')}</div></header>"
+            + warn + f"<div class='facts'>{fact_html}</div>")
+
+
+def render_html(d: dict[str, Any], figdir: Path) -> str:
+    """The report page for the data returned by :func:`load_run`."""
+    sections = [
+        ("summary", "At a glance", _summary_section(d)),
+        ("samples", "Samples", _samples_section(d)),
+        ("spectra", "Spectra", _spectra_section(d, figdir)),
+        ("transfer", "Transfer matrices", _transfer_section(d, figdir)),
+        ("attribution", "Attribution", _attribution_section(d)),
+        ("run", "Run details", _run_section(d)),
+    ]
+    nav = "".join(f"<a href='#{sid}'>{title}</a>" for sid, title, body in sections if body)
+    body = "".join(body for _, _, body in sections)
+    title = html.escape(str(d["plan"].get("name", "study")))
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+            f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
+            f"<title>{title} — forgelab report</title><style>{CSS}</style></head>"
+            f"<body><main>{_header(d)}<nav>{nav}</nav>{body}</main></body></html>\n")
+
+
+def write_report(run_dir: str | Path) -> Path:
+    """Build report.html (and the figure PNGs in report/) from a study folder; return its path."""
+    d = load_run(run_dir)
+    run = d["run"]
+    figdir = run / FIGURE_DIR
+    figdir.mkdir(parents=True, exist_ok=True)
+    return write_text(run / REPORT_FILE, render_html(d, figdir))
+
+
+def summarize(run_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """Per generator: quality numbers and each detector's diagonal AUC (for printing after a study)."""
+    d = load_run(run_dir)
+    out: dict[str, dict[str, Any]] = defaultdict(dict)
+    for n in d["names"]:
+        out[n].update({k: v for k, v in d["quality"].get(n, {}).items() if isinstance(v, (int, float))})
+        for det in _detectors(d["matrix"]):
+            out[n][f"{det} auc"] = _diagonal(d["matrix"], det, n)
+    return dict(out)

@@ -1,0 +1,582 @@
+"""Transfer matrices: train a detector on some fake sources, test it on every fake source.
+
+Protocol (one matrix per detector):
+
+- **Splits.** REAL and every fake source are one :class:`~pipelines.data.ImageSet`, split into
+  train / validation / test by ``fractions`` and a seed derived from ``seed`` and the source's
+  name, or a ``(train, test)`` pair whose validation split is carved from train in the
+  proportion ``fractions[1] : fractions[0]``.
+- **Perturbation.** ``jpeg=Q`` compresses every image of every split of real and fake alike
+  (training and test; the detector meets compressed images throughout, as in Wang et al.'s
+  robustness protocol where training and test see the same post-processing).
+- **Balance.** Real and fake counts are equal in every split. Test: one real test set of
+  ``n`` images, the same in every column, and ``n`` fakes of each source, where ``n`` is the
+  smallest test split. Rows that train on several sources (``all``, ``loo:X``) take ``m``
+  images from each source and ``m * K`` real ones, ``m`` as large as the smallest source and
+  the real split allow. Subsets are drawn with seeds derived from ``seed``.
+- **Rows.** ``each``: one row per fake source; ``all``: the union of every source; ``loo``:
+  one row ``loo:X`` per source X, trained on all sources but X. **Columns**: every source.
+- **Cells.** A detector is fitted once per row (threshold chosen on the row's validation
+  split) and scores every column; test features are computed once per feature and reused by
+  every row and detector that shares it. Each cell holds ``detectors.metrics.evaluate``'s
+  metrics: AP, ROC-AUC, accuracy at 0.5, accuracy at the validation threshold, EER, TPR at 5 % FPR.
+- **Resume.** Each (detector, row) is saved as ``cells/<detector>/<row>.json`` with a hash of
+  everything it depends on (image contents, splits, seed, perturbation); a rerun skips cells
+  whose hash matches.
+- **Attribution.** With ``attribute=True`` each detector is also fitted as one multi-class
+  model (real + every source, Yu et al. 2019); its confusion matrix on the test splits is
+  written as CSV and PNG.
+
+Outputs: ``matrix.csv`` (detector, train, test, metric, value), ``matrix.json``,
+``heatmaps/<detector>_<metric>.png`` (``:`` in a detector name becomes ``-``) and, with
+attribution, ``attribution/<detector>.csv|png`` and ``attribution.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import os
+import re
+import time
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipelines.data import ImageSet, perturb, split_indices
+from pipelines.runfolder import read_json, write_bytes, write_json, write_text
+
+ROW_KINDS = ("each", "all", "loo")
+CELL_VERSION = 1
+# Metrics that get a heatmap (the contract's five; every metric is in matrix.csv).
+HEATMAP_METRICS = ("ap", "auc", "acc", "acc_cal", "eer")
+# Metrics where lower is better (their heatmaps use a reversed colour map).
+LOWER_IS_BETTER = ("eer",)
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+SetSpec = ImageSet | tuple[ImageSet, ImageSet]
+
+
+@dataclass
+class Splits:
+    """One source's train / validation / test images (already perturbed)."""
+
+    train: torch.Tensor
+    val: torch.Tensor
+    test: torch.Tensor
+    digest: str
+
+
+# ---------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def slug(name: str) -> str:
+    """A file-name-safe form of a detector or row name (``radial:svm`` -> ``radial-svm``)."""
+    return re.sub(r"[^A-Za-z0-9_.+-]", "-", name)
+
+
+def _seed(seed: int, *parts: str) -> int:
+    """A 32-bit seed derived from ``seed`` and names, so every subset has its own stream."""
+    words = [int(seed) & 0xFFFFFFFF] + [zlib.crc32(p.encode()) for p in parts]
+    return int(np.random.SeedSequence(words).generate_state(1)[0])
+
+
+def _sample(n_have: int, n_take: int, seed: int) -> np.ndarray:
+    """Sorted ``n_take`` of ``range(n_have)`` without replacement, by ``seed``."""
+    if n_take >= n_have:
+        return np.arange(n_have)
+    return np.sort(np.random.default_rng(seed).choice(n_have, n_take, replace=False))
+
+
+def _digest(images: torch.Tensor) -> str:
+    """Content hash of a uint8 image tensor (shape included)."""
+    h = hashlib.blake2b(digest_size=12)
+    h.update(str(tuple(images.shape)).encode())
+    h.update(np.ascontiguousarray(images.cpu().numpy()).data)
+    return h.hexdigest()
+
+
+def check_source_name(name: str) -> str:
+    """Return ``name`` if it can name a fake source (and a file), else raise a ValueError."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ValueError(
+            f"Fake source name {name!r} must start with a letter or digit and use only letters, digits, '_', '.', '+' or '-'."
+        )
+    if name == "all" or name == "real":
+        raise ValueError(f"Fake source name {name!r} is reserved; choose another name.")
+    return name
+
+
+def parse_rows(rows: str | Iterable[str]) -> list[str]:
+    """Row kinds from ``"each,all"`` or a list (repeats and order kept once), validated."""
+    items = [rows] if isinstance(rows, str) else list(rows)
+    out: list[str] = []
+    for item in items:
+        for r in str(item).split(","):
+            r = r.strip()
+            if not r:
+                continue
+            if r not in ROW_KINDS:
+                raise ValueError(f"Unknown row kind {r!r}; choose from: {', '.join(ROW_KINDS)}.")
+            if r not in out:
+                out.append(r)
+    if not out:
+        raise ValueError(f"No rows asked for; choose one or more of: {', '.join(ROW_KINDS)}.")
+    return out
+
+
+def row_sources(rows: Sequence[str], names: Sequence[str]) -> dict[str, list[str]]:
+    """Row name -> the fake sources it trains on, for the row kinds asked for."""
+    out: dict[str, list[str]] = {}
+    for kind in rows:
+        if kind == "each":
+            out.update({n: [n] for n in names})
+        elif kind == "all":
+            out["all"] = list(names)
+        elif kind == "loo":
+            if len(names) < 2:
+                raise ValueError("Leave-one-out rows need at least two fake sources; add --fake sets or drop 'loo'.")
+            out.update({f"loo:{n}": [m for m in names if m != n] for n in names})
+    return out
+
+
+def _check_set(s: Any, what: str) -> ImageSet:
+    if not isinstance(s, ImageSet):
+        raise TypeError(f"{what} must be an ImageSet (from pipelines.data), got {type(s).__name__}.")
+    if s.images.dtype != torch.uint8 or s.images.ndim != 4 or s.images.shape[1] != 3:
+        raise ValueError(f"{what} must hold uint8 images of shape (N, 3, R, R), got {tuple(s.images.shape)} {s.images.dtype}.")
+    return s
+
+
+def make_splits(spec: SetSpec, name: str, fractions: Sequence[float], seed: int,
+                jpeg: int | None = None) -> Splits:
+    """Split one source (an ImageSet or a (train, test) pair) into train / val / test, perturbed alike."""
+    fr = [float(f) for f in fractions]
+    if len(fr) != 3:
+        raise ValueError(f"fractions must be three numbers train,val,test summing to 1, got {fractions}.")
+    if isinstance(spec, tuple):
+        if len(spec) != 2:
+            raise ValueError(f"{name} must be one ImageSet or a (train, test) pair, got {len(spec)} sets.")
+        train_set, test_set = (_check_set(s, f"{name} ({w})") for s, w in zip(spec, ("train", "test"), strict=True))
+        if fr[0] + fr[1] <= 0:
+            raise ValueError("fractions for train and validation must not both be 0.")
+        tr, va = split_indices(len(train_set), (fr[0] / (fr[0] + fr[1]), fr[1] / (fr[0] + fr[1])), _seed(seed, name, "split"))
+        train, val, test = train_set.images[tr], train_set.images[va], test_set.images
+        digest = _digest(train_set.images) + _digest(test_set.images)
+    else:
+        s = _check_set(spec, name)
+        tr, va, te = split_indices(len(s), fr, _seed(seed, name, "split"))
+        train, val, test = s.images[tr], s.images[va], s.images[te]
+        digest = _digest(s.images)
+    for part, x in (("train", train), ("validation", val), ("test", test)):
+        if x.shape[0] < 2:
+            raise ValueError(
+                f"The {part} split of {name} has {x.shape[0]} image(s); give more images or change the split fractions."
+            )
+    if jpeg is not None:
+        train, val, test = (perturb(x, jpeg=jpeg) for x in (train, val, test))
+    return Splits(train, val, test, digest)
+
+
+def _balanced(real: torch.Tensor, fakes: list[torch.Tensor], seed: int, *tag: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Equal real and fake counts, with the same count from each fake source (seeded subsets)."""
+    k = len(fakes)
+    m = min(min(f.shape[0] for f in fakes), real.shape[0] // k)
+    if m < 1:
+        raise ValueError(f"Too few real images ({real.shape[0]}) to balance {k} fake sources; give more real images.")
+    fake = torch.cat([f[_sample(f.shape[0], m, _seed(seed, *tag, "fake", str(i)))] for i, f in enumerate(fakes)])
+    return real[_sample(real.shape[0], m * k, _seed(seed, *tag, "real"))], fake
+
+
+# ---------------------------------------------------------------------------------------------
+# Features once, scores per fitted detector
+
+
+class _TestFeatures:
+    """Test-set features, computed once per (feature, options) and reused by every row and detector.
+
+    Only detectors whose classifier takes feature vectors share features: their score is
+    ``1 - classifier.predict_proba(detector.transform(images))[:, 0]`` (the public pieces of
+    :class:`detectors.detector.Detector`). Each fitted detector is checked once against its own
+    ``score`` on a few images; one that disagrees (or a CNN, which computes its feature inside)
+    is scored with ``score`` directly.
+    """
+
+    def __init__(self) -> None:
+        self.cache: dict[tuple[str, str], torch.Tensor] = {}
+        self.checked: dict[int, bool] = {}
+
+    def _shared(self, det, images: torch.Tensor) -> bool:
+        if getattr(det, "input_kind", None) != "vector" or getattr(det, "raw_input", False):
+            return False
+        if not (hasattr(det, "transform") and hasattr(det, "classifier")):
+            return False
+        if id(det) not in self.checked:
+            probe = images[:8]
+            try:
+                ok = np.allclose(self._from_features(det, det.transform(probe)), det.score(probe), atol=1e-6)
+            except Exception:  # any mismatch in the API means: do not share
+                ok = False
+            self.checked[id(det)] = bool(ok)
+        return self.checked[id(det)]
+
+    @staticmethod
+    def _from_features(det, x: torch.Tensor) -> np.ndarray:
+        p = np.asarray(det.classifier.predict_proba(x), dtype=np.float64)
+        return np.clip(1.0 - np.clip(p, 0.0, 1.0)[:, 0], 0.0, 1.0)
+
+    def score(self, det, name: str, images: torch.Tensor) -> np.ndarray:
+        """Fakeness scores of test set ``name`` by a fitted detector, reusing its features."""
+        if not self._shared(det, images):
+            return np.asarray(det.score(images), dtype=np.float64)
+        key = (json.dumps([det.feature, det.feature_options], sort_keys=True, default=str), name)
+        if key not in self.cache:
+            self.cache[key] = det.transform(images)
+        return self._from_features(det, self.cache[key])
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+def _config_hash(payload: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+class _Bar:
+    """A rich progress bar over (detector, row) tasks, or nothing."""
+
+    def __init__(self, enabled: bool, total: int):
+        self.p = None
+        if enabled:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
+            self.p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+            self.task = self.p.add_task("Transfer matrix", total=total)
+
+    def __enter__(self):
+        if self.p is not None:
+            self.p.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.p.__exit__(*exc) if self.p is not None else False
+
+    def step(self, description: str) -> None:
+        if self.p is not None:
+            self.p.update(self.task, description=description)
+
+    def advance(self) -> None:
+        if self.p is not None:
+            self.p.advance(self.task)
+
+
+def run_transfer(real: SetSpec, fakes: dict[str, SetSpec], detectors: list[str], out_dir: str | os.PathLike,
+                 rows: str | Sequence[str] = ("each",), seed: int = 0,
+                 fractions: Sequence[float] = (0.6, 0.2, 0.2), jpeg: int | None = None, attribute: bool = False,
+                 progress: bool = False, detector_options: dict[str, dict[str, Any]] | None = None,
+                 heatmaps: bool = True) -> list[dict]:
+    """Fit every detector on every row's sources, test on every source; write the matrix; return its records.
+
+    Records are dicts ``{detector, train, test, metric, value}``. ``detector_options`` maps a
+    detector spec to keyword arguments for :class:`detectors.detector.Detector`;
+    ``heatmaps=False`` skips the PNGs (the CSV and JSON are always written).
+    """
+    from detectors.detector import Detector, check_spec
+
+    if not fakes:
+        raise ValueError("No fake sources given; pass at least one NAME=SPEC.")
+    names = [check_source_name(n) for n in fakes]
+    if not detectors:
+        raise ValueError("No detectors given; pass at least one FEATURE:CLASSIFIER, e.g. radial:svm.")
+    specs = []
+    for d in detectors:
+        f, c = check_spec(d)
+        spec = f"{f}:{c}"
+        if spec in specs:
+            raise ValueError(f"Detector {spec!r} is listed twice; list each detector once.")
+        specs.append(spec)
+    row_kinds = parse_rows(rows)
+    row_map = row_sources(row_kinds, names)
+    if jpeg is not None and not (isinstance(jpeg, int) and 1 <= jpeg <= 100):
+        raise ValueError(f"JPEG quality must be an integer between 1 and 100, got {jpeg!r}.")
+    options = dict(detector_options or {})
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    real_s = make_splits(real, "real", fractions, seed, jpeg)
+    fake_s = {n: make_splits(fakes[n], n, fractions, seed, jpeg) for n in names}
+    res = {tuple(x.shape[-2:]) for s in [real_s, *fake_s.values()] for x in (s.train, s.val, s.test)}
+    if len(res) > 1:
+        raise ValueError(f"All sets must have one image size, got {sorted(res)}; load them at the same --resolution.")
+
+    # Test sets: one real test set (same in every column) and as many fakes of each source.
+    n_test = min([real_s.test.shape[0]] + [s.test.shape[0] for s in fake_s.values()])
+    real_test = real_s.test[_sample(real_s.test.shape[0], n_test, _seed(seed, "test", "real"))]
+    fake_test = {n: s.test[_sample(s.test.shape[0], n_test, _seed(seed, "test", n))] for n, s in fake_s.items()}
+    y_test = np.concatenate([np.zeros(n_test, np.int64), np.ones(n_test, np.int64)])
+
+    base = {
+        "version": CELL_VERSION,
+        "seed": seed,
+        "fractions": [float(f) for f in fractions],
+        "jpeg": jpeg,
+        "real": real_s.digest,
+        "fakes": {n: fake_s[n].digest for n in names},
+    }
+    feats = _TestFeatures()
+    cells: dict[tuple[str, str], dict[str, Any]] = {}
+    tasks = [(d, r) for d in specs for r in row_map] + ([(d, "@attribution") for d in specs] if attribute else [])
+    with _Bar(progress, len(tasks)) as bar:
+        for spec, row in tasks:
+            bar.step(f"{spec} · {row.lstrip('@')}")
+            kw = dict(options.get(spec, {}))
+            if row == "@attribution":
+                cells[(spec, row)] = _attribution_cell(
+                    Detector, spec, kw, names, real_s, fake_s, real_test, fake_test, out, base, seed)
+            else:
+                cells[(spec, row)] = _matrix_cell(
+                    Detector, spec, kw, row, row_map[row], names, real_s, fake_s, real_test, fake_test,
+                    y_test, feats, out, base, seed)
+            bar.advance()
+
+    records = [
+        {"detector": spec, "train": row, "test": test, "metric": metric, "value": value}
+        for (spec, row), cell in cells.items() if row != "@attribution"
+        for test in names
+        for metric, value in cell["results"][test].items()
+    ]
+    sizes = {
+        "test_per_class": n_test,
+        "real": {"train": int(real_s.train.shape[0]), "val": int(real_s.val.shape[0]), "test": int(real_s.test.shape[0])},
+        "fakes": {n: {"train": int(s.train.shape[0]), "val": int(s.val.shape[0]), "test": int(s.test.shape[0])}
+                  for n, s in fake_s.items()},
+        "rows": {f"{spec}|{row}": cell.get("n_train") for (spec, row), cell in cells.items() if row != "@attribution"},
+    }
+    _write_outputs(out, records, specs, list(row_map), names, sizes, base, row_map, heatmaps)
+    if attribute:
+        _write_attribution(out, {spec: cells[(spec, "@attribution")] for spec in specs}, heatmaps)
+    return records
+
+
+def _cell_path(out: Path, spec: str, row: str) -> Path:
+    return out / "cells" / slug(spec) / f"{slug(row)}.json"
+
+
+def _cached(path: Path, config_hash: str) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        cell = read_json(path)
+    except (ValueError, FileNotFoundError):  # a damaged cell is recomputed
+        return None
+    return cell if isinstance(cell, dict) and cell.get("config_hash") == config_hash else None
+
+
+def _matrix_cell(Detector, spec: str, kw: dict, row: str, sources: list[str], names: list[str], real_s: Splits,
+                 fake_s: dict[str, Splits], real_test: torch.Tensor, fake_test: dict[str, torch.Tensor],
+                 y_test: np.ndarray, feats: _TestFeatures, out: Path, base: dict, seed: int) -> dict[str, Any]:
+    """Fit ``spec`` on one row's sources and evaluate it on every column (or reuse the saved cell)."""
+    from detectors.metrics import evaluate
+
+    config_hash = _config_hash({**base, "detector": spec, "options": kw, "row": row, "sources": sources})
+    path = _cell_path(out, spec, row)
+    cell = _cached(path, config_hash)
+    if cell is not None:
+        return cell
+    t0 = time.perf_counter()
+    tr_real, tr_fake = _balanced(real_s.train, [fake_s[s].train for s in sources], seed, row, "train")
+    va_real, va_fake = _balanced(real_s.val, [fake_s[s].val for s in sources], seed, row, "val")
+    det = Detector(spec, seed=seed, **kw).fit(tr_real, tr_fake, va_real, va_fake)
+    fit_s = time.perf_counter() - t0
+    s_real = feats.score(det, "real", real_test)
+    results = {}
+    for n in names:
+        scores = np.concatenate([s_real, feats.score(det, n, fake_test[n])])
+        results[n] = {k: float(v) for k, v in evaluate(y_test, scores, threshold=det.threshold).items()}
+    cell = {
+        "config_hash": config_hash,
+        "detector": spec,
+        "train": row,
+        "sources": sources,
+        "threshold": float(det.threshold),
+        "n_train": {"real": int(tr_real.shape[0]), "fake": int(tr_fake.shape[0])},
+        "n_val": {"real": int(va_real.shape[0]), "fake": int(va_fake.shape[0])},
+        "n_test_per_class": int(real_test.shape[0]),
+        "fit_seconds": round(fit_s, 3),
+        "results": results,
+    }
+    write_json(path, cell)
+    return cell
+
+
+def _attribution_cell(Detector, spec: str, kw: dict, names: list[str], real_s: Splits, fake_s: dict[str, Splits],
+                      real_test: torch.Tensor, fake_test: dict[str, torch.Tensor], out: Path, base: dict,
+                      seed: int) -> dict[str, Any]:
+    """Fit ``spec`` as one (K+1)-class model and return its confusion matrix on the test sets."""
+    from sklearn.metrics import confusion_matrix
+
+    config_hash = _config_hash({**base, "detector": spec, "options": kw, "row": "@attribution"})
+    path = _cell_path(out, spec, "attribution")
+    cell = _cached(path, config_hash)
+    if cell is not None:
+        return cell
+    # One class per source, each as large as the smallest (real included): balanced classes.
+    m_tr = min([real_s.train.shape[0]] + [fake_s[n].train.shape[0] for n in names])
+    m_va = min([real_s.val.shape[0]] + [fake_s[n].val.shape[0] for n in names])
+
+    def take(x: torch.Tensor, m: int, *tag: str) -> torch.Tensor:
+        return x[_sample(x.shape[0], m, _seed(seed, "attribution", *tag))]
+
+    det = Detector(spec, seed=seed, **kw).fit(
+        take(real_s.train, m_tr, "train", "real"), [take(fake_s[n].train, m_tr, "train", n) for n in names],
+        take(real_s.val, m_va, "val", "real"), [take(fake_s[n].val, m_va, "val", n) for n in names],
+        multiclass=True, fake_names=names,
+    )
+    labels = ["real", *names]
+    images = torch.cat([real_test, *[fake_test[n] for n in names]])
+    y_true = np.repeat(np.arange(len(labels)), real_test.shape[0])
+    y_pred = np.asarray(det.attribute(images))
+    cm = confusion_matrix(y_true, y_pred, labels=np.arange(len(labels)))
+    cell = {
+        "config_hash": config_hash,
+        "detector": spec,
+        "labels": labels,
+        "confusion": cm.tolist(),
+        "accuracy": float(np.trace(cm) / cm.sum()),
+        "n_train_per_class": int(m_tr),
+        "n_test_per_class": int(real_test.shape[0]),
+    }
+    write_json(path, cell)
+    return cell
+
+
+# ---------------------------------------------------------------------------------------------
+# Outputs
+
+
+def _write_outputs(out: Path, records: list[dict], specs: list[str], rows: list[str], names: list[str],
+                   sizes: dict, base: dict, row_map: dict[str, list[str]], heatmaps: bool) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["detector", "train", "test", "metric", "value"])
+    for r in records:
+        w.writerow([r["detector"], r["train"], r["test"], r["metric"], repr(r["value"])])
+    write_text(out / "matrix.csv", buf.getvalue())
+    metrics = list(dict.fromkeys(r["metric"] for r in records))
+    nested: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
+    for r in records:
+        nested.setdefault(r["detector"], {}).setdefault(r["metric"], {}).setdefault(r["train"], {})[r["test"]] = r["value"]
+    write_json(out / "matrix.json", {
+        "detectors": specs,
+        "rows": rows,
+        "row_sources": row_map,
+        "columns": names,
+        "metrics": metrics,
+        "matrix": _json_safe(nested),
+        "sizes": sizes,
+        "config": base,
+    })
+    for spec in specs if heatmaps else ():
+        for metric in (m for m in metrics if m in HEATMAP_METRICS):
+            values = np.array([[nested[spec][metric][r][c] for c in names] for r in rows], dtype=np.float64)
+            png = heatmap_png(values, rows, names, f"{spec} · {metric}", reverse=metric in LOWER_IS_BETTER)
+            write_bytes(out / "heatmaps" / f"{slug(spec)}_{metric}.png", png)
+
+
+def _json_safe(obj: Any) -> Any:
+    """NaN -> None, so matrix.json stays strict JSON."""
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def heatmap_png(values: np.ndarray, rows: Sequence[str], cols: Sequence[str], title: str, *,
+                reverse: bool = False, vmin: float = 0.0, vmax: float = 1.0, fmt: str = "{:.2f}",
+                xlabel: str = "tested on", ylabel: str = "trained on") -> bytes:
+    """An annotated heatmap (rows x cols) as PNG bytes (matplotlib, Agg backend)."""
+    # A bare Figure renders with the Agg canvas and never touches pyplot's global state.
+    from matplotlib.figure import Figure
+
+    n_r, n_c = values.shape
+    fig = Figure(figsize=(1.6 + 0.9 * max(n_c, 2), 1.4 + 0.6 * max(n_r, 2)), dpi=110)
+    ax = fig.add_subplot()
+    cmap = "viridis_r" if reverse else "viridis"
+    im = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
+    ax.set_xticks(range(n_c), labels=list(cols), rotation=30, ha="right")
+    ax.set_yticks(range(n_r), labels=list(rows))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    norm = im.norm
+    for i in range(n_r):
+        for j in range(n_c):
+            v = values[i, j]
+            if not np.isfinite(v):
+                ax.text(j, i, "–", ha="center", va="center", color="grey")
+                continue
+            shade = norm(v)
+            dark = (shade > 0.6) if reverse else (shade < 0.6)
+            ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=9, color="white" if dark else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def _write_attribution(out: Path, cells: dict[str, dict[str, Any]], heatmaps: bool) -> None:
+    summary = {}
+    for spec, cell in cells.items():
+        labels, cm = cell["labels"], np.asarray(cell["confusion"], dtype=np.int64)
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["true \\ predicted", *labels])
+        for lab, row in zip(labels, cm.tolist(), strict=True):
+            w.writerow([lab, *row])
+        write_text(out / "attribution" / f"{slug(spec)}.csv", buf.getvalue())
+        if heatmaps:
+            frac = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+            png = heatmap_png(frac, labels, labels, f"{spec} · attribution (acc {cell['accuracy']:.2f})",
+                              xlabel="predicted", ylabel="true")
+            write_bytes(out / "attribution" / f"{slug(spec)}.png", png)
+        summary[spec] = {"labels": labels, "confusion": cell["confusion"], "accuracy": cell["accuracy"]}
+    write_json(out / "attribution.json", summary)
+
+
+def print_matrix(records: list[dict], metric: str = "ap", console=None) -> None:
+    """Print one rich table per detector: rows = trained on, columns = tested on, values = ``metric``."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    dets = list(dict.fromkeys(r["detector"] for r in records))
+    for spec in dets:
+        recs = [r for r in records if r["detector"] == spec and r["metric"] == metric]
+        rows = list(dict.fromkeys(r["train"] for r in recs))
+        cols = list(dict.fromkeys(r["test"] for r in recs))
+        val = {(r["train"], r["test"]): r["value"] for r in recs}
+        table = Table(title=f"{spec} · {metric}", caption="rows: train · columns: test")
+        table.add_column("train \\ test")
+        for c in cols:
+            table.add_column(c, justify="right")
+        for r in rows:
+            table.add_row(r, *(f"{val[(r, c)]:.3f}" for c in cols))
+        console.print(table)

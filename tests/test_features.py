@@ -1,0 +1,185 @@
+"""Spectral features against analytic spectra, scipy, and a slow per-image NumPy reference."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.fft
+import torch
+
+from detectors.features import EPS, FEATURES, LUMA, extract, n_radii, radial_profile
+
+LOG_EPS = math.log(EPS)
+
+
+def grating(h: int, w: int, ky: int, kx: int) -> torch.Tensor:
+    """(1, 3, h, w) zero-mean float cosine grating with ky cycles down and kx cycles across."""
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    g = torch.cos(2 * math.pi * (ky * yy / h + kx * xx / w))
+    return g.expand(1, 3, h, w).float().clone()
+
+
+def reference_radial(img: np.ndarray) -> np.ndarray:
+    """Slow per-image radial profile: full centred fft2, rounded radius from DC, argsort + bincount mean."""
+    gray = np.tensordot(np.asarray(LUMA), img.astype(np.float64), axes=(0, 0))
+    h, w = gray.shape
+    f = np.fft.fftshift(np.fft.fft2(gray, norm="ortho"))
+    logp = np.log(np.abs(f) ** 2 + EPS)
+    yy, xx = np.indices((h, w))
+    r = np.round(np.hypot(yy - h // 2, xx - w // 2)).astype(int).ravel()
+    order = np.argsort(r, kind="stable")
+    r_sorted, v_sorted = r[order], logp.ravel()[order]
+    sums = np.bincount(r_sorted, weights=v_sorted)
+    counts = np.bincount(r_sorted)
+    return sums / counts
+
+
+@pytest.mark.parametrize(("ky", "kx", "radius"), [(0, 5, 5), (7, 0, 7), (3, 4, 5), (6, 8, 10)])
+def test_grating_peaks_at_its_radius(ky, kx, radius):
+    prof = extract("radial", grating(32, 32, ky, kx))[0]
+    assert int(prof.argmax()) == radius
+    # Every other ring holds only numerical noise: the log of EPS.
+    others = torch.cat([prof[:radius], prof[radius + 1 :]])
+    assert torch.allclose(others, torch.full_like(others, LOG_EPS), atol=0.05)
+
+
+def test_constant_image_has_energy_only_at_dc():
+    img = torch.full((2, 3, 24, 24), 0.7)
+    prof = extract("radial", img)
+    assert (prof.argmax(dim=1) == 0).all()
+    # DC of an orthonormal FFT of a constant c over n pixels is c * sqrt(n).
+    assert torch.allclose(prof[:, 0], torch.full((2,), math.log((0.7 * 24) ** 2 + EPS)), atol=1e-4)
+    assert torch.allclose(prof[:, 1:], torch.full_like(prof[:, 1:], LOG_EPS), atol=0.05)
+
+
+def test_vertical_grating_shows_in_one_projection_only():
+    h = w = 32
+    k = 6
+    proj = extract("xy", grating(h, w, 0, k))[0]
+    over_rows, over_cols = proj[:w], proj[w:]  # indexed by column (fx), by row (fy)
+    assert over_rows.shape == (w,) and over_cols.shape == (h,)
+    peaks = set(torch.topk(over_rows, 2).indices.tolist())
+    assert peaks == {w // 2 - k, w // 2 + k}
+    # Along the other axis all energy sits in the DC row: no trace of frequency k.
+    c = h // 2
+    rest = torch.cat([over_cols[:c], over_cols[c + 1 :]])
+    assert torch.allclose(rest, torch.full_like(rest, LOG_EPS), atol=0.05)
+    assert over_cols[c] > rest.max() + 1
+
+
+def test_horizontal_grating_is_the_transpose():
+    a = extract("xy", grating(32, 32, 0, 5))[0]
+    b = extract("xy", grating(32, 32, 5, 0))[0]
+    assert torch.allclose(a[:32], b[32:], atol=1e-4) and torch.allclose(a[32:], b[:32], atol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(16, 16), (17, 17), (12, 20), (15, 10)])
+def test_radial_equals_slow_reference(shape):
+    g = torch.Generator().manual_seed(sum(shape))
+    imgs = torch.randint(0, 256, (3, 3, *shape), generator=g, dtype=torch.uint8)
+    got = extract("radial", imgs).double().numpy()
+    assert got.shape == (3, n_radii(*shape))
+    for i in range(3):
+        ref = reference_radial(imgs[i].numpy() / 255.0)
+        np.testing.assert_allclose(got[i], ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(8, 8), (9, 6)])
+def test_dct_equals_scipy(shape):
+    g = torch.Generator().manual_seed(3)
+    imgs = torch.rand(2, 3, *shape, generator=g, dtype=torch.float64)
+    got = extract("dct", imgs, flatten=False).numpy()
+    ref = np.log(np.abs(scipy.fft.dctn(imgs.numpy(), axes=(-2, -1), norm="ortho")) + 1e-6)
+    np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-10)
+    assert extract("dct", imgs).shape == (2, 3 * shape[0] * shape[1])
+
+
+def test_spectrum_is_the_centred_log_power():
+    imgs = torch.rand(2, 3, 10, 12, dtype=torch.float64)
+    gray = np.tensordot(np.asarray(LUMA), imgs.numpy(), axes=(0, 1))
+    ref = np.log(np.abs(np.fft.fftshift(np.fft.fft2(gray, norm="ortho"), axes=(-2, -1))) ** 2 + EPS)
+    np.testing.assert_allclose(extract("spectrum", imgs, flatten=False)[:, 0].numpy(), ref, atol=1e-10)
+    assert extract("spectrum", imgs).shape == (2, 120)
+
+
+@pytest.mark.parametrize("name", ["radial", "xy", "spectrum", "dct", "pixels"])
+def test_uint8_is_scaled_like_float(name):
+    imgs = torch.randint(0, 256, (2, 3, 12, 12), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    a = extract(name, imgs)
+    b = extract(name, imgs.float() / 255.0)
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_pixels_shapes():
+    imgs = torch.randint(0, 256, (2, 3, 5, 5), dtype=torch.uint8)
+    assert extract("pixels", imgs).shape == (2, 3, 5, 5)
+    assert extract("pixels", imgs, flatten=True).shape == (2, 75)
+    assert float(extract("pixels", imgs).max()) <= 1.0
+
+
+def test_gradients_flow_and_match_finite_differences():
+    x = torch.rand(1, 3, 6, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: radial_profile(t, normalize="minmax"), (x,))
+    for name in ("radial", "xy", "dct", "spectrum"):
+        y = torch.rand(2, 3, 8, 8, requires_grad=True)
+        out = extract(name, y)
+        # The autograd path and the in-place no-grad path compute the same values.
+        torch.testing.assert_close(out.detach(), extract(name, y.detach()))
+        out.sum().backward()
+        assert y.grad is not None and torch.isfinite(y.grad).all() and y.grad.abs().sum() > 0
+
+
+def test_length_resampling():
+    imgs = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    full = extract("radial", imgs)
+    assert torch.equal(extract("radial", imgs, length=full.shape[1]), full)
+    short = extract("radial", imgs, length=10)
+    assert short.shape == (2, 10)
+    # Linear interpolation with aligned end points: compare with np.interp.
+    xs = np.linspace(0, full.shape[1] - 1, 10)
+    for i in range(2):
+        np.testing.assert_allclose(short[i].numpy(), np.interp(xs, np.arange(full.shape[1]), full[i].numpy()), atol=1e-4)
+
+
+def test_minmax_normalisation():
+    prof = extract("radial", torch.randint(0, 256, (3, 3, 16, 16), dtype=torch.uint8), normalize="minmax")
+    assert torch.allclose(prof.amin(1), torch.zeros(3)) and torch.allclose(prof.amax(1), torch.ones(3))
+    xy = extract("xy", torch.randint(0, 256, (3, 3, 16, 16), dtype=torch.uint8), normalize="minmax")
+    assert torch.allclose(xy.amax(1), torch.ones(3))
+
+
+@pytest.mark.parametrize("name", list(FEATURES))
+def test_batching_does_not_change_features(name):
+    imgs = torch.randint(0, 256, (7, 3, 12, 12), dtype=torch.uint8)
+    torch.testing.assert_close(extract(name, imgs, batch_size=3), extract(name, imgs), rtol=1e-5, atol=1e-5)
+
+
+def test_grayscale_single_channel_input():
+    one = torch.rand(2, 1, 12, 12)
+    three = one.expand(2, 3, 12, 12)
+    # LUMA sums to 1, so a grey RGB image equals its single-channel version.
+    torch.testing.assert_close(extract("radial", one), extract("radial", three), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("images", "error", "words"),
+    [
+        (torch.zeros(3, 8, 8), ValueError, "shape"),
+        (torch.zeros(2, 2, 8, 8), ValueError, "shape"),
+        (torch.zeros(0, 3, 8, 8), ValueError, "empty"),
+        (torch.zeros(2, 3, 8, 8, dtype=torch.int32), TypeError, "uint8 or floating"),
+        (np.zeros((2, 3, 8, 8)), TypeError, "torch.Tensor"),
+    ],
+)
+def test_bad_input_gives_clear_errors(images, error, words):
+    with pytest.raises(error, match=words):
+        extract("radial", images, batch_size=4)
+
+
+def test_unknown_names_are_listed():
+    with pytest.raises(ValueError, match="choose one of: .*radial"):
+        extract("fourier", torch.zeros(1, 3, 8, 8))
+    with pytest.raises(ValueError, match="normalize"):
+        extract("radial", torch.zeros(1, 3, 8, 8), normalize="zscore")

@@ -1,0 +1,343 @@
+"""Studies: config validation, the resumable step log, and a tiny end-to-end study with its report."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import io
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+import gans.training
+import pipelines.report
+from detectors.features import radial_profile
+from detectors.fidelity import spectral_fidelity
+from gans.upsamplers import UPSAMPLERS
+from pipelines.study import (
+    StepLog,
+    apply_overrides,
+    digest,
+    load_arrays,
+    load_config,
+    load_fakes,
+    packaged_configs,
+    parse_config,
+    run_study,
+    train_keys,
+)
+
+TINY = {
+    "study": {"name": "tiny", "seed": 0, "resolution": 32, "data": "embedded", "n_real": 64},
+    "train": {"steps": 3, "batch_size": 16, "width": 8, "z_dim": 16, "log_every": 1,
+              "sample_every": 0, "ckpt_every": 0},
+    "grid": {"upsamplers": ["nearest", "bed_of_nails"]},
+    "generate": {"n": 40, "batch_size": 40, "grid": 16},
+    "transfer": {"detectors": ["radial:lr"]},
+}
+
+
+def tiny(**changes) -> dict:
+    """A copy of the tiny study config with ``section={key: value}`` changes merged in."""
+    cfg = copy.deepcopy(TINY)
+    for section, values in changes.items():
+        if values is None:
+            cfg.pop(section, None)
+        else:
+            cfg.setdefault(section, {}).update(values)
+    return cfg
+
+
+# --------------------------------------------------------------------------- config validation
+
+
+def test_unknown_top_level_key_lists_the_sections():
+    with pytest.raises(ValueError, match="Unknown key 'trian'") as e:
+        parse_config({**TINY, "trian": {}})
+    msg = str(e.value)
+    for section in ("study", "train", "grid", "generators", "generate", "quality", "transfer"):
+        assert section in msg
+    assert msg.count(".") <= 2 and "\n" not in msg  # one sentence
+
+
+@pytest.mark.parametrize("section, key", [("train", "stesp"), ("study", "resolutoin"),
+                                          ("generate", "count"), ("transfer", "detector"), ("grid", "upsampler")])
+def test_unknown_key_in_a_section_lists_its_valid_keys(section, key):
+    cfg = tiny(**{section: {key: 1}})
+    with pytest.raises(ValueError, match=rf"Unknown key '{key}' in \[{section}\]; valid keys are: ") as e:
+        parse_config(cfg)
+    valid = {"train": train_keys(), "study": ["name", "seed", "resolution", "data", "n_real"],
+             "generate": ["n", "batch_size", "save_fakes"], "transfer": ["detectors", "rows", "jpeg", "attribute"],
+             "grid": ["archs", "upsamplers", "spectral_d"]}[section]
+    for k in valid:
+        assert k in str(e.value)
+    if section == "train":  # study-level keys are not offered as training options
+        assert "resolution" not in str(e.value)
+
+
+def test_unknown_key_in_generators_entry():
+    cfg = tiny(grid=None)
+    cfg["generators"] = [{"upsampler": "nearest"}, {"upsampler": "bicubic", "spectal_d": True}]
+    with pytest.raises(ValueError, match=r"Unknown key 'spectal_d' in \[\[generators\]\] #2; valid keys are: name, "):
+        parse_config(cfg)
+
+
+def test_bad_upsampler_names_the_valid_ones():
+    with pytest.raises(ValueError, match="Unknown upsampler 'bilinearr'") as e:
+        parse_config(tiny(grid={"upsamplers": ["nearest", "bilinearr"]}))
+    for name in UPSAMPLERS:
+        assert name in str(e.value)
+
+
+def test_bad_detector_and_bad_arch():
+    with pytest.raises(ValueError, match="Unknown classifier 'svn'"):
+        parse_config(tiny(transfer={"detectors": ["radial:svn"]}))
+    with pytest.raises(ValueError, match="FEATURE:CLASSIFIER"):
+        parse_config(tiny(transfer={"detectors": ["radial"]}))
+    with pytest.raises(ValueError, match="Unknown architecture 'stylegan'"):
+        parse_config(tiny(train={"arch": "stylegan"}))
+
+
+def test_wrong_types_and_values_are_named():
+    with pytest.raises(ValueError, match=r"\[train\] steps = 'many' must be an integer"):
+        parse_config(tiny(train={"steps": "many"}))
+    with pytest.raises(ValueError, match=r"\[generate\] save_fakes = 1 must be true or false"):
+        parse_config(tiny(generate={"save_fakes": 1}))
+    with pytest.raises(ValueError, match=r"fractions = \[0.5, 0.2, 0.2\] must be three positive numbers"):
+        parse_config(tiny(transfer={"fractions": [0.5, 0.2, 0.2]}))
+    with pytest.raises(ValueError, match="Unsupported resolution 48"):
+        parse_config(tiny(study={"resolution": 48}))
+    with pytest.raises(ValueError, match="Generator 'nearest': lr must be a positive number"):
+        parse_config(tiny(train={"lr": -1.0}))
+    with pytest.raises(ValueError, match="defines no generators"):
+        parse_config(tiny(grid=None))
+
+
+def test_grid_and_extra_generators_expand_to_named_variants():
+    cfg = tiny(train={"steps": 7}, grid={"archs": ["dcgan", "sngan"], "upsamplers": ["nearest", "bicubic"],
+                                         "spectral_d": [False, True]})
+    cfg["generators"] = [{"name": "late", "upsampler": "pixelshuffle", "upsample_layers": "last", "steps": 9}]
+    c = parse_config(cfg)
+    names = [g.name for g in c.generators]
+    assert len(names) == 2 * 2 * 2 + 1 == len(set(names))
+    assert "dcgan-nearest" in names and "sngan-bicubic-sd" in names
+    late = c.generators[-1]
+    assert (late.name, late.upsampler, late.train["upsample_layers"], late.train["steps"]) == ("late", "pixelshuffle", "last", 9)
+    assert all(g.train["steps"] == 7 for g in c.generators[:-1])
+    assert all(g.train["seed"] == 0 for g in c.generators)  # the study seed, the same for all
+    assert sum(g.spectral_d for g in c.generators) == 4
+    with pytest.raises(ValueError, match="both named 'late'"):
+        parse_config({**cfg, "generators": cfg["generators"] * 2})
+
+
+def test_all_upsamplers_and_overrides():
+    c = parse_config(tiny(grid={"upsamplers": "all"}))
+    assert [g.upsampler for g in c.generators] == list(UPSAMPLERS)
+    raw = apply_overrides(TINY, ["train.steps=11", "study.data=/some/folder", "transfer.rows=['each', 'all']"])
+    assert raw["train"]["steps"] == 11 and raw["study"]["data"] == "/some/folder"
+    assert raw["transfer"]["rows"] == ["each", "all"] and TINY["train"]["steps"] == 3  # original untouched
+    with pytest.raises(ValueError, match="section.key=value"):
+        apply_overrides(TINY, ["steps=3"])
+
+
+def test_packaged_configs_load():
+    assert {"quickstart", "imagewoof-dcgan32", "imagewoof-sngan64"} <= set(packaged_configs())
+    q = load_config("quickstart")
+    assert q.study.data == "embedded" and q.study.resolution == 32
+    assert {g.upsampler for g in q.generators} == set(UPSAMPLERS)
+    assert sum(g.spectral_d for g in q.generators) == 1 and len(q.generators) == 7
+    assert len(q.transfer.detectors) == 4 and q.text and "[study]" in q.text
+    s = load_config("imagewoof-sngan64.toml")
+    assert s.study.resolution == 64 and len(s.generators) == 12 and s.generate.n >= 5000
+    assert all(g.arch == "sngan" and g.train["steps"] >= 10000 for g in s.generators)
+    d = load_config("imagewoof-dcgan32", overrides=["train.steps=50"])
+    assert all(g.train["steps"] == 50 for g in d.generators) and "train.steps=50" in d.text
+
+
+def test_missing_and_broken_config_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="quickstart"):
+        load_config(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[study\nname = 1\n")
+    with pytest.raises(ValueError, match="bad.toml is not valid TOML"):
+        load_config(bad)
+
+
+# --------------------------------------------------------------------------- step log
+
+
+def test_step_log_skips_redoes_and_resumes(tmp_path):
+    calls = []
+
+    def step(resume):
+        calls.append(resume)
+        (tmp_path / "out.txt").write_text("x")
+
+    log = StepLog(tmp_path)
+    h = log.run("a", {"k": 1}, step, ["out.txt"])
+    assert h == digest({"k": 1}) and calls == [False]
+    StepLog(tmp_path).run("a", {"k": 1}, step, ["out.txt"])  # read back from steps.json: skipped
+    assert calls == [False]
+    StepLog(tmp_path).run("a", {"k": 2}, step, ["out.txt"])  # other inputs: redone from scratch
+    assert calls == [False, False]
+    (tmp_path / "out.txt").unlink()  # a finished step whose file disappeared is redone
+    StepLog(tmp_path).run("a", {"k": 2}, step, ["out.txt"])
+    assert calls == [False, False, False]
+
+    # An attempt interrupted after it started: its record says "running" with the same hash.
+    def interrupted(resume):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        StepLog(tmp_path).run("b", {"k": 3}, interrupted, ["b.txt"])
+    state = json.loads((tmp_path / "steps.json").read_text())["steps"]["b"]
+    assert state["status"] == "running"
+    seen = []
+    StepLog(tmp_path).run("b", {"k": 3}, lambda r: (seen.append(r), (tmp_path / "b.txt").write_text("y")), ["b.txt"])
+    assert seen == [True]
+    with pytest.raises(RuntimeError, match="without writing c.txt"):
+        StepLog(tmp_path).run("c", {}, lambda r: None, ["c.txt"])
+    assert json.loads((tmp_path / "steps.json").read_text())["steps"]["c"]["status"] == "running"
+
+
+# --------------------------------------------------------------------------- whole studies
+
+
+class Counter:
+    """Wrap a function and count its calls (and keep their keyword arguments)."""
+
+    def __init__(self, fn):
+        self.fn, self.calls = fn, []
+
+    def __call__(self, *args, **kwargs):
+        self.calls.append(kwargs)
+        return self.fn(*args, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def study_dir(tmp_path_factory):
+    """One finished tiny study shared by the end-to-end checks."""
+    out = tmp_path_factory.mktemp("study") / "run"
+    run_study(TINY, out, progress=False)
+    return out
+
+
+def test_tiny_study_outputs_and_report(study_dir):
+    out = study_dir
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "finished" and manifest["command"] == "study"
+    steps = json.loads((out / "steps.json").read_text())["steps"]
+    for name in ("nearest", "bed_of_nails"):
+        for kind in ("train", "generate", "spectra", "quality"):
+            assert steps[f"{kind}/{name}"]["status"] == "done"
+    assert steps["transfer"]["status"] == "done"
+
+    # The matrix: one detector, rows x columns = 2 x 2 for every metric.
+    rows = pipelines.report.read_matrix(out / "transfer" / "matrix.csv")
+    cells = {(r["train"], r["test"]) for r in rows if r["metric"] == "auc"}
+    assert cells == {(a, b) for a in ("nearest", "bed_of_nails") for b in ("nearest", "bed_of_nails")}
+
+    page = (out / "report.html").read_text(encoding="utf-8")
+    for section in ("id='summary'", "id='samples'", "id='spectra'", "id='transfer'", "radial:lr"):
+        assert section in page
+    images = [base64.b64decode(b) for b in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)]
+    assert len(images) == 3 + 3 + 1  # sample grids (real + 2), three spectra figures, one heatmap
+    assert all(img[:8] == b"\x89PNG\r\n\x1a\n" for img in images)
+    grid = Image.open(io.BytesIO(images[1]))  # nearest's grid: 16 images of 32 px, 4 x 4, 2 px padding
+    assert grid.size == (4 * 34 + 2, 4 * 34 + 2)
+
+
+def test_study_numbers_match_direct_computation(study_dir):
+    """Saved fakes, spectra and quality equal what the library computes from the checkpoint."""
+    from gans.sampling import generate_tensor, load_generator
+    from pipelines.data import load_data
+
+    out = study_dir
+    fakes = load_fakes(out, "bed_of_nails")
+    G, meta = load_generator(out / "generators" / "bed_of_nails")
+    assert meta["upsampler"] == "bed_of_nails"
+    assert torch.equal(fakes, generate_tensor(G, 40, seed=0, batch_size=40))
+    spectra = load_arrays(out / "spectra" / "bed_of_nails.npz")
+    np.testing.assert_allclose(spectra["radial"], radial_profile(fakes).mean(0).double().numpy(), rtol=1e-5, atol=1e-5)
+    real = load_data("embedded", 32, limit=64, seed=0).images
+    quality = json.loads((out / "quality" / "bed_of_nails.json").read_text())
+    want = spectral_fidelity(real, fakes)
+    for k, v in want.items():
+        assert quality[k] == pytest.approx(v, abs=1e-9)
+
+
+def test_finished_study_is_refused_and_report_rebuilds(study_dir):
+    with pytest.raises(FileExistsError, match="finished study; pass --overwrite"):
+        run_study(TINY, study_dir, progress=False)
+    (study_dir / "report.html").unlink()
+    result = CliRunner().invoke(_app(), ["report", str(study_dir)])
+    assert result.exit_code == 0, result.output
+    assert (study_dir / "report.html").is_file() and "report.html" in result.output
+
+
+def _app():
+    from pipelines.cli import app
+
+    return app
+
+
+def test_interrupted_study_resumes_without_redoing_finished_steps(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    cfg = tiny(transfer=None)  # no transfer: the report is the last step
+    train = Counter(gans.training.train)
+    monkeypatch.setattr(gans.training, "train", train)
+
+    def crash(run_dir):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipelines.report, "write_report", crash)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(cfg, out, progress=False)
+    assert len(train.calls) == 2
+    monkeypatch.undo()
+
+    # Second run: everything but the report is finished, so nothing is trained or generated again.
+    train2 = Counter(gans.training.train)
+    monkeypatch.setattr(gans.training, "train", train2)
+    run_study(cfg, out, progress=False)
+    assert train2.calls == []
+    assert (out / "report.html").is_file()
+
+
+def test_files_without_a_completion_mark_are_redone(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    cfg = tiny(transfer=None)
+    monkeypatch.setattr(pipelines.report, "write_report", lambda run_dir: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        run_study(cfg, out, progress=False)
+    monkeypatch.undo()
+    # Forget that train/nearest finished (as if killed before the mark): the checkpoint on
+    # disk must not count as finished.
+    steps_path = out / "steps.json"
+    steps = json.loads(steps_path.read_text())
+    del steps["steps"]["train/nearest"]
+    steps_path.write_text(json.dumps(steps))
+    old_ckpt = (out / "generators" / "nearest" / "checkpoint.pt").stat().st_mtime_ns
+    train = Counter(gans.training.train)
+    monkeypatch.setattr(gans.training, "train", train)
+    run_study(cfg, out, progress=False)
+    assert len(train.calls) == 1 and train.calls[0]["resume"] is False  # redone from scratch
+    assert (out / "generators" / "nearest" / "checkpoint.pt").stat().st_mtime_ns != old_ckpt
+    # Downstream steps are keyed by inputs, not by file dates: a redone step from the same
+    # inputs gives the same result, so they stay finished.
+    steps = json.loads(steps_path.read_text())["steps"]
+    assert all(s["status"] == "done" for s in steps.values())
+
+
+def test_cli_reports_bad_config_in_one_line(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[study]\nname = "x"\ncolour = "red"\n')
+    result = CliRunner().invoke(_app(), ["study", str(cfg), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1
+    assert "Unknown key 'colour' in [study]; valid keys are:" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "o").exists()

@@ -1,0 +1,246 @@
+"""pipelines.transfer on tiny synthetic sources with known fingerprints, and the ``forgelab transfer`` command."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import smooth_images, write_pngs
+from typer.testing import CliRunner
+
+from detectors.detector import Detector
+from pipelines import transfer as transfer_mod
+from pipelines.cli import app
+from pipelines.data import ImageSet, load_images
+from pipelines.transfer import HEATMAP_METRICS, make_splits, parse_rows, row_sources, run_transfer
+
+N, R = 60, 32
+
+
+def _set(images: torch.Tensor, name: str) -> ImageSet:
+    return ImageSet(images, [f"{name}/{i}" for i in range(len(images))], source=name)
+
+
+def _checker(seed: int, n: int = N) -> torch.Tensor:
+    """Smooth images plus a +-12 one-pixel checkerboard (energy at the Nyquist corner)."""
+    base = smooth_images(n, R, seed=seed).int()
+    cb = (torch.arange(R)[:, None] + torch.arange(R)[None, :]) % 2
+    return (base + 24 * cb - 12).clamp(0, 255).to(torch.uint8)
+
+
+def _zero_inserted(seed: int, n: int = N) -> torch.Tensor:
+    """Half-size smooth images upsampled by zero insertion (bed of nails): spectral replicas."""
+    out = torch.zeros(n, 3, R, R, dtype=torch.uint8)
+    out[:, :, ::2, ::2] = smooth_images(n, R // 2, seed=seed)
+    return out
+
+
+@pytest.fixture(scope="module")
+def sources() -> tuple[ImageSet, dict[str, ImageSet]]:
+    return _set(smooth_images(N, R, seed=10), "real"), {
+        "checker": _set(_checker(11), "checker"), "zeros": _set(_zero_inserted(12), "zeros")}
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_rows_and_sources():
+    assert parse_rows(["each,all", "loo", "each"]) == ["each", "all", "loo"]
+    assert row_sources(["each", "all", "loo"], ["a", "b", "c"]) == {
+        "a": ["a"], "b": ["b"], "c": ["c"], "all": ["a", "b", "c"],
+        "loo:a": ["b", "c"], "loo:b": ["a", "c"], "loo:c": ["a", "b"]}
+    with pytest.raises(ValueError, match="Unknown row kind 'diag'"):
+        parse_rows("each,diag")
+    with pytest.raises(ValueError, match="at least two fake sources"):
+        row_sources(["loo"], ["a"])
+
+
+def test_splits_are_disjoint_and_pairs_keep_their_test_set():
+    imgs = torch.arange(50, dtype=torch.uint8).view(50, 1, 1, 1).expand(50, 3, 4, 4).contiguous()
+    s = make_splits(_set(imgs, "x"), "x", (0.6, 0.2, 0.2), seed=0)
+    ids = [set(t[:, 0, 0, 0].tolist()) for t in (s.train, s.val, s.test)]
+    assert [len(i) for i in ids] == [30, 10, 10] and set().union(*ids) == set(range(50))
+    assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
+    p = make_splits((_set(imgs[:40], "t"), _set(imgs[40:], "u")), "x", (0.6, 0.2, 0.2), seed=0)
+    assert torch.equal(p.test, imgs[40:]) and p.train.shape[0] == 30 and p.val.shape[0] == 10
+    assert set(p.train[:, 0, 0, 0].tolist()) | set(p.val[:, 0, 0, 0].tolist()) == set(range(40))
+    with pytest.raises(ValueError, match=r"validation split of x has 1 image"):
+        make_splits(_set(imgs[:6], "x"), "x", (0.6, 0.2, 0.2), seed=0)
+
+
+def test_matrix_values_schema_and_outputs(sources, tmp_path: Path, monkeypatch):
+    real, fakes = sources
+    seen_real: list[torch.Tensor] = []
+    original = transfer_mod._TestFeatures.score
+
+    def spy(self, det, name, images):
+        if name == "real":
+            seen_real.append(images.clone())
+        return original(self, det, name, images)
+
+    monkeypatch.setattr(transfer_mod._TestFeatures, "score", spy)
+    records = run_transfer(real, fakes, ["radial:lr"], tmp_path, rows=["each", "all", "loo"], seed=0)
+
+    rows = _read_csv(tmp_path / "matrix.csv")
+    assert list(rows[0]) == ["detector", "train", "test", "metric", "value"]
+    n_metrics = len({r["metric"] for r in rows})
+    assert {"ap", "auc", "acc", "acc_cal", "eer"} <= {r["metric"] for r in rows}
+    # rows: checker, zeros, all, loo:checker, loo:zeros; columns: checker, zeros.
+    assert len(rows) == 5 * 2 * n_metrics == len(records)
+    assert {r["train"] for r in rows} == {"checker", "zeros", "all", "loo:checker", "loo:zeros"}
+    assert {r["test"] for r in rows} == {"checker", "zeros"}
+    val = {(r["train"], r["test"], r["metric"]): float(r["value"]) for r in rows}
+    # Each fingerprint is plain in the radial spectrum: trained on it, the detector finds it.
+    for src in ("checker", "zeros"):
+        assert val[(src, src, "ap")] > 0.99 and val[(src, src, "auc")] > 0.99
+        assert val[("all", src, "ap")] > 0.99
+        assert val[(src, src, "eer")] < 0.05
+    for key, v in val.items():
+        assert 0.0 <= v <= 1.0, key
+
+    # The same real test images are scored in every row.
+    assert len(seen_real) == 5 and all(torch.equal(seen_real[0], t) for t in seen_real)
+    # Balanced classes: one-source rows use as many fakes as reals; 'all' takes equal shares.
+    for row in ("checker", "all", "loo:zeros"):
+        cell = json.loads((tmp_path / "cells" / "radial-lr" / f"{row.replace(':', '-')}.json").read_text())
+        assert cell["n_train"]["real"] == cell["n_train"]["fake"]
+        assert cell["n_val"]["real"] == cell["n_val"]["fake"]
+        assert cell["n_test_per_class"] == seen_real[0].shape[0] == 12
+
+    m = json.loads((tmp_path / "matrix.json").read_text())
+    assert m["columns"] == ["checker", "zeros"] and m["rows"] == ["checker", "zeros", "all", "loo:checker", "loo:zeros"]
+    assert m["matrix"]["radial:lr"]["ap"]["checker"]["checker"] == val[("checker", "checker", "ap")]
+    pngs = sorted(p.name for p in (tmp_path / "heatmaps").glob("*.png"))
+    assert pngs == sorted(f"radial-lr_{k}.png" for k in HEATMAP_METRICS)
+    assert all((tmp_path / "heatmaps" / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+
+
+def test_resume_skips_finished_cells_and_config_changes_refit(sources, tmp_path: Path, monkeypatch):
+    real, fakes = sources
+    fits = []
+    original = Detector.fit
+
+    def counting(self, *a, **k):
+        fits.append(self.spec)
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(Detector, "fit", counting)
+    first = run_transfer(real, fakes, ["radial:lr"], tmp_path, rows="each", heatmaps=False)
+    assert len(fits) == 2
+    # A run that stopped half-way: one cell file lost.
+    (tmp_path / "cells" / "radial-lr" / "zeros.json").unlink()
+    again = run_transfer(real, fakes, ["radial:lr"], tmp_path, rows="each", heatmaps=False)
+    assert len(fits) == 3 and again == first
+    run_transfer(real, fakes, ["radial:lr"], tmp_path, rows="each", heatmaps=False)
+    assert len(fits) == 3
+    # Another seed is another experiment: every cell is fitted again.
+    run_transfer(real, fakes, ["radial:lr"], tmp_path, rows="each", heatmaps=False, seed=1)
+    assert len(fits) == 5
+
+
+def test_train_test_pairs_and_attribution(tmp_path: Path):
+    real = (_set(smooth_images(40, R, seed=20), "rt"), _set(smooth_images(16, R, seed=21), "rs"))
+    fakes = {
+        "checker": (_set(_checker(22, 40), "ct"), _set(_checker(23, 16), "cs")),
+        "zeros": _set(_zero_inserted(24, 60), "z"),
+    }
+    records = run_transfer(real, fakes, ["radial:lr"], tmp_path, rows="each", attribute=True, heatmaps=False)
+    ap = {(r["train"], r["test"]): r["value"] for r in records if r["metric"] == "ap"}
+    assert ap[("checker", "checker")] > 0.99 and ap[("zeros", "zeros")] > 0.99
+    cell = json.loads((tmp_path / "cells" / "radial-lr" / "checker.json").read_text())
+    # Test sets: the real pair's 16 test images vs 12 zeros test images -> 12 per class.
+    assert cell["n_test_per_class"] == 12
+    rows = list(csv.reader(open(tmp_path / "attribution" / "radial-lr.csv")))
+    assert rows[0] == ["true \\ predicted", "real", "checker", "zeros"]
+    cm = np.array([[int(v) for v in r[1:]] for r in rows[1:]])
+    assert cm.shape == (3, 3) and (cm.sum(axis=1) == 12).all()
+    assert np.trace(cm) / cm.sum() > 0.9
+    summary = json.loads((tmp_path / "attribution.json").read_text())
+    assert summary["radial:lr"]["accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
+
+
+def test_jpeg_applies_to_real_and_fake_alike(sources, tmp_path: Path):
+    real, fakes = sources
+    s_plain = make_splits(real, "real", (0.6, 0.2, 0.2), 0)
+    s_jpeg = make_splits(real, "real", (0.6, 0.2, 0.2), 0, jpeg=50)
+    f_jpeg = make_splits(fakes["checker"], "checker", (0.6, 0.2, 0.2), 0, jpeg=50)
+    assert not torch.equal(s_plain.test, s_jpeg.test)
+    from pipelines.data import perturb
+
+    assert torch.equal(s_jpeg.train, perturb(s_plain.train, jpeg=50))
+    f_plain = make_splits(fakes["checker"], "checker", (0.6, 0.2, 0.2), 0)
+    assert torch.equal(f_jpeg.test, perturb(f_plain.test, jpeg=50))
+
+
+def test_bad_inputs_have_clear_messages(sources, tmp_path: Path):
+    real, fakes = sources
+    with pytest.raises(ValueError, match="reserved"):
+        run_transfer(real, {"all": fakes["checker"]}, ["radial:lr"], tmp_path)
+    with pytest.raises(ValueError, match="listed twice"):
+        run_transfer(real, fakes, ["radial:lr", "radial:lr"], tmp_path)
+    with pytest.raises(ValueError, match="Unknown feature"):
+        run_transfer(real, fakes, ["nope:lr"], tmp_path)
+    small = _set(smooth_images(N, 16, seed=1), "s")
+    with pytest.raises(ValueError, match="one image size"):
+        run_transfer(real, {"s": small}, ["radial:lr"], tmp_path)
+    with pytest.raises(ValueError, match="No fake sources"):
+        run_transfer(real, {}, ["radial:lr"], tmp_path)
+
+
+def test_cli_transfer_with_both_split_forms(tmp_path: Path):
+    write_pngs(smooth_images(N, R, seed=30), tmp_path / "real")
+    write_pngs(_checker(31, 40), tmp_path / "ck_train")
+    write_pngs(_checker(32, 16), tmp_path / "ck_test")
+    write_pngs(_zero_inserted(33), tmp_path / "zeros")
+    (tmp_path / "zeros" / "manifest.json").write_text(json.dumps({"resolution": R}))
+    (tmp_path / "zeros" / "broken.png").write_bytes(b"")
+    out = tmp_path / "run"
+    args = ["transfer", "--real", str(tmp_path / "real"),
+            "--fake", f"zeros={tmp_path / 'zeros'}",
+            "--fake", f"checker={tmp_path / 'ck_train'},{tmp_path / 'ck_test'}",
+            "--detector", "radial:lr", "--rows", "each,all", "--out", str(out), "--no-cache"]
+    runner = CliRunner()
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "Resolution 32 px" in r.output and "Skipped 1 unreadable" in r.output
+    rows = _read_csv(out / "matrix.csv")
+    assert {r["train"] for r in rows} == {"zeros", "checker", "all"}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "finished" and manifest["config"]["rows"] == ["each", "all"]
+    assert manifest["skipped"]["zeros"][0][0].endswith("broken.png")
+    assert manifest["images"] == {"real": [N], "zeros": [N], "checker": [40, 16]}
+    # A finished run is not overwritten by accident.
+    r = runner.invoke(app, args)
+    assert r.exit_code == 1 and "--overwrite" in r.output
+    assert runner.invoke(app, [*args, "--overwrite"]).exit_code == 0
+
+
+@pytest.mark.parametrize("fake_args, message", [
+    (["--fake", "zeros"], "must look like NAME=FOLDER"),
+    (["--fake", "a=X", "--fake", "a=Y"], "given twice"),
+    (["--fake", "a=X,Y,Z"], "TRAIN_DIR,TEST_DIR"),
+])
+def test_cli_friendly_errors(tmp_path: Path, fake_args: list[str], message: str):
+    r = CliRunner().invoke(app, ["transfer", "--real", "embedded", *fake_args, "--detector", "radial:lr",
+                                 "--out", str(tmp_path / "o")])
+    assert r.exit_code == 1 and message in r.output, r.output
+
+
+def test_cli_unknown_detector(tmp_path: Path):
+    write_pngs(smooth_images(4, 8), tmp_path / "f")
+    r = CliRunner().invoke(app, ["transfer", "--real", "embedded", "--fake", f"a={tmp_path / 'f'}",
+                                 "--detector", "radial:nope", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 1 and "Unknown classifier 'nope'" in r.output
+
+
+def test_loaded_folder_round_trip_is_what_transfer_sees(tmp_path: Path):
+    imgs = _zero_inserted(5, 6)
+    write_pngs(imgs, tmp_path / "z")
+    # Lossless PNGs at the working resolution reach the detector bit for bit (format parity).
+    assert torch.equal(load_images(tmp_path / "z", R, cache=False).images, imgs)

@@ -1,0 +1,132 @@
+"""Upsampler registry: hand-computed resampling, the zero-insertion spectrum, shapes, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from gans.upsamplers import UPSAMPLERS, Interpolate, bed_of_nails, check_upsampler, make_upsampler
+
+SIX = ("transposed", "nearest", "bilinear", "bicubic", "pixelshuffle", "bed_of_nails")
+FIXED = ("nearest", "bilinear", "bicubic", "bed_of_nails")
+
+
+def _n_params(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+def test_registry_holds_the_six_kinds():
+    assert set(UPSAMPLERS) == set(SIX)
+
+
+def test_nearest_on_2x2_gives_block_pattern():
+    x = torch.tensor([[1.0, 2.0], [3.0, 4.0]]).view(1, 1, 2, 2)
+    expected = torch.tensor(
+        [[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 4, 4], [3, 3, 4, 4]], dtype=torch.float32
+    )
+    assert torch.equal(Interpolate("nearest")(x)[0, 0], expected)
+
+
+def test_bilinear_matches_half_pixel_hand_values():
+    # align_corners=False: output j samples input position (j + 0.5) / 2 - 0.5, clamped at the
+    # borders. For u = [0, 1, 4, 9] the positions are -0.25 (->0), 0.25, 0.75, 1.25, ... 3.25 (->3).
+    u = torch.tensor([0.0, 1.0, 4.0, 9.0])
+    hand = torch.tensor([0.0, 0.25, 0.75, 1.75, 3.25, 5.25, 7.75, 9.0])
+    # An image that is u along x and v along y: bilinear is separable and linear, so the result
+    # is hand[x] + hand_v[y].
+    v = torch.tensor([2.0, 0.0])
+    hand_v = torch.tensor([2.0, 1.5, 0.5, 0.0])  # positions -0.25 (->0), 0.25, 0.75, 1.25 (->1)
+    x = (v[:, None] + u[None, :]).view(1, 1, 2, 4)
+    out = Interpolate("bilinear")(x)[0, 0]
+    assert torch.allclose(out, hand_v[:, None] + hand[None, :], atol=1e-6)
+
+
+def _keys_cubic(d: float, a: float = -0.75) -> float:
+    """Keys' cubic convolution kernel with torch's a = -0.75."""
+    d = abs(d)
+    if d <= 1:
+        return (a + 2) * d**3 - (a + 3) * d**2 + 1
+    if d < 2:
+        return a * d**3 - 5 * a * d**2 + 8 * a * d - 4 * a
+    return 0.0
+
+
+def test_bicubic_matches_keys_kernel_in_the_interior():
+    u = torch.tensor([0.0, 1.0, 4.0, 9.0, 16.0, 25.0])
+    x = u.expand(3, 6).reshape(1, 1, 3, 6)  # constant along y, so each row is a 1D bicubic
+    out = Interpolate("bicubic")(x)[0, 0]
+    # Output 5 samples position 2.25 and output 6 position 2.75: both have four valid neighbours.
+    # Weights worked by hand: t = 0.25 -> (-0.10546875, 0.87890625, 0.26171875, -0.03515625).
+    assert [_keys_cubic(d) for d in (1.25, 0.25, 0.75, 1.75)] == pytest.approx(
+        [-0.10546875, 0.87890625, 0.26171875, -0.03515625]
+    )
+    assert out[1, 5].item() == pytest.approx(5.203125, abs=1e-5)  # 1, 4, 9, 16 weighted
+    assert out[1, 6].item() == pytest.approx(7.234375, abs=1e-5)  # weights reversed
+    assert torch.allclose(out[0], out[2])
+
+
+def test_bed_of_nails_places_values_top_left():
+    x = torch.tensor([[1.0, 2.0], [3.0, 4.0]]).view(1, 1, 2, 2)
+    expected = torch.tensor(
+        [[1, 0, 2, 0], [0, 0, 0, 0], [3, 0, 4, 0], [0, 0, 0, 0]], dtype=torch.float32
+    )
+    assert torch.equal(bed_of_nails(x)[0, 0], expected)
+
+
+def test_zero_insertion_spectrum_is_periodic_replica_1d():
+    # y[2k] = x[k], y[2k+1] = 0  =>  Y[m] = X[m mod N]: the spectrum repeats (an image of the
+    # baseband appears at the high frequencies, the fingerprint the study looks for).
+    x = torch.randn(1, 1, 1, 9, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    y = bed_of_nails(x)[0, 0, 0]  # first row: the zero-inserted 1D signal
+    X = np.fft.fft(x[0, 0, 0].numpy())
+    Y = np.fft.fft(y.numpy())
+    assert np.allclose(Y, np.concatenate([X, X]), atol=1e-10)
+
+
+def test_zero_insertion_spectrum_is_periodic_replica_2d():
+    x = torch.randn(1, 1, 5, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    X = np.fft.fft2(x[0, 0].numpy())
+    Y = np.fft.fft2(bed_of_nails(x)[0, 0].numpy())
+    assert np.allclose(Y, np.tile(X, (2, 2)), atol=1e-10)
+
+
+@pytest.mark.parametrize("kind", SIX)
+def test_every_kind_doubles_size_and_maps_channels(kind):
+    up = make_upsampler(kind, 5, 7)
+    x = torch.randn(2, 5, 6, 10)
+    y = up(x)
+    assert y.shape == (2, 7, 12, 20)
+    y.sum().backward()  # the whole layer is differentiable w.r.t. its parameters
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in up.parameters())
+
+
+@pytest.mark.parametrize("kind", FIXED)
+def test_fixed_kinds_are_parameter_free_resampling_then_conv(kind):
+    up = make_upsampler(kind, 4, 6)
+    resample = [m for m in up.modules() if isinstance(m, Interpolate)]
+    assert len(resample) == 1 and resample[0].mode == kind
+    assert _n_params(resample[0]) == 0
+    conv = [m for m in up.modules() if isinstance(m, nn.Conv2d)]
+    assert len(conv) == 1 and conv[0].kernel_size == (3, 3)
+    # Only the 3x3 convolution learns: 4 * 6 * 9 weights + 6 biases.
+    assert _n_params(up) == 4 * 6 * 9 + 6
+    x = torch.randn(1, 4, 5, 5)
+    assert torch.allclose(up(x), conv[0](resample[0](x)))
+
+
+def test_learned_kinds_parameter_counts():
+    # Transposed conv 4x4 kernel; pixel shuffle: a 3x3 conv to 4 * out_ch channels.
+    assert _n_params(make_upsampler("transposed", 4, 6)) == 4 * 6 * 16 + 6
+    assert _n_params(make_upsampler("pixelshuffle", 4, 6)) == 4 * 24 * 9 + 24
+    for kind in ("transposed", "pixelshuffle"):
+        assert not any(isinstance(m, Interpolate) for m in make_upsampler(kind, 4, 6).modules())
+
+
+def test_unknown_kind_lists_the_six_names():
+    with pytest.raises(ValueError, match="Unknown upsampler 'foo'") as err:
+        make_upsampler("foo", 3, 3)
+    for name in SIX:
+        assert name in str(err.value)
+    assert check_upsampler("bicubic") == "bicubic"

@@ -164,9 +164,20 @@ def radial_profile(
 @register_feature("xy")
 def xy_projections(images: torch.Tensor, normalize: str = "none") -> torch.Tensor:
     """Means of the centred log spectrum over rows (length W) and over columns (length H), concatenated."""
-    # Means commute with the centring shift, so shift the two 1D profiles instead of the 2D spectrum.
-    p = log_power(grayscale(images), centred=False)
-    prof = torch.cat([torch.fft.fftshift(p.mean(dim=1), dim=-1), torch.fft.fftshift(p.mean(dim=2), dim=-1)], dim=1)
+    g = grayscale(images)
+    h, w = g.shape[-2:]
+    # Work on the one-sided rfft2 (half the FFT and logs). A real image's power is symmetric,
+    # P[fy, fx] = P[-fy, -fx], so the column means of the missing half (-fx) mirror those of +fx,
+    # and row fy of the full spectrum is the one-sided row fy plus the mirrored interior columns of
+    # row -fy. Means commute with the centring shift, so only the 1D profiles are shifted.
+    p = log_power(g, onesided=True)  # (N, H, W//2 + 1), uncentred
+    half = p.mean(dim=1)  # column means for fx = 0 .. W//2
+    n_mirror = (w - 1) // 2  # columns 1 .. n_mirror reappear as -fx
+    cols = torch.cat([half, half[:, 1 : n_mirror + 1].flip(-1)], dim=1)  # fx = 0 .. W-1 in fft order
+    interior = p[..., 1 : n_mirror + 1].sum(dim=-1)
+    row_sums = p.sum(dim=-1) + torch.roll(interior.flip(-1), 1, dims=-1)  # interior at -fy
+    rows = row_sums / w
+    prof = torch.cat([torch.fft.fftshift(cols, dim=-1), torch.fft.fftshift(rows, dim=-1)], dim=1)
     return _normalize(prof, normalize)
 
 

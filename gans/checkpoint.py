@@ -80,6 +80,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
                 "so forgelab refuses it; use a checkpoint written by 'forgelab train'."
             ) from None
         raise _damaged(path) from None
+    except PermissionError:
+        raise PermissionError(f"Cannot read checkpoint {path}; check its permissions.") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, IndexError):
         raise _damaged(path) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT or "config" not in state:

@@ -1,8 +1,10 @@
 """Generate images from a trained generator: in memory as uint8 batches, or as a fake set on disk.
 
 Determinism: the latent of image ``i`` depends only on ``(seed, i)`` — latents are drawn in
-fixed chunks of :data:`Z_CHUNK` from a generator seeded by ``(seed, i // Z_CHUNK)`` — so the
-same seed gives the same images whatever the batch size or the number of torchrun ranks.
+fixed chunks of :data:`Z_CHUNK` from a generator seeded by ``(seed, i // Z_CHUNK)`` — and the
+generator always runs on :data:`FORWARD_CHUNK` latents at a time, so the same seed gives the
+same bytes on a given device whatever the batch size or the number of torchrun ranks
+(``batch_size`` only sets how many images each yielded batch holds).
 Images are rounded to uint8 exactly once, here, so the in-memory batches and the PNG files
 hold the same bytes.
 
@@ -34,6 +36,11 @@ from gans.checkpoint import load_checkpoint, load_module_state, write_atomically
 from gans.networks import build_generator
 
 Z_CHUNK = 256
+# Every forward pass runs on exactly this many latents (the last one padded): convolution
+# kernels pick their algorithm by batch shape, and a different algorithm rounds differently,
+# which would flip a uint8 value now and then. With one shape, an image's bytes depend only on
+# (seed, index, device), never on batch_size, on n, or on which rank computed it.
+FORWARD_CHUNK = 128
 MANIFEST = "manifest.json"
 # zlib level 1: still lossless, several times faster than the default 6 for a few % more bytes.
 PNG_COMPRESS_LEVEL = 1
@@ -80,18 +87,32 @@ def _generate_indices(G: nn.Module, indices: torch.Tensor, seed: int, batch_size
                       device: torch.device) -> Iterator[torch.Tensor]:
     was_training = G.training
     G.eval()  # BatchNorm with running statistics: each image independent of its batch-mates
+    pending: list[torch.Tensor] = []
+    ready = 0
     try:
-        for start in range(0, indices.numel(), batch_size):
-            z = latents(seed, indices[start : start + batch_size], G.z_dim).to(device)
+        for start in range(0, indices.numel(), FORWARD_CHUNK):
+            z = latents(seed, indices[start : start + FORWARD_CHUNK], G.z_dim)
+            k = z.shape[0]
+            if k < FORWARD_CHUNK:  # pad, so every forward pass has the same shape
+                z = torch.cat([z, z.new_zeros(FORWARD_CHUNK - k, z.shape[1])])
             with torch.no_grad():
-                yield to_uint8(G(z)).cpu()
+                pending.append(to_uint8(G(z.to(device))[:k]).cpu())
+            ready += k
+            while ready >= batch_size or (ready and start + FORWARD_CHUNK >= indices.numel()):
+                flat = torch.cat(pending)
+                yield flat[:batch_size]
+                pending = [flat[batch_size:]] if flat.shape[0] > batch_size else []
+                ready = max(0, flat.shape[0] - batch_size)
     finally:
         G.train(was_training)
 
 
 def generate(G: nn.Module, n: int, seed: int = 0, batch_size: int = 256,
              device: str | torch.device | None = None) -> Iterator[torch.Tensor]:
-    """Yield ``n`` generated images as uint8 CPU batches (B, 3, R, R), the same for the same seed."""
+    """Yield ``n`` generated images as uint8 CPU batches of ``batch_size``, the same for the same seed.
+
+    ``device`` None runs where G's weights are; another device moves G there.
+    """
     _check_count(n, batch_size)
     dev = distributed.resolve_device(device) if device is not None else _model_device(G)
     if dev != _model_device(G):

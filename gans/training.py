@@ -24,7 +24,7 @@ import operator
 import signal
 import threading
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,7 +61,11 @@ SAMPLES = "samples"
 GRID_SIZE = 64
 # Datasets up to this size live on the GPU, so a batch is one index operation on the device.
 MAX_DEVICE_DATA_BYTES = 2 * 2**30
-LR_DECAYS = ("linear",)
+# Learning-rate schedules by name: total steps -> (step -> factor of the base learning rate).
+LR_SCHEDULES: dict[str, Any] = {
+    "none": lambda total: (lambda step: 1.0),
+    "linear": lambda total: (lambda step: max(0.0, 1.0 - step / total)),  # SNGAN: to zero at the end
+}
 
 
 class TrainingDiverged(FloatingPointError):
@@ -145,8 +149,8 @@ class TrainConfig:
             len(self.betas) == 2 and all(_is_number(b) and 0 <= b < 1 for b in self.betas)
         ):
             raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}.")
-        if self.lr_decay not in (None, "none", *LR_DECAYS):
-            raise ValueError(f"Unknown lr_decay {self.lr_decay!r}; choose one of: none, {', '.join(LR_DECAYS)}.")
+        if self.lr_decay is not None and self.lr_decay not in LR_SCHEDULES:
+            raise ValueError(f"Unknown lr_decay {self.lr_decay!r}; choose one of: {', '.join(LR_SCHEDULES)}.")
         if not (_is_number(self.spectral_d_weight) and 0 <= self.spectral_d_weight <= 1):
             raise ValueError(f"spectral_d_weight must be in [0, 1], got {self.spectral_d_weight!r}.")
         if not (_is_number(self.spectral_reg) and self.spectral_reg >= 0):
@@ -305,8 +309,7 @@ class Trainer:
         self.opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=cfg.betas)
         self.opt_D = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=cfg.betas)
         self.opt_SD = torch.optim.Adam(SD.parameters(), lr=cfg.lr, betas=cfg.betas) if SD is not None else None
-        total = cfg.steps
-        decay = (lambda s: max(0.0, 1.0 - s / total)) if cfg.lr_decay == "linear" else (lambda s: 1.0)
+        decay = LR_SCHEDULES[cfg.lr_decay](cfg.steps)
         self.sched_G = torch.optim.lr_scheduler.LambdaLR(self.opt_G, decay)
         self.sched_D = torch.optim.lr_scheduler.LambdaLR(self.opt_D, decay)
 
@@ -316,8 +319,6 @@ class Trainer:
 
         if resume and self.ckpt_path.is_file():
             self._load(G, D, SD, G_ema)
-        elif resume and info.is_main:
-            remove_stale_temps(self.ckpt_path)
 
         G, D = G.to(dev), D.to(dev)
         SD = SD.to(dev) if SD is not None else None
@@ -499,9 +500,7 @@ class Trainer:
             self._update_ema()
         return out
 
-    def _no_sync(self, modules: list[nn.Module]):
-        from contextlib import ExitStack
-
+    def _no_sync(self, modules: list[nn.Module]) -> ExitStack:
         stack = ExitStack()
         for m in modules:
             if isinstance(m, DistributedDataParallel):
@@ -594,7 +593,7 @@ class Trainer:
                     flags = distributed.any_rank(flags, info).tolist()
                     if flags[0]:
                         raise self._diverged(names, values)
-                    if log is not None and (self.step % max(cfg.log_every, 1) == 0 or self.step == cfg.steps):
+                    if log is not None and ((cfg.log_every and self.step % cfg.log_every == 0) or self.step == cfg.steps):
                         now = time.perf_counter()
                         dt = (now - t_last) / max(1, self.step - step_last)
                         t_last, step_last = now, self.step
@@ -657,7 +656,13 @@ class _Progress:
     """A rich progress bar over training steps, showing the latest losses."""
 
     def __init__(self, total: int, done: int):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
 
         self.p = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                           TimeRemainingColumn(), TextColumn("{task.fields[losses]}"))

@@ -76,7 +76,8 @@ figcaption { color: var(--muted); font-size: 13.5px; margin-top: 6px; max-width:
 .samples { display: grid; grid-template-columns: repeat(auto-fill, minmax(250px, 1fr)); gap: 14px; }
 .samples figure { margin: 0; }
 .samples img { width: 100%; image-rendering: pixelated; }
-.heatmaps { display: grid; grid-template-columns: repeat(auto-fill, minmax(440px, 1fr)); gap: 14px; }
+.heatmaps { display: grid; grid-template-columns: repeat(auto-fill, minmax(460px, 1fr)); gap: 14px; }
+.heatmaps figure { margin: 0; }
 details { margin: 8px 0 14px; }
 summary { cursor: pointer; color: var(--accent); }
 pre { background: var(--soft); border: 1px solid var(--line); border-radius: 6px; padding: 10px 12px;
@@ -329,7 +330,7 @@ def _table(header: list[str], rows: list[list[Any]], name_cols: int = 1) -> str:
     for row in rows:
         cells = []
         for i, v in enumerate(row):
-            if i < name_cols:
+            if i < name_cols or isinstance(v, str):
                 cells.append(f'<td class="name">{html.escape(str(v))}</td>')
             elif v is None or (isinstance(v, float) and not np.isfinite(v)):
                 cells.append('<td class="na">—</td>')
@@ -480,7 +481,10 @@ def _transfer_section(d: dict[str, Any], figdir: Path) -> str:
         "images. The <b>diagonal</b> is ordinary detection; <b>off-diagonal</b> cells say whether what the "
         "detector learned from one upsampler carries over to another. Rows named <i>all</i> are trained on "
         "every generator together; <i>loo</i> rows leave the tested generator out of training. "
-        f"Shown: {html.escape(info['label'])} — {html.escape(info['text'])}.</p>",
+        f"Shown: {html.escape(info['label'])} — {html.escape(info['text'])}. An AUC well below 0.5 is not "
+        "noise: the detector ranks those fakes as <i>more real</i> than real images, because what it learned "
+        "points the other way for that upsampler.</p>",
+        _transfer_summary(matrix, d["names"], main),
     ]
     for det in _detectors(matrix):
         parts.append(f"<h3>{html.escape(det)}</h3>")
@@ -503,23 +507,46 @@ def _transfer_section(d: dict[str, Any], figdir: Path) -> str:
     return "".join(parts)
 
 
+def _transfer_summary(matrix: list[dict[str, Any]], names: list[str], metric: str) -> str:
+    """Per detector: mean of the diagonal (seen generator) and of the off-diagonal (unseen) cells."""
+    rows = []
+    for det in _detectors(matrix):
+        sel = [r for r in matrix if r["detector"] == det and r["metric"] == metric
+               and r["train"] in names and r["test"] in names and np.isfinite(r["value"])]
+        same = [r["value"] for r in sel if r["train"] == r["test"]]
+        other = [r["value"] for r in sel if r["train"] != r["test"]]
+        worst = min(sel, key=lambda r: r["value"]) if other else None
+        rows.append([det, float(np.mean(same)) if same else None, float(np.mean(other)) if other else None,
+                     f"{worst['train']} → {worst['test']} ({worst['value']:.2f})" if worst else "—"])
+    label = METRICS.get(metric, {}).get("label", metric)
+    return ("<p class='muted'>Summary over the rows trained on one generator: the mean of the diagonal "
+            "(tested on the generator it was trained on) against the mean off the diagonal (tested on "
+            "the others), and the weakest cell.</p>"
+            + _table(["detector", f"{label} same generator", f"{label} other generators", "weakest transfer"], rows))
+
+
 def _attribution_section(d: dict[str, Any]) -> str:
-    run = d["run"]
-    folder = run / "transfer"
+    folder = d["run"] / "transfer" / "attribution"
     if not folder.is_dir():
         return ""
-    pngs = sorted(p for p in folder.rglob("*.png")
-                  if any("confusion" in part or "attribution" in part for part in p.relative_to(folder).parts))
-    if not pngs:
+    summary = _read_json_or(d["run"] / "transfer" / "attribution.json", {})
+    by_slug = {det.replace(":", "-"): det for det in summary}
+    figs = []
+    for p in sorted(folder.glob("*.png")):
+        det = by_slug.get(p.stem, p.stem)
+        acc = (summary.get(det) or {}).get("accuracy")
+        acc_text = f" Accuracy over all test images: {acc:.3f}." if isinstance(acc, (int, float)) else ""
+        figs.append(_figure_html(
+            p.read_bytes(), f"{det} attribution",
+            f"<b>{html.escape(det)}</b>: share of each true source's test images (rows) given to each "
+            f"predicted source (columns).{acc_text}"))
+    if not figs:
         return ""
-    parts = ["<h2 id='attribution'>Attribution</h2>",
-             "<p>Each detector trained as one multi-class model over real images and every generator "
-             "(Yu et al., “Attributing fake images to GANs”): which upsampler made this image? "
-             "Rows are the true source, columns the predicted one; a strong diagonal means each "
-             "upsampler leaves a fingerprint of its own.</p>"]
-    for p in pngs:
-        parts.append(_figure_html(p.read_bytes(), p.stem, html.escape(p.relative_to(run).as_posix())))
-    return "".join(parts)
+    return ("<h2 id='attribution'>Attribution</h2>"
+            "<p>Each detector trained as one multi-class model over real images and every generator "
+            "(Yu et al., “Attributing fake images to GANs”): which upsampler made this image? "
+            "A strong diagonal means each upsampler leaves a fingerprint of its own; confusions show "
+            "which upsamplers look alike to that feature.</p><div class='heatmaps'>" + "".join(figs) + "</div>")
 
 
 def _run_section(d: dict[str, Any]) -> str:
@@ -545,7 +572,7 @@ def _run_section(d: dict[str, Any]) -> str:
 def _header(d: dict[str, Any]) -> str:
     plan, manifest = d["plan"], d["manifest"]
     data = plan.get("data", {})
-    status = manifest.get("status", "unknown")
+    status = "finished" if d.get("finished") else manifest.get("status", "unknown")
     facts = [
         (len(d["names"]), "generators"),
         (f"{plan.get('resolution', '—')} px", "resolution"),
@@ -553,7 +580,7 @@ def _header(d: dict[str, Any]) -> str:
         ((plan.get("generate") or {}).get("n", "—"), "fakes per generator"),
         (len(_detectors(d["matrix"])), "detectors"),
         (f"{manifest['elapsed_s'] / 60:.1f} min" if isinstance(manifest.get("elapsed_s"), (int, float)) else "—",
-         f"wall time ({html.escape(str(manifest.get('device', '—')))})"),
+         f"wall time of the last run, on {html.escape(str(manifest.get('device', '—')))}"),
     ]
     fact_html = "".join(f"<div class='fact'><b>{html.escape(str(v))}</b><span>{k}</span></div>" for v, k in facts)
     warn = "" if status == "finished" else (
@@ -583,9 +610,14 @@ def render_html(d: dict[str, Any], figdir: Path) -> str:
             f"<body><main>{_header(d)}<nav>{nav}</nav>{body}</main></body></html>\n")
 
 
-def write_report(run_dir: str | Path) -> Path:
-    """Build report.html (and the figure PNGs in report/) from a study folder; return its path."""
+def write_report(run_dir: str | Path, *, finished: bool | None = None) -> Path:
+    """Build report.html (and the figure PNGs in report/) from a study folder; return its path.
+
+    ``finished`` says whether the study is complete; None reads it from the manifest.
+    """
     d = load_run(run_dir)
+    if finished is not None:
+        d["finished"] = finished
     run = d["run"]
     figdir = run / FIGURE_DIR
     figdir.mkdir(parents=True, exist_ok=True)

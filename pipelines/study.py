@@ -71,6 +71,7 @@ class StudyOptions:
     subset: str | None = None  # sub-folder of the data folder, e.g. "train" for ImageWoof
     n_real: int | None = None  # how many real images to load (None: all; embedded: its default)
     device: str = "auto"
+    threads: int | None = None  # torch intra-op CPU threads during the study (None: torch's default)
 
 
 @dataclass
@@ -317,6 +318,8 @@ def parse_config(raw: dict[str, Any], source: str = "<dict>", text: str | None =
     study = _section(StudyOptions, raw.get("study"), "[study]")
     if study.n_real is not None and study.n_real < 2:
         raise ValueError(f"[study] n_real = {study.n_real} must be at least 2; fix it in the config.")
+    if study.threads is not None and study.threads < 1:
+        raise ValueError(f"[study] threads = {study.threads} must be at least 1 (or left out for torch's default).")
     if not NAME_PATTERN.match(study.name):
         raise ValueError(f"[study] name = {study.name!r} must be letters, digits, '-', '_' or '.'; rename it.")
 
@@ -687,7 +690,16 @@ def run_study(
 ) -> Path:
     """Run (or resume) a whole study into ``out_dir`` and return the path of its report.html."""
     cfg = load_config(config)
-    out = Path(out_dir)
+    threads = torch.get_num_threads()
+    if cfg.study.threads is not None:
+        torch.set_num_threads(cfg.study.threads)
+    try:
+        return _run(cfg, Path(out_dir), data, overwrite, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(cfg: StudyConfig, out: Path, data: str | Path | None, overwrite: bool, progress: bool) -> Path:
     echo = _echo(progress)
     t_start = time.perf_counter()
     # The data are checked before the folder is touched, so a bad path leaves nothing behind.
@@ -721,7 +733,9 @@ def run_study(
     from pipelines.report import write_report
 
     folder.update(elapsed_s=round(time.perf_counter() - t_start, 1))
-    report = write_report(out)
+    # The page is written as the finished study's report; the manifest says "finished" only
+    # once the page exists, so an interrupted report is redone by the next run.
+    report = write_report(out, finished=True)
     folder.finish(elapsed_s=round(time.perf_counter() - t_start, 1))
     return report
 

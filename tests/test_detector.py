@@ -157,9 +157,9 @@ def test_a_list_of_fakes_is_one_class_without_multiclass(data):
 
 
 def test_batch_size_and_float_input_do_not_change_scores(data):
-    det = Detector("radial:svm", batch_size=7).fit(data["real"], data["fake"])
+    det = Detector("radial:svm", feature_batch_size=7).fit(data["real"], data["fake"])
     ref = det.score(data["test_fake"])
-    det.batch_size = 1000
+    det.feature_batch_size = 1000
     np.testing.assert_allclose(det.score(data["test_fake"]), ref, atol=1e-12)
     np.testing.assert_allclose(det.score(data["test_fake"].float() / 255), ref, atol=1e-5)
 
@@ -205,7 +205,8 @@ def test_neural_detector_round_trip(data, tmp_path):
     valid_pairs()  # fills the registry
     if "smallcnn" not in CLASSIFIERS:
         pytest.skip("detectors.cnn is not available")
-    det = Detector("spectrum:smallcnn", epochs=2, batch_size=32, device="cpu").fit(data["real"][:32], data["fake"][:32])
+    det = Detector("spectrum:smallcnn", epochs=2, batch_size=16, device="cpu").fit(data["real"][:32], data["fake"][:32])
+    assert det.classifier.batch_size == 16  # the CNN's training batch, not the feature batch
     s = det.score(data["test_fake"])
     assert ((s >= 0) & (s <= 1)).all()
     det.save(tmp_path / "cnn")

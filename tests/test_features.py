@@ -86,6 +86,15 @@ def test_radial_equals_slow_reference(shape):
         np.testing.assert_allclose(got[i], ref, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("shape", [(16, 16), (17, 17), (12, 19), (15, 10)])
+def test_xy_equals_full_spectrum_means(shape):
+    imgs = torch.rand(2, 3, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    gray = np.tensordot(np.asarray(LUMA), imgs.numpy(), axes=(0, 1))
+    logp = np.log(np.abs(np.fft.fftshift(np.fft.fft2(gray, norm="ortho"), axes=(-2, -1))) ** 2 + EPS)
+    ref = np.concatenate([logp.mean(axis=1), logp.mean(axis=2)], axis=1)
+    np.testing.assert_allclose(extract("xy", imgs).numpy(), ref, atol=1e-10)
+
+
 @pytest.mark.parametrize("shape", [(8, 8), (9, 6)])
 def test_dct_equals_scipy(shape):
     g = torch.Generator().manual_seed(3)

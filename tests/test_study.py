@@ -223,7 +223,7 @@ class Counter:
 def study_dir(tmp_path_factory):
     """One finished tiny study shared by the end-to-end checks."""
     out = tmp_path_factory.mktemp("study") / "run"
-    run_study(TINY, out, progress=False)
+    run_study(tiny(generate={"save_fakes": True}), out, progress=False)
     return out
 
 
@@ -271,6 +271,18 @@ def test_study_numbers_match_direct_computation(study_dir):
         assert quality[k] == pytest.approx(v, abs=1e-9)
 
 
+def test_saved_fake_pngs_hold_the_same_bytes(study_dir):
+    fakes = load_fakes(study_dir, "nearest")
+    folder = study_dir / "fakes" / "nearest"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["count"] == 40 and manifest["upsampler"] == "nearest"
+    pngs = sorted(folder.glob("*.png"))
+    assert len(pngs) == 40
+    for i in (0, 39):
+        arr = np.asarray(Image.open(pngs[i]).convert("RGB"))
+        assert np.array_equal(arr, fakes[i].permute(1, 2, 0).numpy())
+
+
 def test_finished_study_is_refused_and_report_rebuilds(study_dir):
     with pytest.raises(FileExistsError, match="finished study; pass --overwrite"):
         run_study(TINY, study_dir, progress=False)
@@ -292,7 +304,7 @@ def test_interrupted_study_resumes_without_redoing_finished_steps(tmp_path, monk
     train = Counter(gans.training.train)
     monkeypatch.setattr(gans.training, "train", train)
 
-    def crash(run_dir):
+    def crash(run_dir, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(pipelines.report, "write_report", crash)
@@ -312,7 +324,7 @@ def test_interrupted_study_resumes_without_redoing_finished_steps(tmp_path, monk
 def test_files_without_a_completion_mark_are_redone(tmp_path, monkeypatch):
     out = tmp_path / "run"
     cfg = tiny(transfer=None)
-    monkeypatch.setattr(pipelines.report, "write_report", lambda run_dir: (_ for _ in ()).throw(KeyboardInterrupt()))
+    monkeypatch.setattr(pipelines.report, "write_report", lambda run_dir, **kw: (_ for _ in ()).throw(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
         run_study(cfg, out, progress=False)
     monkeypatch.undo()
@@ -341,3 +353,50 @@ def test_cli_reports_bad_config_in_one_line(tmp_path):
     assert result.exit_code == 1
     assert "Unknown key 'colour' in [study]; valid keys are:" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "o").exists()
+
+
+def test_fid_kid_recorded_when_available_and_reason_when_not(tmp_path, monkeypatch):
+    import pipelines.quality
+
+    def offline(real, fake, **kwargs):
+        raise ValueError("Could not download the inception-v3-compat weights pt_inception.pth (no network).")
+
+    monkeypatch.setattr(pipelines.quality, "quality_metrics", offline)
+    cfg = tiny(transfer=None, quality={"fid": True, "kid": True})
+    run_study(cfg, tmp_path / "a", progress=False)
+    q = json.loads((tmp_path / "a" / "quality" / "nearest.json").read_text())
+    assert "pt_inception.pth" in q["fid_kid_unavailable"] and "radial_l1" in q  # spectral still there
+    assert "pt_inception.pth" in (tmp_path / "a" / "report.html").read_text()
+
+    seen = {}
+
+    def fake_metrics(real, fake, **kwargs):
+        seen.update(kwargs)
+        return {"fid": 12.345, "kid": 0.0678, "notes": []}
+
+    monkeypatch.setattr(pipelines.quality, "quality_metrics", fake_metrics)
+    run_study(cfg, tmp_path / "b", progress=False)
+    assert seen["fid"] and seen["kid"] and seen["spectral"] is False
+    page = (tmp_path / "b" / "report.html").read_text()
+    assert "FID" in page and "12.345" in page and "0.068" in page
+
+
+def test_data_folder_and_subset(tmp_path, image_folder):
+    cfg = tiny(transfer=None)
+    cfg["study"].pop("n_real")
+    run_study(cfg, tmp_path / "run", data=image_folder, progress=False)  # --data wins over the config
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["data_info"]["count"] == 24  # the fixture's 24 images, resized to 32 px
+    bad = tiny(study={"data": str(image_folder.parent), "subset": "nope"})
+    with pytest.raises(FileNotFoundError, match="subset = 'nope'"):
+        run_study(bad, tmp_path / "other", progress=False)
+    assert not (tmp_path / "other").exists()
+
+
+def test_refuses_a_folder_that_is_not_a_study(tmp_path):
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not a study folder"):
+        run_study(tiny(transfer=None), out, progress=False)
+    assert (out / "notes.txt").read_text() == "mine"

@@ -19,8 +19,8 @@ from conftest import smooth_images
 from PIL import Image
 
 import gans.losses
-from gans.checkpoint import load_checkpoint, save_checkpoint, write_atomically
-from gans.networks import ARCH_DEFAULTS
+from gans.checkpoint import load_checkpoint, load_module_state, save_checkpoint, write_atomically
+from gans.networks import ARCH_DEFAULTS, build_generator
 from gans.training import (
     CHECKPOINT,
     CONFIG,
@@ -322,7 +322,7 @@ def test_checkpoint_with_code_is_refused_without_running_it(tmp_path):
         load_checkpoint(tmp_path / "evil.pt")
     assert not marker.exists() and "\n" not in str(e.value)
     with open(tmp_path / "evil.pkl", "wb") as f:  # a bare pickle, not a torch zip file
-        pickle.dump(_RunsCode(marker), f)
+        pickle.dump(_RunsCode(marker), f, protocol=2)
     with pytest.raises(ValueError):
         load_checkpoint(tmp_path / "evil.pkl")
     assert not marker.exists()
@@ -340,6 +340,16 @@ def test_truncated_and_foreign_checkpoints_get_one_sentence(tmp_path):
         load_checkpoint(tmp_path / "other.pt")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_weights_of_another_arch_give_a_message_naming_both():
+    sngan_g = build_generator("sngan", 32, "nearest", width=4)
+    dcgan_state = build_generator("dcgan", 32, "nearest", width=4).state_dict()
+    with pytest.raises(ValueError) as e:
+        load_module_state(sngan_g, dcgan_state, path="run/checkpoint.pt", saved_arch="dcgan",
+                          wanted_arch="sngan", role="generator")
+    msg = str(e.value)
+    assert "(dcgan)" in msg and "sngan generator" in msg and "\n" not in msg
 
 
 def test_atomic_write_keeps_old_file_when_writer_fails(tmp_path):

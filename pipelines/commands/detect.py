@@ -74,7 +74,9 @@ def fit(
     grid: bool = typer.Option(False, "--grid", help="Grid-search the classifier's hyper-parameters (classical ones)."),
     seed: int = typer.Option(0, "--seed", help="Seed for the validation split and the classifier."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    batch_size: int = typer.Option(256, "--batch-size", help="Images per feature batch."),
+    feature_batch_size: int | None = typer.Option(
+        None, "--feature-batch-size", help="Images per feature batch (default 32 on CPU, 512 on CUDA)."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished model in --out."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
@@ -89,7 +91,7 @@ def fit(
     if (val_real is None) != (not val_fake):
         raise ValueError("Give both --val-real and --val-fake, or neither.")
     # Validate names and parameters before any image is decoded.
-    det = Detector(detector, options, device=device, batch_size=batch_size, seed=seed, **params)
+    det = Detector(detector, options, device=device, feature_batch_size=feature_batch_size, seed=seed, **params)
     run = RunFolder(out)
     if not overwrite and (run.is_finished() or (out / META_FILE).exists()):
         raise FileExistsError(f"{out} already holds a fitted detector; pass --overwrite to replace it or choose another --out.")
@@ -99,7 +101,8 @@ def fit(
     config = {
         "detector": det.spec, "real": str(real), "fake": [str(f) for f in fake], "resolution": resolution,
         "limit": limit, "val_real": str(val_real) if val_real else None, "val_fake": [str(f) for f in val_fake or []],
-        "multiclass": multiclass, "classifier_params": params, "feature_options": options, "batch_size": batch_size,
+        "multiclass": multiclass, "classifier_params": params, "feature_options": options,
+        "feature_batch_size": feature_batch_size,
     }
     data = ";".join(s.fingerprint for s in [real_set, *fake_sets, *(val_sets or [])])
     run.start("detect fit", config, seed=seed, device=str(det.device), data=data, overwrite=overwrite)

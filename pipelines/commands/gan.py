@@ -9,16 +9,21 @@ and ``limit`` (flat, or inside a ``[train]`` table).
 from __future__ import annotations
 
 import json
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from gans import distributed
+from gans.checkpoint import load_checkpoint
 from gans.training import CONFIG, TrainConfig, TrainingDiverged, train
 from pipelines.errors import fail, friendly
 from pipelines.runfolder import RunFolder
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10 needs the tomli backport
+    import tomli as tomllib
 
 # Keys a --config file may hold besides the TrainConfig fields.
 DATA_KEYS = ("data", "limit")
@@ -141,17 +146,18 @@ def train_command(
             raise
         if info.is_main:
             run.finish(checkpoint=str(ckpt.relative_to(out)) if ckpt.is_relative_to(out) else str(ckpt))
-            typer.echo(f"Trained {cfg.arch}/{cfg.upsampler} for {cfg.steps} steps; checkpoint: {ckpt}")
+            step = load_checkpoint(ckpt)["step"]
+            typer.echo(f"Trained {cfg.arch}/{cfg.upsampler} to step {step}; checkpoint: {ckpt}")
     finally:
         distributed.shutdown(created)
 
 
 def generate_command(
     source: Path = typer.Argument(..., help="A run folder (its checkpoint.pt) or a checkpoint file."),
-    n: int = typer.Option(..., "--n", help="Number of images."),
+    n: int = typer.Option(..., "--n", "--num-images", help="Number of images (--num-images under torchrun)."),
     out: Path = typer.Option(..., "--out", help="Folder for the PNGs and manifest.json."),
     seed: int = typer.Option(0, "--seed", help="Seed of the latents (same seed, same images)."),
-    batch_size: int = typer.Option(256, "--batch-size", help="Images per forward pass."),
+    batch_size: int = typer.Option(256, "--batch-size", help="Images per batch handed to the PNG writers."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished fake set in --out."),
 ) -> None:

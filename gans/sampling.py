@@ -10,7 +10,9 @@ hold the same bytes.
 
 A fake set is a folder of lossless RGB PNGs (``000000.png`` ...) and ``manifest.json``. PNG
 encoding runs in a thread pool (Pillow releases the GIL while compressing) while the next
-batch goes through the generator, so the forward passes are not held up by the encoder.
+batch goes through the generator, so the forward passes are not held up by the encoder. The set
+is complete only when its manifest says ``"status": "finished"``: the manifest is written
+atomically after the last PNG, so an interrupted run never looks finished.
 """
 
 from __future__ import annotations
@@ -159,12 +161,11 @@ def png_name(index: int, n: int) -> str:
 
 
 def _write_pngs(batch: np.ndarray, names: list[Path]) -> None:
-    # One temp name per file (indices never collide between ranks), then a rename: a reader
-    # never sees half a PNG. No fsync per image: the manifest, written last, marks completion.
+    # Straight to the final name: a temp file + rename per image doubled the file-system work
+    # and made writing, not the generator, the bottleneck. The set is committed as a whole
+    # instead: manifest.json says "finished" (written atomically, last) only after every PNG.
     for img, path in zip(batch, names, strict=True):
-        tmp = path.with_name(f".{path.name}.tmp")
-        Image.fromarray(img).save(tmp, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
-        os.replace(tmp, path)
+        Image.fromarray(img).save(path, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
 
 
 def _read_manifest(folder: Path) -> dict[str, Any]:
@@ -178,9 +179,9 @@ def _read_manifest(folder: Path) -> dict[str, Any]:
 
 
 def _clear_fake_set(folder: Path) -> None:
-    # Only our own files: zero-padded PNG names, their temps, and the manifest.
+    # Only our own files: zero-padded PNG names and the manifest.
     for p in folder.iterdir():
-        if p.is_file() and (_PNG_NAME.match(p.name) or (p.name.startswith(".") and p.name.endswith(".png.tmp"))):
+        if p.is_file() and _PNG_NAME.match(p.name):
             p.unlink()
     (folder / MANIFEST).unlink(missing_ok=True)
 
@@ -246,7 +247,8 @@ def write_fake_set(checkpoint: str | os.PathLike, n: int, out_dir: str | os.Path
 
 def _encode_all(G: nn.Module, indices: torch.Tensor, n: int, seed: int, batch_size: int, dev: torch.device,
                 out: Path, progress: bool, workers: int | None) -> None:
-    workers = workers or max(1, min(16, (os.cpu_count() or 2)))
+    # One core stays with the generator; the others encode.
+    workers = workers or max(1, min(16, (os.cpu_count() or 2) - 1))
     pending: deque[Future] = deque()
     bar = _progress(progress, indices.numel())
     done = 0

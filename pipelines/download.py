@@ -222,8 +222,9 @@ def verify_archive(path: str | os.PathLike) -> int:
         with tarfile.open(path, "r:*") as tar:
             n = sum(1 for _ in tar)
     except (tarfile.TarError, EOFError, OSError) as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0].rstrip(":")
         raise ValueError(
-            f"{path} is not a complete tar archive ({e}); delete it and download it again, or pass another --archive."
+            f"{path} is not a complete tar archive ({reason}); delete it and download it again, or pass another --archive."
         ) from None
     if n == 0:
         raise ValueError(f"{path} is an empty archive; delete it and download it again.")

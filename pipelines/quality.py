@@ -36,6 +36,7 @@ import os
 import re
 import socket
 import urllib.error
+import warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,10 +186,14 @@ def _first_image_side(folder: Path) -> int | None:
     if not files:
         return None
     try:
-        with Image.open(files[0]) as img:
-            w, h = img.size
-    except OSError:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(files[0]) as img:
+                w, h = img.size
+    except (OSError, Image.DecompressionBombError):  # unreadable: the loader names the file later
         return None
+    if Image.MAX_IMAGE_PIXELS is not None and w * h > Image.MAX_IMAGE_PIXELS:
+        return None  # a decompression bomb's size is not a working resolution
     return w if w == h else None
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.runfolder import read_json, write_bytes, write_text
+from pipelines.runfolder import RunFolder, read_json, write_bytes, write_text
 
 REPORT_FILE = "report.html"
 FIGURE_DIR = "report"
@@ -106,6 +106,14 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
         names = sorted(p.stem for p in spectra_dir.glob("*.npz") if p.stem != "real")
         plan = {"name": run.name, "generators": [{"name": n} for n in names]}
     names = [g["name"] for g in plan.get("generators", [])]
+    from pipelines.study import NAME_PATTERN
+
+    bad = [n for n in names if not isinstance(n, str) or not NAME_PATTERN.match(n)]
+    if bad:  # names become file names below: a tampered study.json must not lead outside the folder
+        raise ValueError(
+            f"{run / 'study.json'} lists the generator name {bad[0]!r}, which is not a plain name; "
+            "refusing to read files outside the study folder (restore study.json or rerun the study)."
+        )
 
     from pipelines.study import load_arrays
 
@@ -493,7 +501,8 @@ def _transfer_section(d: dict[str, Any], figdir: Path) -> str:
             data = files[main].read_bytes()
         else:  # no heatmap from the transfer step: draw one from matrix.csv
             data = matrix_figure(matrix, det, main)
-            write_bytes(figdir / f"transfer_{det.replace(':', '_')}_{main}.png", data)
+            # The detector name comes from matrix.csv: the figure must stay inside the study folder.
+            write_bytes(RunFolder(run).inside(figdir / f"transfer_{det.replace(':', '_')}_{main}.png"), data)
         parts.append(_figure_html(
             data, f"{det} transfer matrix", f"{html.escape(det)}: {html.escape(info['label'])} of a detector trained "
             "on the row's fakes and tested on the column's fakes. Bright = detected, dark = fooled."))

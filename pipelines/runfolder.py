@@ -120,6 +120,11 @@ class RunFolder:
             raise FileExistsError(
                 f"{self.path} already holds a finished run; pass --overwrite to replace it or choose another --out."
             )
+        if not resume and self.path.is_dir() and not self.manifest_path.exists() and any(self.path.iterdir()):
+            # Not a run folder (a data folder, say): neither write into it nor let --overwrite delete it.
+            raise FileExistsError(
+                f"{self.path} is not empty and is not a forgelab run folder (no {MANIFEST}); choose another --out."
+            )
         if overwrite and self.path.exists():
             shutil.rmtree(self.path)
         self.path.mkdir(parents=True, exist_ok=True)

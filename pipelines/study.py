@@ -528,8 +528,15 @@ class StepLog:
             rec is not None
             and rec.get("status") == "done"
             and rec.get("hash") == hash_
-            and all((self.root / p).exists() for p in rec.get("outputs", []))
+            and all(self._exists(p) for p in rec.get("outputs", []))
         )
+
+    def _exists(self, relative: Any) -> bool:
+        """True when ``relative`` (read from steps.json) names an existing path inside the study folder."""
+        try:
+            return RunFolder(self.root).inside(relative).exists()
+        except (ValueError, TypeError):  # a path leading outside the folder never counts as an output
+            return False
 
     def run(self, key: str, inputs: Any, fn: Callable[[bool], None], outputs: list[str]) -> str:
         """Run ``fn(resume)`` unless ``key`` already finished from ``inputs``; return the inputs' hash.
@@ -704,6 +711,7 @@ def _run(cfg: StudyConfig, out: Path, data: str | Path | None, overwrite: bool, 
     t_start = time.perf_counter()
     # The data are checked before the folder is touched, so a bad path leaves nothing behind.
     real, spec = _load_real(cfg, data, progress)
+    check_counts(cfg, int(real.images.shape[0]), str(spec))
     folder = _open_folder(out, cfg, overwrite, str(spec))
     data_hash = tensor_digest(real.images)
     folder.update(data_info={
@@ -738,6 +746,24 @@ def _run(cfg: StudyConfig, out: Path, data: str | Path | None, overwrite: bool, 
     report = write_report(out, finished=True)
     folder.finish(elapsed_s=round(time.perf_counter() - t_start, 1))
     return report
+
+
+def check_counts(cfg: StudyConfig, n_real: int, source: str) -> None:
+    """Stop before any work when there are too few real images or fakes for the study's statistics and splits."""
+    if n_real < 2:
+        raise ValueError(f"The study needs at least 2 real images, but {source} gave {n_real}; give more images.")
+    if cfg.transfer is None:
+        return
+    from pipelines.data import split_indices
+
+    # The transfer step splits every set into train / validation / test and needs 2 images in each part.
+    for n, what in ((n_real, f"real images from {source}"), (cfg.generate.n, "fakes per generator ([generate] n)")):
+        sizes = [len(ix) for ix in split_indices(n, cfg.transfer.fractions)]
+        if min(sizes) < 2:
+            raise ValueError(
+                f"The transfer step splits the {n} {what} into {sizes} (train, validation, test) but needs at "
+                "least 2 in each; give more images or change [transfer] fractions."
+            )
 
 
 def _plan(cfg: StudyConfig, real: Any, spec: Any, data_hash: str) -> dict[str, Any]:

@@ -43,6 +43,8 @@ def info(
     """Decode every image in a folder and print counts, modes, formats, sizes and unreadable files."""
     from pipelines.data import scan_images
 
+    if max_sizes < 1:
+        raise ValueError(f"--max-sizes must be a positive number of sizes to list, got {max_sizes}.")
     s = scan_images(folder, progress=True)
     sizes = list(s["sizes"].items())
     more = f" (+{len(sizes) - max_sizes} more)" if len(sizes) > max_sizes else ""

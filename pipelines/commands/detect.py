@@ -136,10 +136,15 @@ def score(
 ) -> None:
     """Score every image in the folders with a saved detector and write a CSV."""
     from detectors.detector import Detector
-    from pipelines.runfolder import write_text
+    from pipelines.runfolder import check_writable, write_text
 
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} already exists; pass --overwrite to replace it or choose another --out.")
+    if out.is_dir():
+        raise IsADirectoryError(f"{out} is a folder; give --out a CSV file name such as scores.csv.")
+    # Checked before any image is scored: the CSV is only written at the end.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    check_writable(out.parent, min_free_bytes=2**20)
     det = Detector.load(model, device=device)
     attribution = len(det.class_names) > 2
     buf = io.StringIO()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import typer
@@ -35,9 +36,11 @@ def infer_resolution(folder: str) -> int:
     """The resolution of a fake set: its manifest.json's ``resolution``, else its first image's shorter side."""
     from PIL import Image
 
-    from pipelines.data import list_images
+    from pipelines.data import IMAGE_EXTENSIONS, list_images, resolve_data
 
-    path = Path(folder).expanduser()
+    if str(folder).strip().lower() == "embedded":
+        raise ValueError(f"Cannot tell the resolution from {folder}; pass --resolution R.")
+    path = Path(resolve_data(folder))  # a missing folder or a file is named here, not as a resolution problem
     manifest = path / "manifest.json"
     if manifest.is_file():
         try:
@@ -46,11 +49,21 @@ def infer_resolution(folder: str) -> int:
                 return r
         except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
             pass
-    files = list_images(path) if path.is_dir() else []
+    files = list_images(path)
     if not files:
-        raise ValueError(f"Cannot tell the resolution from {folder}; pass --resolution R.")
-    with Image.open(files[0]) as img:
-        return min(img.size)
+        raise ValueError(f"{folder} holds no images; put files ending in {', '.join(IMAGE_EXTENSIONS)} in it.")
+    for f in files[:64]:  # the first image whose header can be read decides
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(f) as img:
+                    w, h = img.size
+        except (OSError, Image.DecompressionBombError):
+            continue
+        if Image.MAX_IMAGE_PIXELS is None or w * h <= Image.MAX_IMAGE_PIXELS:  # a bomb's size is no resolution
+            return min(w, h)
+    raise ValueError(f"Cannot read {files[0]} or the images after it, so the resolution of {folder} is unknown; "
+                     "check the files or pass --resolution R.")
 
 
 def transfer(
@@ -130,7 +143,9 @@ def transfer(
     skipped = {n: [[f, r] for s in ss for f, r in s.skipped] for n, ss in all_sets.items()}
     counts = {n: [len(s) for s in ss] for n, ss in all_sets.items()}
     data_fp = ",".join(f"{n}:{'+'.join(s.fingerprint for s in ss)}" for n, ss in all_sets.items())
-    folder.start("transfer", config, seed=seed, data=data_fp, overwrite=overwrite, resume=not overwrite)
+    # Only a folder that already holds a transfer run is resumed (its finished cells are kept).
+    folder.start("transfer", config, seed=seed, data=data_fp, overwrite=overwrite,
+                 resume=not overwrite and folder.manifest_path.exists())
     folder.update(images=counts, skipped=skipped)
     n_skipped = sum(len(v) for v in skipped.values())
     if n_skipped:

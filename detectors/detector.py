@@ -383,6 +383,13 @@ class Detector:
     def _score_features(self, X: torch.Tensor) -> np.ndarray:
         return np.clip(1.0 - self._proba_features(X)[:, 0], 0.0, 1.0)
 
+    def score_features(self, X: torch.Tensor) -> np.ndarray:
+        """Fakeness in [0, 1] from what :meth:`transform` returned (lets callers reuse features)."""
+        self._require_fitted()
+        if self.raw_input:
+            raise ValueError(f"Detector {self.spec!r} computes its feature inside the CNN; call score(images).")
+        return self._score_features(X)
+
     def predict_proba(self, images: torch.Tensor, progress: bool = False) -> np.ndarray:
         """(N, K) class probabilities; column 0 is P(real), columns 1.. the fake sources."""
         self._require_fitted()

@@ -204,44 +204,22 @@ def _balanced(real: torch.Tensor, fakes: list[torch.Tensor], seed: int, *tag: st
 class _TestFeatures:
     """Test-set features, computed once per (feature, options) and reused by every row and detector.
 
-    Only detectors whose classifier takes feature vectors share features: their score is
-    ``1 - classifier.predict_proba(detector.transform(images))[:, 0]`` (the public pieces of
-    :class:`detectors.detector.Detector`). Each fitted detector is checked once against its own
-    ``score`` on a few images; one that disagrees (or a CNN, which computes its feature inside)
-    is scored with ``score`` directly.
+    Detectors whose classifier takes feature vectors share them through
+    ``Detector.transform`` / ``Detector.score_features``; CNNs compute their feature inside
+    (with augmentation at training time) and are scored on the images.
     """
 
     def __init__(self) -> None:
         self.cache: dict[tuple[str, str], torch.Tensor] = {}
-        self.checked: dict[int, bool] = {}
-
-    def _shared(self, det, images: torch.Tensor) -> bool:
-        if getattr(det, "input_kind", None) != "vector" or getattr(det, "raw_input", False):
-            return False
-        if not (hasattr(det, "transform") and hasattr(det, "classifier")):
-            return False
-        if id(det) not in self.checked:
-            probe = images[:8]
-            try:
-                ok = np.allclose(self._from_features(det, det.transform(probe)), det.score(probe), atol=1e-6)
-            except Exception:  # any mismatch in the API means: do not share
-                ok = False
-            self.checked[id(det)] = bool(ok)
-        return self.checked[id(det)]
-
-    @staticmethod
-    def _from_features(det, x: torch.Tensor) -> np.ndarray:
-        p = np.asarray(det.classifier.predict_proba(x), dtype=np.float64)
-        return np.clip(1.0 - np.clip(p, 0.0, 1.0)[:, 0], 0.0, 1.0)
 
     def score(self, det, name: str, images: torch.Tensor) -> np.ndarray:
         """Fakeness scores of test set ``name`` by a fitted detector, reusing its features."""
-        if not self._shared(det, images):
+        if det.raw_input:
             return np.asarray(det.score(images), dtype=np.float64)
-        key = (json.dumps([det.feature, det.feature_options], sort_keys=True, default=str), name)
+        key = (json.dumps([det.feature, det.feature_options, det.input_kind], sort_keys=True, default=str), name)
         if key not in self.cache:
             self.cache[key] = det.transform(images)
-        return self._from_features(det, self.cache[key])
+        return det.score_features(self.cache[key])
 
 
 # ---------------------------------------------------------------------------------------------

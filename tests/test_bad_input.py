@@ -438,6 +438,12 @@ NAME_AND_NUMBER_CASES: dict[str, tuple[Callable[[Lab, Path], list[object]], tupl
     "data-info-max-sizes-negative": (lambda lab, t: ["data", "info", lab.data, "--max-sizes", "-1"], ("max-sizes",)),
     "report-missing-folder": (lambda lab, t: ["report", t / "nostudy"], ("nostudy",)),
     "report-not-a-study": (lambda lab, t: ["report", lab.data], ("study",)),
+    "report-empty-folder": (lambda lab, t: ["report", _mkdir(t / "empty")], ("study",)),
+    "report-damaged-study-json": (lambda lab, t: ["report", _damaged_copy(lab.study, t, "study.json")], ("study.json",)),
+    "score-damaged-detector-json": (lambda lab, t: ["detect", "score", _damaged_copy(lab.det, t, "detector.json"),
+                                                    lab.data, "--out", t / "s.csv", "--no-progress"], ("detector.json",)),
+    "resume-damaged-train-config": (lambda lab, t: _resume_with(lab, t, lambda r: (r / "train_config.json")
+                                                                .write_text("{half")), ("train_config.json",)),
     "generate-missing-checkpoint": (lambda lab, t: ["generate", t / "norun", "--n", "2", "--out", t / "out"],
                                     ("norun",)),
     "generate-empty-folder": (lambda lab, t: ["generate", _mkdir(t / "emptyrun"), "--n", "2", "--out", t / "out"],
@@ -449,6 +455,15 @@ NAME_AND_NUMBER_CASES: dict[str, tuple[Callable[[Lab, Path], list[object]], tupl
     "generate-zero-byte-checkpoint": (lambda lab, t: ["generate", _text(t / "c.pt", ""), "--n", "2", "--out",
                                                       t / "out"], ("c.pt",)),
 }
+
+
+def _damaged_copy(src: Path, tmp: Path, name: str) -> Path:
+    """A copy of the run folder ``src`` whose file ``name`` is cut in half."""
+    dst = tmp / src.name
+    shutil.copytree(src, dst)
+    data = (dst / name).read_bytes()
+    (dst / name).write_bytes(data[: len(data) // 2])
+    return dst
 
 
 def _mkdir(p: Path) -> Path:
@@ -508,6 +523,35 @@ def test_data_prepare_bad_archive_is_one_line_error(case, lab, tmp_path):
     r = run_checked(lab, "data", "prepare", "imagewoof", "--root", tmp_path / "root", "--archive", archive)
     assert_one_error(r, *needles)
     assert not (tmp_path / "escaped.txt").exists() and not (tmp_path.parent / "escaped.txt").exists()
+
+
+def _fake_imagewoof(folder: Path) -> Path:
+    from pipelines.data import IMAGEWOOF_CLASSES
+
+    for split in ("train", "val"):
+        for wnid in IMAGEWOOF_CLASSES:
+            write_pngs(smooth_images(1, 40), folder / split / wnid)
+    return folder
+
+
+def test_data_prepare_keeps_a_prepared_copy(lab, tmp_path):
+    """A complete copy under --root is the finished run of `data prepare`: reported, not touched."""
+    root = tmp_path / "root"
+    _fake_imagewoof(root / "imagewoof2-160")
+    archive = _tar_with({"imagewoof2-160/train/x.txt": b"x"}, tmp_path / "a.tgz")
+    r = run_checked(lab, "data", "prepare", "imagewoof", "--root", root, "--archive", archive, extra_roots=(root,))
+    assert r.exit_code == 0, r.output
+    assert "ready" in r.output and not (root / "imagewoof2-160" / "train" / "x.txt").exists()
+
+
+def test_data_prepare_refuses_a_foreign_folder_in_the_way(lab, tmp_path):
+    root = tmp_path / "root"
+    (root / "imagewoof2-160").mkdir(parents=True)
+    (root / "imagewoof2-160" / "mine.txt").write_text("keep me\n")
+    archive = _tar_with({"imagewoof2-160/train/x.txt": b"x"}, tmp_path / "a.tgz")
+    r = run_checked(lab, "data", "prepare", "imagewoof", "--root", root, "--archive", archive, extra_roots=(root,))
+    assert_one_error(r, "imagewoof2-160")
+    assert sorted(p.name for p in (root / "imagewoof2-160").iterdir()) == ["mine.txt"]
 
 
 def test_data_prepare_root_under_a_file_is_one_line_error(lab, tmp_path):
@@ -657,6 +701,15 @@ FINISHED_CASES: dict[str, Callable[[Lab], list[object]]] = {
     "study-into-train-run": lambda lab: ["study", lab.study_toml, "--data", lab.data, "--out", lab.run, "--quiet"],
     "study-into-data": lambda lab: ["study", lab.study_toml, "--data", lab.data, "--out", lab.data, "--quiet"],
     "generate-into-data": lambda lab: ["generate", lab.run, "--n", "3", "--out", lab.data, "--device", "cpu"],
+    # --overwrite replaces a finished run, never a folder forgelab did not write.
+    "train-overwrite-data": lambda lab: ["train", "--data", lab.data, *TINY_TRAIN, "--out", lab.data, "--overwrite"],
+    "generate-overwrite-data": lambda lab: ["generate", lab.run, "--n", "3", "--out", lab.data, "--overwrite"],
+    "fit-overwrite-data": lambda lab: ["detect", "fit", "-d", "radial:lr", "--real", lab.data, "--fake", lab.fake,
+                                       "--out", lab.data, "--resolution", "32", "--overwrite", "--no-progress"],
+    "transfer-overwrite-data": lambda lab: ["transfer", "--real", lab.data, "--fake", f"a={lab.fake}", "--detector",
+                                            "radial:lr", "--out", lab.data, "--overwrite"],
+    "study-overwrite-data": lambda lab: ["study", lab.study_toml, "--data", lab.data, "--out", lab.data, "--quiet",
+                                         "--overwrite"],
     "fit-into-train-run": lambda lab: ["detect", "fit", "-d", "radial:lr", "--real", lab.data, "--fake", lab.fake,
                                        "--out", lab.run, "--resolution", "32", "--device", "cpu", "--no-progress"],
 }

@@ -100,6 +100,8 @@ def test_radial_svm_separates_upsampling_artifacts(data):
     m = evaluate(y, s, det.threshold)
     assert m["auc"] >= 0.95 and m["acc_cal"] >= 0.9
     np.testing.assert_array_equal(det.predict(test), (s >= det.threshold).astype(int))
+    # Scores from precomputed features (what transfer matrices reuse) are the same scores.
+    np.testing.assert_array_equal(det.score_features(det.transform(test)), s)
 
 
 @pytest.mark.parametrize(
@@ -199,6 +201,8 @@ def test_image_classifier_gets_raw_images_and_the_feature(dummy_image, data, tmp
     back = Detector.load(tmp_path / "m")
     np.testing.assert_allclose(back.score(data["test_fake_b"]), s)
     assert DummyImageClassifier.seen["feature_shape"] == (40, 3, SIZE, SIZE)
+    with pytest.raises(ValueError, match="inside the CNN"):
+        det.score_features(det.transform(data["test_fake_b"]))
 
 
 def test_neural_detector_round_trip(data, tmp_path):

@@ -6,7 +6,8 @@ ConvTranspose2d (kernel 4, stride 2) initialised as bilinear interpolation plus 
 noise, which leaves the periodic spectral peaks of transposed convolutions; ``--upsampler`` picks
 any kind from gans.upsamplers (a fixed resampling + 3x3 convolution set the same way). The
 detector trains on ``--n-train`` images per class and is tested on ``--n-test`` held-out images
-per class.
+per class. ``--generator RUN_DIR`` takes the fakes from a trained generator instead (the
+known result proper: real photos versus a DCGAN with transposed convolutions).
 
     FORGELAB_DATA=/path/to/imagewoof2-160/train python benchmarks/durall_check.py [--json]
 """
@@ -25,6 +26,7 @@ from torch import nn
 
 from detectors.detector import Detector
 from detectors.metrics import evaluate
+from gans.sampling import generate_tensor, load_generator
 from gans.upsamplers import UPSAMPLERS, make_upsampler
 from pipelines.data import load_images
 
@@ -81,6 +83,7 @@ def main() -> None:
     p.add_argument("--n-test", type=int, default=200, help="test images per class")
     p.add_argument("--upsampler", default="transposed", choices=sorted(UPSAMPLERS))
     p.add_argument("--noise", type=float, default=0.1, help="seeded weight noise, relative to the largest tap")
+    p.add_argument("--generator", default=None, help="run folder or checkpoint of a trained generator")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
@@ -96,7 +99,14 @@ def main() -> None:
     order = torch.from_numpy(np.random.default_rng(args.seed).permutation(pool.shape[0]))
     # Fakes are made from different photos than the real set, so content cannot give them away.
     real, source = pool[order[:n_per_class]], pool[order[n_per_class : 2 * n_per_class]]
-    fake = make_fakes(source, fixed_upsampler(args.upsampler, args.noise, args.seed))
+    if args.generator:
+        G, meta = load_generator(args.generator)
+        if meta["resolution"] != args.resolution:
+            raise SystemExit(f"{args.generator} makes {meta['resolution']} px images; pass --resolution {meta['resolution']}.")
+        fake = generate_tensor(G, n_per_class, seed=args.seed)
+        args.upsampler, args.noise = f"{meta['arch']}/{meta['upsampler']} GAN, step {meta['step']}", 0.0
+    else:
+        fake = make_fakes(source, fixed_upsampler(args.upsampler, args.noise, args.seed))
     t_data = time.perf_counter() - t0
 
     t0 = time.perf_counter()

@@ -125,7 +125,10 @@ def load_module_state(module: nn.Module, state_dict: Mapping[str, Any], *, path:
     try:
         module.load_state_dict(state_dict)
     except (RuntimeError, KeyError, TypeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        # torch's message starts with a header line; the first indented line names the tensor.
+        lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+        detail = next((ln for ln in lines[1:] if ln), lines[0] if lines else type(e).__name__)
+        first = detail.rstrip(".")[:200]
         raise ValueError(
             f"Checkpoint {path} ({saved_arch}) does not fit a {wanted_arch} {role} ({first}); "
             "it was written by another architecture or version, so train again or pick the matching checkpoint."

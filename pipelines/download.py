@@ -330,6 +330,8 @@ def prepare_imagewoof(root: str | os.PathLike, size: str = "160", *, archive: st
         archive = download(src, root / f"{stem}.tgz", sha256=sha256, retries=retries, progress=progress)
     else:
         archive = Path(archive).expanduser()
+        if archive.is_dir():
+            raise IsADirectoryError(f"Archive {archive} is a folder; give the .tgz file to --archive.")
         if not archive.is_file():
             raise FileNotFoundError(f"Archive {archive} does not exist; check the path given to --archive.")
         check_sha256(archive, sha256)

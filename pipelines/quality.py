@@ -175,7 +175,10 @@ def _manifest_resolution(folder: Path) -> int | None:
         value = json.loads(manifest.read_text(encoding="utf-8")).get("resolution")
     except (OSError, ValueError, AttributeError):
         return None
-    return int(value) if isinstance(value, int) and value > 0 else None
+    from gans.networks import RESOLUTIONS
+
+    # Only a size a generator can have: an edited manifest must not make the loader allocate for 10^5 px.
+    return int(value) if isinstance(value, int) and value in RESOLUTIONS else None
 
 
 def _first_image_side(folder: Path) -> int | None:

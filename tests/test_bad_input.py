@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import shutil
 import struct
 import zlib
@@ -409,7 +410,8 @@ NAME_AND_NUMBER_CASES: dict[str, tuple[Callable[[Lab, Path], list[object]], tupl
     "metrics-kid-subset-0": (lambda lab, t: ["metrics", lab.data, lab.fake, "--kid", "--kid-subset-size", "0"],
                              ("subset",)),
     "study-missing-config": (lambda lab, t: ["study", t / "nope.toml", "--out", t / "out"], ("nope.toml",)),
-    "study-unknown-config-key": (lambda lab, t: _study(lab, t, STUDY_TOML + "colour = 3\n"), ("colour",)),
+    "study-unknown-top-level-key": (lambda lab, t: _study(lab, t, "colour = 3\n" + STUDY_TOML), ("colour",)),
+    "study-unknown-section": (lambda lab, t: _study(lab, t, STUDY_TOML + "[trian]\nsteps = 2\n"), ("trian",)),
     "study-unknown-section-key": (lambda lab, t: _study(lab, t, STUDY_TOML.replace("n = 12", "n = 12\ncount = 3")),
                                   ("count",)),
     "study-unknown-upsampler": (lambda lab, t: _study(lab, t, STUDY_TOML.replace('"nearest"', '"wavelet"')),
@@ -506,7 +508,7 @@ def _truncated_tar(tmp: Path) -> Path:
 
 ARCHIVE_CASES: dict[str, tuple[Callable[[Path], Path], tuple[str, ...]]] = {
     "missing-archive": (lambda t: t / "nope.tgz", ("nope.tgz", "does not exist")),
-    "folder-as-archive": (lambda t: _mkdir(t / "folder.tgz"), ("folder.tgz",)),
+    "folder-as-archive": (lambda t: _mkdir(t / "folder.tgz"), ("folder.tgz", "is a folder")),
     "zero-byte-archive": (lambda t: _text(t / "a.tgz", ""), ("a.tgz",)),
     "text-as-archive": (lambda t: _text(t / "a.tgz"), ("a.tgz", "tar")),
     "truncated-archive": (lambda t: _truncated_tar(t), ("a.tgz",)),
@@ -720,6 +722,36 @@ def test_finished_run_in_output_folder_is_kept(case, lab):
     r = run_checked(lab, *FINISHED_CASES[case](lab))
     assert_one_error(r)
     assert any(w in r.stderr for w in ("already", "not empty", "holds")), r.stderr
+    if case.endswith("-into-train-run"):  # the message says what the folder really holds
+        assert "'train' run" in r.stderr
+
+
+def test_resume_into_a_folder_that_is_not_a_run_is_refused(lab, tmp_path):
+    """`train --resume` may start a fresh run, but never inside a folder of someone else's files."""
+    data = tmp_path / "photos"
+    shutil.copytree(lab.data, data)
+    names = sorted(p.name for p in data.iterdir())
+    r = run_checked(lab, "train", "--resume", "--data", data, *TINY_TRAIN, "--out", data, extra_roots=(data,))
+    assert_one_error(r, "photos")
+    assert sorted(p.name for p in data.iterdir()) == names  # no checkpoint, samples/ or manifest added
+
+
+@pytest.mark.parametrize("command", ["metrics", "transfer"])
+def test_fake_set_manifest_with_a_bogus_resolution_is_not_trusted(command, lab, tmp_path):
+    """The working size comes from the images when a fake set's manifest names an impossible one."""
+    fake = tmp_path / "fake"
+    shutil.copytree(lab.fake, fake)
+    manifest = json.loads((fake / "manifest.json").read_text())
+    (fake / "manifest.json").write_text(json.dumps({**manifest, "resolution": 100_000}))
+    if command == "metrics":
+        r = run_checked(lab, "metrics", lab.data, fake, "--spectral", "--json", "--quiet", extra_roots=(fake,))
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.stdout)["resolution"] == 32
+    else:
+        r = run_checked(lab, "transfer", "--real", lab.data, "--fake", f"a={fake}", "--detector", "radial:lr",
+                        "--out", tmp_path / "out", extra_roots=(fake,))
+        assert r.exit_code == 0, r.output
+        assert "Resolution 32 px" in r.stdout
 
 
 FILE_AS_OUT_CASES: dict[str, Callable[[Lab, Path], list[object]]] = {

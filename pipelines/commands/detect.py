@@ -93,6 +93,9 @@ def fit(
     # Validate names and parameters before any image is decoded.
     det = Detector(detector, options, device=device, feature_batch_size=feature_batch_size, seed=seed, **params)
     run = RunFolder(out)
+    command = run.manifest().get("command") if run.manifest_path.is_file() else None
+    if not overwrite and run.is_finished() and command != "detect fit":
+        raise FileExistsError(f"{out} holds a finished '{command}' run, not a detector; choose another --out.")
     if not overwrite and (run.is_finished() or (out / META_FILE).exists()):
         raise FileExistsError(f"{out} already holds a fitted detector; pass --overwrite to replace it or choose another --out.")
 

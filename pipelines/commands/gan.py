@@ -16,7 +16,7 @@ import typer
 
 from gans import distributed
 from gans.checkpoint import load_checkpoint
-from gans.training import CONFIG, TrainConfig, TrainingDiverged, train
+from gans.training import CHECKPOINT, CONFIG, TrainConfig, TrainingDiverged, train
 from pipelines.errors import fail, friendly
 from pipelines.runfolder import RunFolder
 
@@ -122,6 +122,10 @@ def train_command(
             f"{out} already holds a finished run; pass --overwrite to replace it, --resume to extend it, "
             "or choose another --out."
         )
+    if (resume and out.is_dir() and not run.manifest_path.exists() and not (out / CHECKPOINT).exists()
+            and any(out.iterdir())):
+        # --resume may start a fresh run, but not inside a folder of files forgelab did not write.
+        raise FileExistsError(f"{out} is not empty and holds no forgelab run to resume; choose another --out.")
     from pipelines.data import load_data
 
     info, dev, created = distributed.init_distributed(cfg.device)

@@ -36,6 +36,7 @@ def infer_resolution(folder: str) -> int:
     """The resolution of a fake set: its manifest.json's ``resolution``, else its first image's shorter side."""
     from PIL import Image
 
+    from gans.networks import RESOLUTIONS
     from pipelines.data import IMAGE_EXTENSIONS, list_images, resolve_data
 
     if str(folder).strip().lower() == "embedded":
@@ -45,7 +46,8 @@ def infer_resolution(folder: str) -> int:
     if manifest.is_file():
         try:
             r = json.loads(manifest.read_text(encoding="utf-8")).get("resolution")
-            if isinstance(r, int) and r > 0:
+            # Only a size a generator can have: an edited manifest must not set a huge working size.
+            if isinstance(r, int) and r in RESOLUTIONS:
                 return r
         except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
             pass

@@ -32,6 +32,16 @@ def smooth_images(n: int, size: int = 32, seed: int = 0) -> torch.Tensor:
     return (out * 255).round().to(torch.uint8)
 
 
+def checkerboard_task(n: int, seed: int, amplitude: float = 10.0) -> tuple[torch.Tensor, np.ndarray]:
+    """32 px smooth images; odd indices get a +-amplitude checkerboard (the Nyquist-frequency artefact)."""
+    x = smooth_images(n, 32, seed=seed).float()
+    yy, xx = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    board = ((yy + xx) % 2 * 2 - 1).float()
+    y = np.arange(n) % 2
+    x[torch.as_tensor(y == 1)] += amplitude * board
+    return x.clamp(0, 255).round().to(torch.uint8), y
+
+
 def write_pngs(images: torch.Tensor, folder: Path, prefix: str = "img") -> list[Path]:
     """Write a uint8 (N, 3, H, W) batch as PNG files into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import smooth_images
+from conftest import checkerboard_task, smooth_images
 from sklearn.metrics import average_precision_score
 from torchvision.models import resnet18
 
@@ -19,16 +19,6 @@ from detectors.cnn import (
     imagenet_weights_file,
 )
 from detectors.features import extract
-
-
-def checkerboard_task(n: int, seed: int, amplitude: float = 10.0) -> tuple[torch.Tensor, np.ndarray]:
-    """32 px smooth images; odd indices get a +-amplitude checkerboard (the Nyquist-frequency artefact)."""
-    x = smooth_images(n, 32, seed=seed).float()
-    yy, xx = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
-    board = ((yy + xx) % 2 * 2 - 1).float()
-    y = np.arange(n) % 2
-    x[torch.as_tensor(y == 1)] += amplitude * board
-    return x.clamp(0, 255).round().to(torch.uint8), y
 
 
 def spectrum_2d(images: torch.Tensor) -> torch.Tensor:

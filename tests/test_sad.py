@@ -5,21 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import smooth_images
+from conftest import checkerboard_task
 from sklearn.metrics import average_precision_score
 
 from detectors.base import CLASSIFIERS
 from detectors.sad import DistanceScore, SADClassifier, init_center, sad_loss
-
-
-def checkerboard_task(n: int, seed: int, amplitude: float = 10.0) -> tuple[torch.Tensor, np.ndarray]:
-    """32 px smooth images; odd indices get a +-amplitude checkerboard (the Nyquist-frequency artefact)."""
-    x = smooth_images(n, 32, seed=seed).float()
-    yy, xx = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
-    board = ((yy + xx) % 2 * 2 - 1).float()
-    y = np.arange(n) % 2
-    x[torch.as_tensor(y == 1)] += amplitude * board
-    return x.clamp(0, 255).round().to(torch.uint8), y
 
 
 def test_registered():

@@ -110,7 +110,7 @@ def main() -> None:
     p.add_argument("--features", nargs="+", default=list(FEATURES), choices=FEATURES)
     p.add_argument("--n", type=int, default=512, help="images per torch timing at 64 px (scaled by area)")
     p.add_argument("--n-ref", type=int, default=64, help="images per NumPy timing at 64 px (scaled by area)")
-    p.add_argument("--batch-size", type=int, default=32, help="CPU batch (small batches stay in cache)")
+    p.add_argument("--batch-size", type=int, default=1024, help="CPU batch (large batches keep every thread busy)")
     p.add_argument("--cuda-batch-size", type=int, default=1024)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--no-cuda", action="store_true", help="skip CUDA even when a GPU is present")

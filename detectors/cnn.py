@@ -37,6 +37,7 @@ from torchvision.models import ResNet18_Weights, ResNet50_Weights, resnet18, res
 
 from detectors.augment import Augmentation
 from detectors.base import register_classifier
+from detectors.features import validate_batch
 
 __all__ = [
     "BACKBONES",
@@ -397,15 +398,7 @@ class CNNClassifier:
 
     @staticmethod
     def _check_X(X: Any, name: str) -> torch.Tensor:
-        if not isinstance(X, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor of shape (N, C, H, W), got {type(X).__name__}.")
-        if X.ndim != 4:
-            raise ValueError(f"{name} must have shape (N, C, H, W) for a neural classifier, got {tuple(X.shape)}.")
-        if X.shape[0] == 0:
-            raise ValueError(f"{name} is empty; give at least one image.")
-        if X.dtype != torch.uint8 and not X.is_floating_point():
-            raise TypeError(f"{name} must be uint8 images or float features, got {X.dtype}.")
-        return X
+        return validate_batch(X, name, channels=None)
 
     @classmethod
     def _check_xy(cls, X: Any, y: Any, xname: str, yname: str) -> tuple[torch.Tensor, np.ndarray]:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from detectors.base import CLASSIFIERS
-from detectors.features import FEATURES, extract
+from detectors.features import FEATURES, extract, validate_batch
 from detectors.metrics import choose_threshold, evaluate
 
 FORMAT = "forgelab-detector"
@@ -120,15 +120,7 @@ def _versions() -> dict[str, str]:
 
 
 def _check_batch(images: Any, what: str) -> torch.Tensor:
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(f"{what} must be a torch.Tensor of shape (N, 3, H, W), got {type(images).__name__}.")
-    if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"{what} must have shape (N, 3, H, W), got {tuple(images.shape)}.")
-    if images.shape[0] == 0:
-        raise ValueError(f"{what} is empty; give at least one image.")
-    if images.dtype != torch.uint8 and not images.is_floating_point():
-        raise TypeError(f"{what} must be uint8 (0..255) or float images, got {images.dtype}.")
-    return images
+    return validate_batch(images, what, channels=(3,))
 
 
 def _as_list(x: torch.Tensor | Sequence[torch.Tensor], what: str) -> list[torch.Tensor]:

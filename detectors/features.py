@@ -34,24 +34,26 @@ def register_feature(name: str):
     return wrap
 
 
-def _validate(images: torch.Tensor) -> torch.Tensor:
-    """Check that ``images`` is a non-empty uint8 or floating (N, 1|3, H, W) tensor; return it unchanged."""
+def validate_batch(images: torch.Tensor, what: str = "images", channels: tuple[int, ...] | None = (1, 3)) -> torch.Tensor:
+    """Check that ``images`` is a non-empty uint8 or floating (N, C, H, W) tensor; return it unchanged.
+
+    ``channels`` lists the allowed C (None: any), ``what`` names the argument in the message.
+    """
     if not isinstance(images, torch.Tensor):
-        raise TypeError(f"images must be a torch.Tensor of shape (N, 3, H, W), got {type(images).__name__}.")
-    if images.ndim != 4 or images.shape[1] not in (1, 3):
-        raise ValueError(
-            f"images must have shape (N, 3, H, W) or (N, 1, H, W), got {tuple(images.shape)}."
-        )
+        raise TypeError(f"{what} must be a torch.Tensor of shape (N, C, H, W), got {type(images).__name__}.")
+    if images.ndim != 4 or (channels is not None and images.shape[1] not in channels):
+        want = " or ".join(f"(N, {c}, H, W)" for c in channels) if channels else "(N, C, H, W)"
+        raise ValueError(f"{what} must have shape {want}, got {tuple(images.shape)}.")
     if images.shape[0] == 0:
-        raise ValueError("images is an empty batch; give at least one image.")
+        raise ValueError(f"{what} is an empty batch; give at least one image.")
     if images.dtype != torch.uint8 and not images.is_floating_point():
-        raise TypeError(f"images must be uint8 or floating point, got {images.dtype}.")
+        raise TypeError(f"{what} must be uint8 or floating point (0..255 or float), got {images.dtype}.")
     return images
 
 
 def check_images(images: torch.Tensor) -> torch.Tensor:
     """Validate an (N, C, H, W) batch with C in {1, 3} and return it as float32 (uint8 -> [0, 1])."""
-    images = _validate(images)
+    images = validate_batch(images)
     if images.dtype == torch.uint8:
         return images.float() / 255.0
     return images.float() if images.dtype in (torch.float16, torch.bfloat16) else images
@@ -64,7 +66,7 @@ def _no_grad_needed(x: torch.Tensor) -> bool:
 
 def grayscale(images: torch.Tensor) -> torch.Tensor:
     """(N, 3|1, H, W) -> (N, H, W) luma, float (uint8 scaled to [0, 1])."""
-    x = _validate(images)
+    x = validate_batch(images)
     # uint8 -> float without a separate division pass: 1/255 is folded into the weights.
     scale = 1.0 / 255.0 if x.dtype == torch.uint8 else 1.0
     x = x.float() if x.dtype in (torch.uint8, torch.float16, torch.bfloat16) else x

@@ -26,13 +26,7 @@ def _register() -> None:
     import importlib
 
     for name in ("gan", "detect", "data", "transfer", "study", "metrics"):
-        try:
-            module = importlib.import_module(f"pipelines.commands.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"pipelines.commands.{name}":
-                raise
-            continue
-        module.register(app)
+        importlib.import_module(f"pipelines.commands.{name}").register(app)
 
 
 _register()

@@ -113,6 +113,7 @@ class TransferOptions:
     fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
     jpeg: int | None = None
     attribute: bool = False
+    jobs: int = 1  # cells fitted at once, in worker processes (how, not what: not part of the step hash)
 
 
 @dataclass
@@ -734,7 +735,9 @@ def _run(cfg: StudyConfig, out: Path, data: str | Path | None, overwrite: bool, 
 
     if cfg.transfer is not None:
         t = cfg.transfer
-        inputs = {"data": data_hash, "fakes": gen_hashes, "transfer": dataclasses.asdict(t), "seed": cfg.study.seed}
+        how = {"jobs"}  # options that change how the matrix is computed, not its values
+        what = {k: v for k, v in dataclasses.asdict(t).items() if k not in how}
+        inputs = {"data": data_hash, "fakes": gen_hashes, "transfer": what, "seed": cfg.study.seed}
         steps.run("transfer", inputs, lambda resume: _transfer_step(cfg, out, real, resume, progress),
                   ["transfer/matrix.csv"])
 
@@ -897,4 +900,5 @@ def _transfer_step(cfg: StudyConfig, out: Path, real: Any, resume: bool, progres
     target = out / "transfer"
     fakes = {g.name: _image_set(load_fakes(out, g.name), g.name) for g in cfg.generators}
     run_transfer(real, fakes, list(t.detectors), target, rows=tuple(t.rows), seed=cfg.study.seed,
-                 fractions=tuple(t.fractions), jpeg=t.jpeg, attribute=t.attribute, progress=progress)
+                 fractions=tuple(t.fractions), jpeg=t.jpeg, attribute=t.attribute, progress=progress,
+                 jobs=t.jobs)

@@ -268,14 +268,18 @@ def run_transfer(real: SetSpec, fakes: dict[str, SetSpec], detectors: list[str],
                  rows: str | Sequence[str] = ("each",), seed: int = 0,
                  fractions: Sequence[float] = (0.6, 0.2, 0.2), jpeg: int | None = None, attribute: bool = False,
                  progress: bool = False, detector_options: dict[str, dict[str, Any]] | None = None,
-                 heatmaps: bool = True) -> list[dict]:
+                 heatmaps: bool = True, jobs: int = 1) -> list[dict]:
     """Fit every detector on every row's sources, test on every source; write the matrix; return its records.
 
     Records are dicts ``{detector, train, test, metric, value}``. ``detector_options`` maps a
     detector spec to keyword arguments for :class:`detectors.detector.Detector`;
-    ``heatmaps=False`` skips the PNGs (the CSV and JSON are always written).
+    ``heatmaps=False`` skips the PNGs (the CSV and JSON are always written). ``jobs`` > 1 fits
+    that many cells at once in worker processes (each with its share of the CPU threads); the
+    cells are the same as with ``jobs=1``, since every cell seeds its own fit.
     """
-    from detectors.detector import Detector, check_spec
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be a positive integer, got {jobs!r}.")
+    from detectors.detector import check_spec
 
     if not fakes:
         raise ValueError("No fake sources given; pass at least one NAME=SPEC.")
@@ -320,18 +324,21 @@ def run_transfer(real: SetSpec, fakes: dict[str, SetSpec], detectors: list[str],
     feats = _TestFeatures()
     cells: dict[tuple[str, str], dict[str, Any]] = {}
     tasks = [(d, r) for d in specs for r in row_map] + ([(d, "@attribution") for d in specs] if attribute else [])
+
+    def cell_args(spec: str, row: str) -> tuple:
+        kw = dict(options.get(spec, {}))
+        if row == "@attribution":
+            return (spec, kw, names, real_s, fake_s, real_test, fake_test, out, base, seed)
+        return (spec, kw, row, row_map[row], names, real_s, fake_s, real_test, fake_test, y_test, out, base, seed)
+
     with _Bar(progress, len(tasks)) as bar:
-        for spec, row in tasks:
-            bar.step(f"{spec} · {row.lstrip('@')}")
-            kw = dict(options.get(spec, {}))
-            if row == "@attribution":
-                cells[(spec, row)] = _attribution_cell(
-                    Detector, spec, kw, names, real_s, fake_s, real_test, fake_test, out, base, seed)
-            else:
-                cells[(spec, row)] = _matrix_cell(
-                    Detector, spec, kw, row, row_map[row], names, real_s, fake_s, real_test, fake_test,
-                    y_test, feats, out, base, seed)
-            bar.advance()
+        if jobs == 1 or len(tasks) == 1:
+            for spec, row in tasks:
+                bar.step(f"{spec} · {row.lstrip('@')}")
+                cells[(spec, row)] = _compute_cell(row == "@attribution", cell_args(spec, row), feats)
+                bar.advance()
+        else:
+            cells.update(_compute_cells_in_parallel(tasks, cell_args, jobs, bar))
 
     records = [
         {"detector": spec, "train": row, "test": test, "metric": metric, "value": value}
@@ -350,6 +357,41 @@ def run_transfer(real: SetSpec, fakes: dict[str, SetSpec], detectors: list[str],
     if attribute:
         _write_attribution(out, {spec: cells[(spec, "@attribution")] for spec in specs}, heatmaps)
     return records
+
+
+def _compute_cell(attribution: bool, args: tuple, feats: _TestFeatures | None = None) -> dict[str, Any]:
+    """One (detector, row) cell: a fitted matrix row, or the attribution model (also a worker entry)."""
+    from detectors.detector import Detector
+
+    if attribution:
+        return _attribution_cell(Detector, *args)
+    spec, kw, row, sources, names, real_s, fake_s, real_test, fake_test, y_test, out, base, seed = args
+    return _matrix_cell(Detector, spec, kw, row, sources, names, real_s, fake_s, real_test, fake_test,
+                        y_test, feats or _TestFeatures(), out, base, seed)
+
+
+def _worker_init(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def _compute_cells_in_parallel(tasks: list[tuple[str, str]], cell_args, jobs: int, bar) -> dict:
+    """Fit cells in ``jobs`` worker processes (spawned: torch does not survive fork safely)."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    import torch.multiprocessing as tmp
+
+    threads = max(1, torch.get_num_threads() // jobs)
+    cells = {}
+    with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=tmp.get_context("spawn"),
+                             initializer=_worker_init, initargs=(threads,)) as pool:
+        futures = {pool.submit(_compute_cell, row == "@attribution", cell_args(spec, row)): (spec, row)
+                   for spec, row in tasks}
+        for fut in as_completed(futures):
+            spec, row = futures[fut]
+            cells[(spec, row)] = fut.result()
+            bar.step(f"{spec} · {row.lstrip('@')}")
+            bar.advance()
+    return cells
 
 
 def _cell_path(out: Path, spec: str, row: str) -> Path:

@@ -399,6 +399,7 @@ NAME_AND_NUMBER_CASES: dict[str, tuple[Callable[[Lab, Path], list[object]], tupl
     "transfer-bad-fake-spec": (lambda lab, t: ["transfer", "--real", lab.data, "--fake", str(lab.fake), "--detector",
                                                "radial:lr", "--out", t / "out"], ("NAME=",)),
     "transfer-resolution-0": (lambda lab, t: _transfer(lab, t, "--resolution", "0"), ("resolution",)),
+    "transfer-jobs-0": (lambda lab, t: _transfer(lab, t, "--jobs", "0"), ("--jobs",)),
     "transfer-limit-0": (lambda lab, t: _transfer(lab, t, "--limit", "0"), ("limit",)),
     "transfer-jpeg-0": (lambda lab, t: _transfer(lab, t, "--jpeg", "0"), ("jpeg",)),
     "transfer-bad-fractions": (lambda lab, t: _transfer(lab, t, "--fractions", "0.5,0.5"), ("fractions",)),

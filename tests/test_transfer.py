@@ -144,6 +144,20 @@ def test_resume_skips_finished_cells_and_config_changes_refit(sources, tmp_path:
     assert len(fits) == 5
 
 
+def test_parallel_cells_equal_sequential_cells(sources, tmp_path: Path):
+    """jobs=2 fits the cells in worker processes; every number must match the one-process run."""
+    real, fakes = sources
+    specs = ["radial:lr", "xy:svm"]
+    one = run_transfer(real, fakes, specs, tmp_path / "one", rows="each", attribute=True, heatmaps=False)
+    two = run_transfer(real, fakes, specs, tmp_path / "two", rows="each", attribute=True, heatmaps=False, jobs=2)
+    key = lambda r: (r["detector"], r["train"], r["test"], r["metric"])  # noqa: E731
+    assert sorted(two, key=key) == sorted(one, key=key)
+    assert (tmp_path / "one" / "attribution" / "xy-svm.csv").read_text() == (
+        tmp_path / "two" / "attribution" / "xy-svm.csv").read_text()
+    with pytest.raises(ValueError, match="jobs must be a positive integer"):
+        run_transfer(real, fakes, specs, tmp_path / "bad", jobs=0)
+
+
 def test_train_test_pairs_and_attribution(tmp_path: Path):
     real = (_set(smooth_images(40, R, seed=20), "rt"), _set(smooth_images(16, R, seed=21), "rs"))
     fakes = {

@@ -84,6 +84,7 @@ def transfer(
     strict: bool = typer.Option(False, "--strict", help="Stop at the first unreadable image instead of skipping it."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Decode images again instead of using the cache."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished run in --out."),
+    jobs: int = typer.Option(1, "--jobs", help="Cells fitted at once, each in its own worker process."),
 ) -> None:
     """Train each detector on each row's fake sources and test it on every source: a transfer matrix."""
     from detectors.detector import check_spec
@@ -91,6 +92,8 @@ def transfer(
     from pipelines.runfolder import RunFolder
     from pipelines.transfer import parse_rows, print_matrix, run_transfer
 
+    if jobs < 1:
+        raise ValueError(f"--jobs must be at least 1, got {jobs}.")
     fakes_raw = [parse_fake(f) for f in fake]
     names = [n for n, _ in fakes_raw]
     dup = sorted({n for n in names if names.count(n) > 1})
@@ -154,7 +157,7 @@ def transfer(
         typer.echo(f"Skipped {n_skipped} unreadable file(s); they are listed in {folder.manifest_path}.")
 
     records = run_transfer(real_set, fake_sets, specs, out, rows=row_kinds, seed=seed, fractions=fr,
-                           jpeg=jpeg, attribute=attribute, progress=True)
+                           jpeg=jpeg, attribute=attribute, progress=True, jobs=jobs)
     print_matrix(records, metric)
     folder.finish(outputs=["matrix.csv", "matrix.json", "heatmaps/", "cells/"] + (
         ["attribution.json", "attribution/"] if attribute else []))

@@ -10,8 +10,6 @@ scikit-learn and NumPy types skops trusts by default) are accepted.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, ClassVar
@@ -30,6 +28,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
+from detectors.atomicfile import atomic_path
 from detectors.base import register_classifier
 
 MODEL_FILE = "model.skops"
@@ -210,14 +209,8 @@ class SklearnClassifier:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         state = {"model": self.model, "classes": self.classes_, **self._extra_state()}
-        fd, tmp = tempfile.mkstemp(prefix=f".{MODEL_FILE}.", suffix=".tmp", dir=folder)
-        os.close(fd)
-        try:
+        with atomic_path(folder / MODEL_FILE) as tmp:
             sio.dump(state, tmp)
-            os.replace(tmp, folder / MODEL_FILE)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
         meta = {
             "classifier": self.name,
             "params": {k: _jsonable(v) for k, v in self.params.items()},
@@ -273,14 +266,8 @@ def load_trusted(path: Path) -> Any:
 
 
 def _write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def _jsonable(v: Any) -> Any:

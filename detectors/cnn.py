@@ -21,8 +21,6 @@ from __future__ import annotations
 import inspect
 import json
 import math
-import os
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -35,6 +33,7 @@ from sklearn.metrics import average_precision_score
 from torch import nn
 from torchvision.models import ResNet18_Weights, ResNet50_Weights, resnet18, resnet50
 
+from detectors.atomicfile import atomic_path
 from detectors.augment import Augmentation
 from detectors.base import register_classifier
 from detectors.features import validate_batch
@@ -261,18 +260,6 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"Device {device!r} was asked for but CUDA is not available; use device 'cpu' or 'auto'.")
     return dev
-
-
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Write a file through a temporary sibling and os.replace, so readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _macro_ap(y: np.ndarray, proba: np.ndarray) -> float:
@@ -621,8 +608,10 @@ class CNNClassifier:
             **self._extra_config(),
         }
         state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
-        _write_atomic(folder / "weights.pt", lambda p: torch.save(state, p))
-        _write_atomic(folder / "config.json", lambda p: p.write_text(json.dumps(config, indent=2)))
+        with atomic_path(folder / "weights.pt") as tmp:
+            torch.save(state, tmp)
+        with atomic_path(folder / "config.json") as tmp:
+            tmp.write_text(json.dumps(config, indent=2))
 
     @classmethod
     def load(cls, folder: Path | str, device: str | None = None) -> CNNClassifier:

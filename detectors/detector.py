@@ -15,7 +15,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from detectors.atomicfile import atomic_path
 from detectors.base import CLASSIFIERS
 from detectors.features import FEATURES, extract, validate_batch
 from detectors.metrics import choose_threshold, evaluate
@@ -128,18 +128,6 @@ def _as_list(x: torch.Tensor | Sequence[torch.Tensor], what: str) -> list[torch.
     if not items:
         raise ValueError(f"{what} is an empty list; give at least one batch of fake images.")
     return [_check_batch(t, f"{what}[{i}]" if len(items) > 1 else what) for i, t in enumerate(items)]
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` and move the result onto ``path`` in one rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _progress(total: int, description: str, enabled: bool):
@@ -437,7 +425,8 @@ class Detector:
         (folder / CLASSIFIER_DIR).mkdir(exist_ok=True)
         self.classifier.save(folder / CLASSIFIER_DIR)
         # detector.json goes last: its presence means the folder is complete.
-        _atomic_write(folder / META_FILE, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        with atomic_path(folder / META_FILE) as tmp:
+            tmp.write_text(text, encoding="utf-8")
         return folder
 
     @classmethod

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -18,6 +17,8 @@ from typing import Any, BinaryIO
 
 import torch
 from torch import nn
+
+from detectors.atomicfile import atomic_path
 
 FORMAT = "forgelab-gan-checkpoint"
 VERSION = 1
@@ -28,20 +29,9 @@ NETWORK_KEYS = ("arch", "resolution", "upsampler", "upsample_layers", "z_dim", "
 
 def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], None], *, fsync: bool = True) -> Path:
     """Call ``write(file)`` on a temp file beside ``path``, then move it onto ``path`` in one rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            if fsync:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    with atomic_path(path, fsync=fsync) as tmp, open(tmp, "wb") as f:
+        write(f)
+    return Path(path)
 
 
 def remove_stale_temps(path: str | os.PathLike) -> int:

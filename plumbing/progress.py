@@ -1,0 +1,77 @@
+"""One progress bar for every long loop: rich on a terminal, silent in logs and tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class NullBar:
+    """A bar that draws nothing; same methods as ``Bar``."""
+
+    def __enter__(self) -> NullBar:
+        return self
+
+    def __exit__(self, *exc: object) -> bool:
+        return False
+
+    def advance(self, n: float = 1) -> None:
+        pass
+
+    def update(self, **fields: Any) -> None:
+        pass
+
+
+class Bar:
+    """A rich progress bar on stderr: ``advance(n)`` moves it, ``update(...)`` sets any task field."""
+
+    def __init__(self, description: str, total: float | None, *, completed: float = 0,
+                 transient: bool = True, unit: str = "items", fields: dict[str, Any] | None = None):
+        self.description, self.total, self.completed = description, total, completed
+        self.transient, self.unit, self.fields = transient, unit, dict(fields or {})
+
+    def __enter__(self) -> Bar:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        counts = [DownloadColumn(), TransferSpeedColumn()] if self.unit == "bytes" else [MofNCompleteColumn()]
+        extra = [TextColumn(f"{{task.fields[{k}]}}") for k in self.fields]
+        self.p = Progress(TextColumn("{task.description}"), BarColumn(), *counts, TimeElapsedColumn(),
+                          TimeRemainingColumn(), *extra, transient=self.transient, console=Console(stderr=True))
+        self.p.__enter__()
+        self.task = self.p.add_task(self.description, total=self.total, completed=self.completed, **self.fields)
+        return self
+
+    def __exit__(self, *exc: object) -> bool:
+        return bool(self.p.__exit__(*exc))
+
+    def advance(self, n: float = 1) -> None:
+        self.p.advance(self.task, n)
+
+    def update(self, **fields: Any) -> None:
+        """Set ``completed``, ``total``, ``description`` or a custom field of the task."""
+        self.p.update(self.task, **fields)
+
+
+def progress_bar(enabled: bool, description: str, total: float | None, *, terminal_only: bool = True,
+                 **options: Any) -> Bar | NullBar:
+    """A ``Bar`` when ``enabled`` (and stderr is a terminal, unless ``terminal_only`` is False), else a ``NullBar``.
+
+    Use as a context manager; ``options`` go to ``Bar`` (completed, transient, unit, fields).
+    """
+    if not enabled:
+        return NullBar()
+    if terminal_only:
+        from rich.console import Console
+
+        if not Console(stderr=True).is_terminal:  # a transient bar leaves only blank lines in a log
+            return NullBar()
+    return Bar(description, total, **options)

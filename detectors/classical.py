@@ -28,7 +28,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
-from detectors.atomicfile import atomic_path
+from plumbing.files import atomic_path
 from detectors.base import register_classifier
 
 MODEL_FILE = "model.skops"

@@ -33,7 +33,7 @@ from sklearn.metrics import average_precision_score
 from torch import nn
 from torchvision.models import ResNet18_Weights, ResNet50_Weights, resnet18, resnet50
 
-from detectors.atomicfile import atomic_path
+from plumbing.files import atomic_path
 from detectors.augment import Augmentation
 from detectors.base import register_classifier
 from detectors.features import validate_batch

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from detectors.atomicfile import atomic_path
+from plumbing.files import atomic_path
 from detectors.base import CLASSIFIERS
 from detectors.features import FEATURES, extract, validate_batch
 from detectors.metrics import choose_threshold, evaluate

@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 import torch
 from torch import nn
 
-from detectors.atomicfile import atomic_path
+from plumbing.files import atomic_path
 
 FORMAT = "forgelab-gan-checkpoint"
 VERSION = 1

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from detectors.atomicfile import atomic_path
+from plumbing.files import atomic_path
 
 MANIFEST = "manifest.json"
 

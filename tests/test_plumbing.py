@@ -37,6 +37,16 @@ def test_atomic_path_keeps_the_old_file_when_the_write_fails(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["b.txt"]
 
 
+def test_atomic_path_creates_the_folder_and_replaces_the_old_file(tmp_path):
+    target = tmp_path / "sub" / "result.json"
+    with atomic_path(target) as tmp:
+        tmp.write_text("first")
+    with atomic_path(target, fsync=False) as tmp:
+        tmp.write_text("second")
+    assert target.read_text() == "second"
+    assert [p.name for p in target.parent.iterdir()] == ["result.json"]  # no temp file left
+
+
 def test_json_safe_turns_numpy_torch_and_nan_into_plain_json(tmp_path):
     value = {"a": np.float32(0.5), "b": torch.tensor(3), "c": (1, float("nan")), "d": [math.inf]}
     assert json_safe(value) == {"a": 0.5, "b": 3, "c": [1, None], "d": [None]}

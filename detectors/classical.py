@@ -28,8 +28,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
-from plumbing.files import atomic_path
 from detectors.base import register_classifier
+from plumbing.files import atomic_path, json_safe, write_json
 
 MODEL_FILE = "model.skops"
 META_FILE = "classifier.json"
@@ -188,7 +188,7 @@ class SklearnClassifier:
             scoring="roc_auc" if k == 2 else "balanced_accuracy",
             n_jobs=1,
         ).fit(X, y)
-        self.best_params_ = {key[len(prefix):]: _jsonable(v) for key, v in search.best_params_.items()}
+        self.best_params_ = {key[len(prefix):]: json_safe(v) for key, v in search.best_params_.items()}
         self.params = {**self.params, **self.best_params_}
         return search.best_estimator_
 
@@ -213,13 +213,13 @@ class SklearnClassifier:
             sio.dump(state, tmp)
         meta = {
             "classifier": self.name,
-            "params": {k: _jsonable(v) for k, v in self.params.items()},
+            "params": {k: json_safe(v) for k, v in self.params.items()},
             "grid": self.grid if isinstance(self.grid, dict) else bool(self.grid),
             "cv": self.cv,
             "seed": self.seed,
             "best_params": self.best_params_,
         }
-        _write_text(folder / META_FILE, json.dumps(meta, indent=2) + "\n")
+        write_json(folder / META_FILE, meta)
 
     @classmethod
     def load(cls, folder: Path) -> SklearnClassifier:
@@ -263,16 +263,6 @@ def load_trusted(path: Path) -> Any:
         return sio.load(path, trusted=sorted(untrusted))
     except Exception as e:  # skops raises many kinds on damaged content; the user needs one sentence
         raise ValueError(f"{path} could not be read ({type(e).__name__}); fit the detector again.") from None
-
-
-def _write_text(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-
-
-def _jsonable(v: Any) -> Any:
-    """NumPy scalars -> Python scalars, so parameters round-trip through JSON."""
-    return v.item() if isinstance(v, np.generic) else v
 
 
 @register_classifier("svm")

@@ -22,7 +22,7 @@ import inspect
 import json
 import math
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -33,10 +33,12 @@ from sklearn.metrics import average_precision_score
 from torch import nn
 from torchvision.models import ResNet18_Weights, ResNet50_Weights, resnet18, resnet50
 
-from plumbing.files import atomic_path
 from detectors.augment import Augmentation
 from detectors.base import register_classifier
 from detectors.features import validate_batch
+from plumbing.devices import resolve_device
+from plumbing.files import atomic_path, write_json
+from plumbing.progress import progress_bar
 
 __all__ = [
     "BACKBONES",
@@ -46,7 +48,6 @@ __all__ = [
     "imagenet_weights_file",
     "load_pretrained",
     "register_backbone",
-    "resolve_device",
 ]
 
 # Inputs up to this size get the CIFAR-style stem (no early downsampling).
@@ -247,19 +248,6 @@ def build_network(
     if path is not None:
         load_pretrained(net.body, backbone, path)
     return net
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """'auto' -> cuda when available else cpu; refuse cuda on a machine without it."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"Unknown device {device!r}; use 'auto', 'cpu' or 'cuda'.") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"Device {device!r} was asked for but CUDA is not available; use device 'cpu' or 'auto'.")
-    return dev
 
 
 def _macro_ap(y: np.ndarray, proba: np.ndarray) -> float:
@@ -491,14 +479,14 @@ class CNNClassifier:
         best_key, best_state, self.best_epoch_, bad = (-math.inf, -math.inf), None, self.epochs, 0
         n = X.shape[0]
         n_batches = math.ceil(n / self.batch_size)
-        with self._progress_bar(self.epochs * n_batches) as advance:
+        with progress_bar(self.progress, f"training {self.name}", self.epochs * n_batches) as bar:
             for epoch in range(1, self.epochs + 1):
                 net.train()
                 perm = torch.randperm(n, generator=gen)
                 total, seen = 0.0, 0
                 for sl in self._batches(n, self.batch_size):
                     idx = perm[sl]
-                    advance()
+                    bar.advance()
                     if idx.numel() < 2:  # BatchNorm cannot train on a single sample
                         continue
                     with torch.no_grad():
@@ -539,18 +527,6 @@ class CNNClassifier:
 
     def _check_num_classes(self, num_classes: int) -> None:
         """Subclasses refuse label sets they cannot score."""
-
-    @contextmanager
-    def _progress_bar(self, total: int) -> Iterator[Callable[[], None]]:
-        """Yield an advance() callable that drives a rich bar when progress=True (else does nothing)."""
-        if not self.progress:
-            yield lambda: None
-            return
-        from rich.progress import Progress
-
-        with Progress(transient=True) as bar:
-            task = bar.add_task(f"training {self.name}", total=total)
-            yield lambda: bar.advance(task)
 
     # ----------------------------------------------------------------- inference
     def _outputs(self, net: Network, feats: torch.Tensor) -> torch.Tensor:
@@ -610,8 +586,7 @@ class CNNClassifier:
         state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
         with atomic_path(folder / "weights.pt") as tmp:
             torch.save(state, tmp)
-        with atomic_path(folder / "config.json") as tmp:
-            tmp.write_text(json.dumps(config, indent=2))
+        write_json(folder / "config.json", config)
 
     @classmethod
     def load(cls, folder: Path | str, device: str | None = None) -> CNNClassifier:

@@ -24,10 +24,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from plumbing.files import atomic_path
 from detectors.base import CLASSIFIERS
 from detectors.features import FEATURES, extract, validate_batch
 from detectors.metrics import choose_threshold, evaluate
+from plumbing.devices import resolve_device
+from plumbing.files import atomic_path
+from plumbing.progress import progress_bar
 
 FORMAT = "forgelab-detector"
 FORMAT_VERSION = 1
@@ -96,19 +98,6 @@ def check_spec(spec: str) -> tuple[str, str]:
     return feature, classifier
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    """'auto' -> cuda when available else cpu; refuse cuda on a machine without it."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"Unknown device {device!r}; use auto, cpu or cuda.") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu or auto.")
-    return dev
-
-
 def _versions() -> dict[str, str]:
     out = {"python": sys.version.split()[0]}
     for mod in ("torch", "numpy", "sklearn", "skops"):
@@ -128,39 +117,6 @@ def _as_list(x: torch.Tensor | Sequence[torch.Tensor], what: str) -> list[torch.
     if not items:
         raise ValueError(f"{what} is an empty list; give at least one batch of fake images.")
     return [_check_batch(t, f"{what}[{i}]" if len(items) > 1 else what) for i, t in enumerate(items)]
-
-
-def _progress(total: int, description: str, enabled: bool):
-    """A rich progress bar when ``enabled``, else a no-op with the same ``advance`` method."""
-    if enabled:
-        from rich.progress import Progress
-
-        class Bar:
-            def __enter__(self):
-                self.p = Progress(transient=True)
-                self.p.__enter__()
-                self.task = self.p.add_task(description, total=total)
-                return self
-
-            def __exit__(self, *exc):
-                return self.p.__exit__(*exc)
-
-            def advance(self, n: int) -> None:
-                self.p.advance(self.task, n)
-
-        return Bar()
-
-    class Null:
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-        def advance(self, n: int) -> None:
-            pass
-
-    return Null()
 
 
 class Detector:
@@ -271,7 +227,7 @@ class Detector:
             options["flatten"] = self.input_kind == "vector"
         out = []
         n = images.shape[0]
-        with torch.no_grad(), _progress(n, f"{self.feature} features", progress) as bar:
+        with torch.no_grad(), progress_bar(progress, f"{self.feature} features", n) as bar:
             bs = self.feature_batch_size or 512
             for i in range(0, n, bs):
                 batch = images[i : i + bs].to(self.device, non_blocking=True)

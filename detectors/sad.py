@@ -29,7 +29,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score
 
 from detectors.base import register_classifier
-from detectors.cnn import CNNClassifier, Network, resolve_device
+from detectors.cnn import CNNClassifier, Network
+from plumbing.devices import resolve_device
 
 __all__ = ["SCORE_KINDS", "DistanceScore", "SADClassifier", "init_center", "sad_loss", "squared_distance"]
 

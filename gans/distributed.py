@@ -14,8 +14,13 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-DEVICES = ("auto", "cpu", "cuda")
+# check_device is re-exported for pipelines.commands.gan, which validates --device through this module.
+from plumbing.devices import check_device, resolve_device
 
+__all__ = [
+    "DistInfo", "any_rank", "barrier", "broadcast_buffers", "check_device", "current_info", "env_info",
+    "gather_objects", "init_distributed", "resolve_device", "shutdown",
+]
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -34,29 +39,6 @@ class DistInfo:
     def is_main(self) -> bool:
         """True on rank 0, the rank that logs and writes shared files."""
         return self.rank == 0
-
-
-def check_device(name: str) -> str:
-    """Return ``name`` if it is auto, cpu or cuda, else raise a ValueError listing them."""
-    if name not in DEVICES:
-        raise ValueError(f"Unknown device {name!r}; choose one of: {', '.join(DEVICES)}.")
-    return name
-
-
-def resolve_device(name: str | torch.device, local_rank: int = 0) -> torch.device:
-    """Turn auto|cpu|cuda (or a torch.device) into the device this rank computes on."""
-    if isinstance(name, torch.device):
-        return name
-    if name.startswith("cuda:"):
-        name, local_rank = "cuda", int(name.split(":", 1)[1])
-    check_device(name)
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("Device 'cuda' was asked for but torch sees no CUDA GPU; use --device cpu or auto.")
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    return torch.device("cpu")
 
 
 def env_info() -> DistInfo:

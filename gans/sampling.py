@@ -34,8 +34,11 @@ from PIL import Image
 from torch import nn
 
 from gans import distributed
-from gans.checkpoint import load_checkpoint, load_module_state, write_atomically
+from gans.checkpoint import load_checkpoint, load_module_state
 from gans.networks import build_generator
+from plumbing.devices import resolve_device
+from plumbing.files import write_json
+from plumbing.progress import progress_bar
 
 Z_CHUNK = 256
 # Every forward pass runs on exactly this many latents (the last one padded): convolution
@@ -116,7 +119,7 @@ def generate(G: nn.Module, n: int, seed: int = 0, batch_size: int = 256,
     ``device`` None runs where G's weights are; another device moves G there.
     """
     _check_count(n, batch_size)
-    dev = distributed.resolve_device(device) if device is not None else _model_device(G)
+    dev = resolve_device(device) if device is not None else _model_device(G)
     if dev != _model_device(G):
         G.to(dev)
     yield from _generate_indices(G, torch.arange(n), seed, batch_size, dev)
@@ -140,7 +143,7 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") 
     load_module_state(G, state["G_ema"] if ema else state["G"], path=ckpt_path, saved_arch=cfg["arch"],
                       wanted_arch=cfg["arch"], role="generator")
     G.requires_grad_(False)
-    G.eval().to(distributed.resolve_device(device))
+    G.eval().to(resolve_device(device))
     meta = {
         "checkpoint": str(ckpt_path.resolve()),
         "arch": cfg["arch"],
@@ -238,7 +241,7 @@ def write_fake_set(checkpoint: str | os.PathLike, n: int, out_dir: str | os.Path
                 "seconds": round(time.perf_counter() - started, 3),
                 "status": "finished",
             })
-            write_atomically(out / MANIFEST, lambda f: f.write((json.dumps(manifest, indent=2) + "\n").encode()))
+            write_json(out / MANIFEST, manifest)
         distributed.barrier(info)
     finally:
         distributed.shutdown(created)
@@ -250,9 +253,9 @@ def _encode_all(G: nn.Module, indices: torch.Tensor, n: int, seed: int, batch_si
     # One core stays with the generator; the others encode.
     workers = workers or max(1, min(16, (os.cpu_count() or 2) - 1))
     pending: deque[Future] = deque()
-    bar = _progress(progress, indices.numel())
     done = 0
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    with progress_bar(progress, "generating", indices.numel(), transient=False) as bar, \
+            ThreadPoolExecutor(max_workers=workers) as pool:
         try:
             for start, batch in zip(range(0, indices.numel(), batch_size),
                                     _generate_indices(G, indices, seed, batch_size, dev), strict=True):
@@ -267,23 +270,10 @@ def _encode_all(G: nn.Module, indices: torch.Tensor, n: int, seed: int, batch_si
                 while len(pending) > 2 * workers:
                     pending.popleft().result()
                 done += len(idx)
-                if bar is not None:
-                    bar[0].update(bar[1], completed=done)
+                bar.update(completed=done)
             while pending:
                 pending.popleft().result()
         finally:
             for f in pending:
                 f.cancel()
-            if bar is not None:
-                bar[0].stop()
 
-
-def _progress(enabled: bool, total: int):
-    if not enabled:
-        return None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-    p = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                 TimeRemainingColumn())
-    p.start()
-    return p, p.add_task("generating", total=total)

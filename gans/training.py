@@ -53,6 +53,9 @@ from gans.networks import (
 from gans.sampling import derive_seed, latents
 from gans.spectral import SpectralDiscriminator, real_mean_profile, spectral_regularization
 from gans.upsamplers import check_upsampler
+from plumbing.devices import check_device
+from plumbing.files import write_json
+from plumbing.progress import progress_bar
 
 CHECKPOINT = "checkpoint.pt"
 LOG = "log.jsonl"
@@ -131,7 +134,7 @@ class TrainConfig:
         check_upsampler(self.upsampler)
         check_upsample_layers(self.upsample_layers)
         check_resolution(self.resolution)
-        distributed.check_device(self.device)
+        check_device(self.device)
         for name in ("steps", "batch_size", "z_dim"):
             _int_at_least(getattr(self, name), name, 1)
         for name in ("ckpt_every", "sample_every", "log_every"):
@@ -536,8 +539,7 @@ class Trainer:
         return path
 
     def _write_config(self) -> None:
-        text = json.dumps(self.cfg.to_dict(), indent=2) + "\n"
-        write_atomically(self.out / CONFIG, lambda f: f.write(text.encode()))
+        write_json(self.out / CONFIG, self.cfg.to_dict())
 
     def _trim_log(self) -> None:
         # Lines written after the checkpoint by a run that was then killed would be repeated.
@@ -577,7 +579,8 @@ class Trainer:
             if self._last_saved != self.step:
                 self.save()
             return self.ckpt_path
-        bar = _Progress(cfg.steps, self.step) if self.progress and main else None
+        bar = progress_bar(self.progress and main, "training", cfg.steps, completed=self.step, transient=False,
+                           fields={"losses": ""}).__enter__()
         log = (self.out / LOG).open("a", encoding="utf-8") if main else None
         t_last, step_last = time.perf_counter(), self.step
         stop = _StopRequest()
@@ -603,14 +606,12 @@ class Trainer:
                                "time": time.time()}
                         log.write(json.dumps(rec) + "\n")
                         log.flush()
-                        if bar is not None:
-                            bar.set_losses(rec)
+                        bar.update(losses=loss_text(rec))
                     if main and cfg.sample_every and self.step % cfg.sample_every == 0:
                         self.save_samples()
                     if cfg.ckpt_every and self.step % cfg.ckpt_every == 0:
                         self.save()
-                    if bar is not None:
-                        bar.advance(self.step)
+                    bar.update(completed=self.step)
                     if flags[1]:
                         if self._last_saved != self.step:
                             self.save()
@@ -627,8 +628,7 @@ class Trainer:
                 self.save()
             raise
         finally:
-            if bar is not None:
-                bar.close()
+            bar.__exit__(None, None, None)
             if log is not None:
                 log.close()
         return self.ckpt_path
@@ -652,35 +652,10 @@ def _optimizer_to(opt: torch.optim.Optimizer, device: torch.device) -> None:
                 st[k] = v.to(device)
 
 
-class _Progress:
-    """A rich progress bar over training steps, showing the latest losses."""
-
-    def __init__(self, total: int, done: int):
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
-
-        self.p = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                          TimeRemainingColumn(), TextColumn("{task.fields[losses]}"))
-        self.p.start()
-        self.task = self.p.add_task("training", total=total, completed=done, losses="")
-
-    def set_losses(self, rec: dict[str, Any]) -> None:
-        """Show the losses and speed of the latest log record."""
-        text = " ".join(f"{k[5:]}={v:.3f}" for k, v in rec.items() if k.startswith("loss_"))
-        self.p.update(self.task, losses=f"{text} {rec['images_per_s']:.0f} img/s")
-
-    def advance(self, step: int) -> None:
-        """Move the bar to ``step``."""
-        self.p.update(self.task, completed=step)
-
-    def close(self) -> None:
-        """Stop drawing."""
-        self.p.stop()
+def loss_text(rec: dict[str, Any]) -> str:
+    """The losses and speed of a log record as the progress bar shows them."""
+    text = " ".join(f"{k[5:]}={v:.3f}" for k, v in rec.items() if k.startswith("loss_"))
+    return f"{text} {rec['images_per_s']:.0f} img/s"
 
 
 def train(cfg: TrainConfig, images: torch.Tensor, out_dir: str | Path, resume: bool = False,

@@ -51,7 +51,7 @@ def validate_batch(images: torch.Tensor, what: str = "images", channels: tuple[i
     return images
 
 
-def check_images(images: torch.Tensor) -> torch.Tensor:
+def checked_float_batch(images: torch.Tensor) -> torch.Tensor:
     """Validate an (N, C, H, W) batch with C in {1, 3} and return it as float32 (uint8 -> [0, 1])."""
     images = validate_batch(images)
     if images.dtype == torch.uint8:
@@ -214,7 +214,7 @@ def dct_features(images: torch.Tensor, flatten: bool = True) -> torch.Tensor:
 
     Per-coefficient standardisation with training-set statistics is the detector's scaler.
     """
-    x = check_images(images)
+    x = checked_float_batch(images)
     c = dct2(x)
     d = c.abs_().add_(1e-6).log_() if _no_grad_needed(c) else torch.log(c.abs() + 1e-6)
     return d.reshape(d.shape[0], -1) if flatten else d
@@ -223,7 +223,7 @@ def dct_features(images: torch.Tensor, flatten: bool = True) -> torch.Tensor:
 @register_feature("pixels")
 def pixels(images: torch.Tensor, flatten: bool = False) -> torch.Tensor:
     """The image itself as float in [0, 1]: (N, 3, H, W), or (N, 3*H*W) with flatten=True."""
-    x = check_images(images)
+    x = checked_float_batch(images)
     return x.reshape(x.shape[0], -1) if flatten else x
 
 
@@ -246,7 +246,7 @@ def extract(name: str, images: torch.Tensor, batch_size: int | None = None, **op
     """Compute feature ``name`` of a batch; ``batch_size`` bounds memory for large sets."""
     fn = FEATURES[check_feature(name)]
     if not isinstance(images, torch.Tensor):
-        check_images(images)  # raises the readable TypeError before any slicing
+        checked_float_batch(images)  # raises the readable TypeError before any slicing
     if batch_size is None or images.shape[0] <= batch_size:
         return fn(images, **options)
     return torch.cat([fn(images[i : i + batch_size], **options) for i in range(0, images.shape[0], batch_size)])

@@ -40,7 +40,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from detectors.features import check_images, minmax, radial_profile, xy_projections
+from detectors.features import minmax, radial_profile, validate_batch, xy_projections
 
 # Log power of uniform quantisation noise of 8-bit images scaled to [0, 1] (variance q^2 / 12,
 # q = 1/255); with the orthonormal FFT of detectors.features each frequency bin of white noise
@@ -51,7 +51,7 @@ QUANTISATION_FLOOR = math.log((1.0 / 255.0) ** 2 / 12.0)
 def _check_set(images: torch.Tensor, name: str) -> torch.Tensor:
     """Validate one image set, naming it in the error."""
     try:
-        check_images(images)
+        validate_batch(images)
     except (TypeError, ValueError) as e:
         raise ValueError(f"{name}: {e}") from None
     if images.shape[1] != 3:

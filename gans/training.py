@@ -193,7 +193,7 @@ def _int_at_least(value: object, name: str, low: int) -> int:
     return v
 
 
-def check_images(images: torch.Tensor, resolution: int) -> torch.Tensor:
+def check_training_images(images: torch.Tensor, resolution: int) -> torch.Tensor:
     """Validate a uint8 (N, 3, R, R) training set; raise a ValueError naming what is wrong."""
     if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8:
         got = images.dtype if isinstance(images, torch.Tensor) else type(images).__name__
@@ -278,7 +278,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, images: torch.Tensor, out_dir: str | Path, *,
                  resume: bool = False, progress: bool = False):
         self.cfg = cfg.validate().resolved()
-        self.images_cpu = check_images(images, self.cfg.resolution)
+        self.images_cpu = check_training_images(images, self.cfg.resolution)
         self.out = Path(out_dir)
         self.ckpt_path = self.out / CHECKPOINT
         self.progress = progress

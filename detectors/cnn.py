@@ -3,269 +3,59 @@
 Each classifier takes ``(N, C, H, W)`` inputs — pixels in [0, 1], a 2D log spectrum, log |DCT|
 — and integer labels (0 real, 1 fake, k > 1 the k-th fake source for attribution).
 
-Two ways to feed it (see :meth:`CNNClassifier.set_feature_fn`):
+Two ways to feed it (the ``feature_fn`` parameter, or :meth:`CNNClassifier.set_feature_fn`):
 
 * **features**: float ``X`` that are already features; used as given, no augmentation;
-* **raw images**: after ``set_feature_fn(fn)``, ``fit``/``predict_proba`` take raw image
+* **raw images**: with ``feature_fn=fn``, ``fit``/``predict_proba`` take raw image
   batches (uint8), and every training batch is augmented (Wang et al., :mod:`detectors.augment`)
   *before* ``fn`` turns it into features, so spectral CNNs see blurred and JPEG'd images too.
   A uint8 ``X`` without a feature function is treated the same way with the ``pixels`` feature.
 
-ResNets follow the CIFAR adaptation for inputs of at most 64 px (3x3 stride-1 first
-convolution, no max-pool) and are trained from scratch unless ``pretrained`` names a local
-torchvision ImageNet weights file; nothing is ever downloaded.
+The classifiers follow scikit-learn's estimator contract (``get_params``/``set_params``,
+``sklearn.base.clone``); backbones live in :mod:`detectors.backbones`, the epoch loop in
+:mod:`detectors.neural_training`; this module holds the parameters, the hooks subclasses
+override (Deep SAD in :mod:`detectors.sad`) and persistence.
 """
 
 from __future__ import annotations
 
 import inspect
 import json
-import math
-from collections.abc import Callable, Iterator
-from contextlib import nullcontext
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import average_precision_score
-from torch import nn
-from torchvision.models import ResNet18_Weights, ResNet50_Weights, resnet18, resnet50
+from sklearn.base import BaseEstimator
 
 from detectors.augment import Augmentation
+from detectors.backbones import (
+    IMAGENET_URLS,
+    Network,
+    build_network,
+    check_backbone,
+    read_state_dict,
+    resolve_pretrained,
+)
 from detectors.base import register_classifier
 from detectors.features import validate_batch
+from detectors.neural_training import input_stats, macro_ap, nll, predict_outputs, train_network
 from plumbing.devices import resolve_device
 from plumbing.files import atomic_path, write_json
-from plumbing.progress import progress_bar
 
-__all__ = [
-    "BACKBONES",
-    "CNNClassifier",
-    "Network",
-    "build_network",
-    "imagenet_weights_file",
-    "load_pretrained",
-    "register_backbone",
-]
+__all__ = ["CNNClassifier", "ResNet18Classifier", "ResNet50Classifier", "SmallCNNClassifier"]
 
-# Inputs up to this size get the CIFAR-style stem (no early downsampling).
-SMALL_INPUT = 64
 FORMAT = "forgelab-neural-classifier"
 FORMAT_VERSION = 1
 
-# name -> builder(in_channels, input_size) -> (body mapping (N, C, H, W) to (N, D), D)
-BACKBONES: dict[str, Callable[[int, int], tuple[nn.Module, int]]] = {}
+class CNNClassifier(BaseEstimator):
+    """A neural classifier (see the module docstring); subclasses fix the backbone by name.
 
-# torchvision's ImageNet files, named only so an offline user knows what to fetch.
-IMAGENET_URLS = {
-    "resnet18": ResNet18_Weights.IMAGENET1K_V1.url,
-    "resnet50": ResNet50_Weights.IMAGENET1K_V2.url,
-}
-
-
-def register_backbone(name: str) -> Callable[[Callable], Callable]:
-    """Add a backbone builder ``(in_channels, input_size) -> (module, embedding_dim)`` to the registry."""
-
-    def wrap(fn):
-        BACKBONES[name] = fn
-        return fn
-
-    return wrap
-
-
-def check_backbone(name: str) -> str:
-    """Return ``name`` if it is a registered backbone, else raise a ValueError listing them."""
-    if name not in BACKBONES:
-        raise ValueError(f"Unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}.")
-    return name
-
-
-def _conv_bn_relu(cin: int, cout: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
-        nn.BatchNorm2d(cout),
-        nn.ReLU(inplace=True),
-    )
-
-
-@register_backbone("smallcnn")
-def small_cnn(in_channels: int, input_size: int) -> tuple[nn.Module, int]:
-    """Four 3x3 conv-BN-ReLU layers (first two at full resolution) and global average pooling."""
-    body = nn.Sequential(
-        # Full resolution first: upsampling artefacts live at the highest frequencies.
-        _conv_bn_relu(in_channels, 32, 1),
-        _conv_bn_relu(32, 32, 1),
-        _conv_bn_relu(32, 64, 2),
-        _conv_bn_relu(64, 128, 2),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-    )
-    return body, 128
-
-
-def _adapted_resnet(ctor: Callable[..., nn.Module], in_channels: int, input_size: int) -> tuple[nn.Module, int]:
-    net = ctor(weights=None)
-    if input_size <= SMALL_INPUT:
-        net.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
-        net.maxpool = nn.Identity()
-    elif in_channels != 3:
-        net.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
-    dim = net.fc.in_features
-    net.fc = nn.Identity()
-    return net, dim
-
-
-@register_backbone("resnet18")
-def resnet18_body(in_channels: int, input_size: int) -> tuple[nn.Module, int]:
-    """torchvision ResNet-18 without its fc layer, small-input stem for inputs <= 64 px."""
-    return _adapted_resnet(resnet18, in_channels, input_size)
-
-
-@register_backbone("resnet50")
-def resnet50_body(in_channels: int, input_size: int) -> tuple[nn.Module, int]:
-    """torchvision ResNet-50 without its fc layer, small-input stem for inputs <= 64 px."""
-    return _adapted_resnet(resnet50, in_channels, input_size)
-
-
-class Network(nn.Module):
-    """Per-channel (or per-element) input standardisation, a backbone to (N, D) embeddings, a linear head."""
-
-    def __init__(
-        self, backbone: str, input_shape: tuple[int, int, int], num_classes: int, input_norm: str = "channel"
-    ) -> None:
-        super().__init__()
-        c, h, w = input_shape
-        self.body, self.dim = BACKBONES[check_backbone(backbone)](c, min(h, w))
-        self.head = nn.Linear(self.dim, num_classes)
-        shape = (1, c, 1, 1) if input_norm == "channel" else (1, c, h, w)
-        # Buffers, so the training statistics travel with the state dict.
-        self.register_buffer("mean", torch.zeros(shape))
-        self.register_buffer("std", torch.ones(shape))
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) features -> (N, D) embeddings."""
-        return self.body((x - self.mean) / self.std)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) features -> (N, K) logits."""
-        return self.head(self.embed(x))
-
-
-def imagenet_weights_file(arch: str) -> str:
-    """File name of torchvision's ImageNet weights for ``arch`` (e.g. resnet18-f37072fd.pth)."""
-    if arch not in IMAGENET_URLS:
-        raise ValueError(f"No ImageNet weights exist for {arch!r}; pretrained weights are for: {', '.join(IMAGENET_URLS)}.")
-    return IMAGENET_URLS[arch].rsplit("/", 1)[-1]
-
-
-def resolve_pretrained(arch: str, pretrained: str | Path | None) -> Path | None:
-    """Turn a ``pretrained`` option into a local weights file (or None); never downloads."""
-    if pretrained is None or str(pretrained) == "":
-        return None
-    fname = imagenet_weights_file(arch)
-    if str(pretrained).lower() == "imagenet":
-        # torchvision's own cache is used when the file is already there; nothing is fetched.
-        cached = Path(torch.hub.get_dir()) / "checkpoints" / fname
-        if cached.is_file():
-            return cached
-        raise ValueError(
-            f"ImageNet weights for {arch} are not on this machine and nothing is downloaded; fetch "
-            f"torchvision's {fname} ({IMAGENET_URLS[arch]}) and pass its path with --pretrained PATH."
-        )
-    path = Path(pretrained).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"Pretrained weights file {path} does not exist; pass the path of torchvision's {fname} with --pretrained PATH."
-        )
-    return path
-
-
-def _adapt_first_conv(w: torch.Tensor, target: torch.Size) -> torch.Tensor:
-    """Fit an ImageNet first-conv kernel (64, 3, k, k) to (64, C, k', k') keeping its response to flat input."""
-    out_c, in_c, kh, kw = target
-    if w.shape[1] != in_c:
-        # Each new channel gets the channel-mean filter, scaled so a grey input gives the same response.
-        w = w.sum(dim=1, keepdim=True).expand(-1, in_c, -1, -1) / in_c
-    if w.shape[2:] != (kh, kw):
-        total = w.sum(dim=(2, 3), keepdim=True)
-        small = F.adaptive_avg_pool2d(w, (kh, kw))
-        # Shift every tap equally so each filter's sum (its DC gain) is unchanged.
-        small = small + (total - small.sum(dim=(2, 3), keepdim=True)) / (kh * kw)
-        w = small
-    return w.contiguous()
-
-
-def _read_state_dict(path: Path, what: str) -> dict[str, torch.Tensor]:
-    """torch.load a plain state dict (weights_only) or raise one readable sentence."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # unpickling errors come in many types; the user needs one sentence
-        raise ValueError(f"{what} {path} is damaged or not a plain tensor file ({type(e).__name__}); save it again.") from None
-    for key in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{what} {path} does not hold a state dict of tensors; give a file written by torch.save(model.state_dict()).")
-    return {k.removeprefix("module."): v for k, v in state.items()}
-
-
-def load_pretrained(body: nn.Module, arch: str, path: Path) -> None:
-    """Copy torchvision ImageNet weights from ``path`` into ``body`` (first conv adapted, fc dropped)."""
-    state = _read_state_dict(path, "Pretrained weights file")
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    target = body.state_dict()
-    if "conv1.weight" in state and "conv1.weight" in target and state["conv1.weight"].ndim == 4:
-        state["conv1.weight"] = _adapt_first_conv(state["conv1.weight"], target["conv1.weight"].shape)
-    # Old torchvision files predate BatchNorm's step counter; it carries no weights.
-    missing = [k for k in target if k not in state and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in target]
-    wrong = [k for k in state if k in target and state[k].shape != target[k].shape]
-    if missing or unexpected or wrong:
-        example = (missing + unexpected + wrong)[0]
-        raise ValueError(
-            f"Pretrained weights file {path} does not fit {arch} ({len(missing)} missing, {len(unexpected)} "
-            f"unexpected, {len(wrong)} mis-shaped tensors, e.g. {example!r}); pass torchvision's "
-            f"{imagenet_weights_file(arch)}."
-        )
-    body.load_state_dict(state, strict=False)
-
-
-def build_network(
-    backbone: str,
-    input_shape: tuple[int, int, int],
-    num_classes: int,
-    input_norm: str = "channel",
-    pretrained: str | Path | None = None,
-) -> Network:
-    """Build a :class:`Network`; ``pretrained`` (a local file or "imagenet" from torch's cache) seeds a ResNet."""
-    check_backbone(backbone)
-    if pretrained not in (None, "") and backbone not in IMAGENET_URLS:
-        raise ValueError(f"Backbone {backbone!r} has no pretrained weights; drop --pretrained or use one of: {', '.join(IMAGENET_URLS)}.")
-    path = resolve_pretrained(backbone, pretrained) if backbone in IMAGENET_URLS else None
-    net = Network(backbone, input_shape, num_classes, input_norm)
-    if path is not None:
-        load_pretrained(net.body, backbone, path)
-    return net
-
-
-def _macro_ap(y: np.ndarray, proba: np.ndarray) -> float:
-    """AP of P(fake) for two classes; mean one-vs-rest AP over classes for attribution."""
-    if proba.shape[1] == 2:
-        return float(average_precision_score(y > 0, proba[:, 1]))
-    onehot = np.eye(proba.shape[1], dtype=np.int64)[y]
-    present = onehot.sum(0) > 0
-    return float(average_precision_score(onehot[:, present], proba[:, present], average="macro"))
-
-
-def _nll(y: np.ndarray, proba: np.ndarray) -> float:
-    """Mean negative log-likelihood of the true labels."""
-    return float(-np.log(np.clip(proba[np.arange(y.size), y], 1e-12, None)).mean())
-
-
-class CNNClassifier:
-    """A neural classifier (see the module docstring); subclasses fix the backbone by name."""
+    The constructor only stores its parameters; fitted state ends in an underscore
+    (``network_``, ``num_classes_``, ``input_shape_``, ``history_``, ``best_epoch_``).
+    """
 
     input_kind: ClassVar[str] = "image"
     name: ClassVar[str] = "cnn"
@@ -287,6 +77,7 @@ class CNNClassifier:
         seed: int = 0,
         eval_batch_size: int = 256,
         progress: bool = False,
+        feature_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         self.epochs = epochs
         self.batch_size = batch_size
@@ -302,14 +93,9 @@ class CNNClassifier:
         self.seed = seed
         self.eval_batch_size = eval_batch_size
         self.progress = progress
-        self.feature_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
-        self.network_: Network | None = None
+        self.feature_fn = feature_fn
 
     # ----------------------------------------------------------------- parameters
-    def get_params(self) -> dict[str, Any]:
-        """The constructor parameters and their current values (scikit-learn style)."""
-        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
-        return {n: getattr(self, n) for n in names}
 
     def backbone_name(self) -> str:
         """The registered backbone this classifier trains."""
@@ -326,6 +112,8 @@ class CNNClassifier:
             raise ValueError(f"lr must be a positive number, got {self.lr!r}.")
         if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}.")
+        if self.feature_fn is not None and not callable(self.feature_fn):
+            raise TypeError("feature_fn must be a callable images -> features, or None.")
         if self.input_norm not in ("channel", "element"):
             raise ValueError(f"Unknown input_norm {self.input_norm!r}; choose 'channel' or 'element'.")
         self._augmentation()  # checks the probabilities
@@ -342,15 +130,14 @@ class CNNClassifier:
         return Augmentation(p=float(self.augment_p), flip_p=self.flip_p)
 
     def set_feature_fn(self, fn: Callable[[torch.Tensor], torch.Tensor] | None) -> CNNClassifier:
-        """Make fit/predict_proba take raw image batches: each batch is (augmented in fit and) passed to ``fn``.
+        """Set the ``feature_fn`` parameter: fit/predict_proba then take raw image batches, each (augmented in fit and) passed to ``fn``.
 
         ``fn`` maps an (N, 3, H, W) uint8 batch on some device to (N, C, H', W') float features
         on the same device. It is not saved; set it again after :meth:`load`.
         """
         if fn is not None and not callable(fn):
             raise TypeError("set_feature_fn needs a callable images -> features, or None.")
-        self.feature_fn = fn
-        return self
+        return self.set_params(feature_fn=fn)
 
     # ----------------------------------------------------------------- data
     def _raw(self, X: torch.Tensor) -> bool:
@@ -384,28 +171,6 @@ class CNNClassifier:
         if y.dtype.kind not in "iub" or (y < 0).any():
             raise ValueError(f"{yname} must hold integer labels >= 0 (0 real, 1.. fake), got dtype {y.dtype}.")
         return X, y.astype(np.int64)
-
-    @staticmethod
-    def _batches(n: int, size: int) -> Iterator[slice]:
-        for i in range(0, n, size):
-            yield slice(i, min(i + size, n))
-
-    @torch.no_grad()
-    def _input_stats(self, X: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and std of the un-augmented training features, per channel or per element."""
-        dims = (0, 2, 3) if self.input_norm == "channel" else (0,)
-        s = s2 = None
-        count = 0
-        for sl in self._batches(X.shape[0], self.eval_batch_size):
-            f = self._features(X[sl].to(device)).double()
-            bs, bs2 = f.sum(dim=dims, keepdim=True), f.square().sum(dim=dims, keepdim=True)
-            s, s2 = (bs, bs2) if s is None else (s + bs, s2 + bs2)
-            count += f.numel() // bs.numel()
-        mean = s / count
-        std = (s2 / count - mean.square()).clamp_min(0).sqrt()
-        # A constant input (e.g. a DC coefficient) must not blow up the standardised value.
-        std = std.clamp_min(1e-6 + 1e-3 * float(std.mean()))
-        return mean.float(), std.float()
 
     # ----------------------------------------------------------------- hooks for subclasses
     def _prepare(self, net: Network, X: torch.Tensor, y: np.ndarray, device: torch.device) -> None:
@@ -459,7 +224,7 @@ class CNNClassifier:
             net = build_network(self.backbone_name(), input_shape, num_classes, self.input_norm, self.pretrained)
         self._init_network(net)
         net.to(device)
-        mean, std = self._input_stats(X, device)
+        mean, std = input_stats(X, self._features, self.input_norm, self.eval_batch_size, device)
         net.mean.copy_(mean)
         net.std.copy_(std)
         self.network_, self.num_classes_, self.input_shape_ = net, num_classes, input_shape
@@ -468,62 +233,22 @@ class CNNClassifier:
             torch.manual_seed(self.seed + 1)
             self._prepare(net, X, y, device)
 
-        use_amp = bool(self.amp) and device.type == "cuda"
-        amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-        scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-        autocast = (lambda: torch.autocast("cuda", dtype=amp_dtype)) if use_amp else nullcontext
-        opt = torch.optim.Adam(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        y_t = torch.as_tensor(y)
+        def validate(net: Network) -> dict[str, float]:
+            out = self._predict(net, X_val, device)
+            return {"val_ap": self._val_ap(y_val, out), "val_nll": nll(y_val, out[:, :num_classes])}
 
-        self.history_: list[dict[str, float]] = []
-        best_key, best_state, self.best_epoch_, bad = (-math.inf, -math.inf), None, self.epochs, 0
-        n = X.shape[0]
-        n_batches = math.ceil(n / self.batch_size)
-        with progress_bar(self.progress, f"training {self.name}", self.epochs * n_batches) as bar:
-            for epoch in range(1, self.epochs + 1):
-                net.train()
-                perm = torch.randperm(n, generator=gen)
-                total, seen = 0.0, 0
-                for sl in self._batches(n, self.batch_size):
-                    idx = perm[sl]
-                    bar.advance()
-                    if idx.numel() < 2:  # BatchNorm cannot train on a single sample
-                        continue
-                    with torch.no_grad():
-                        feats = self._features(X[idx].to(device), gen)
-                    yb = y_t[idx].to(device)
-                    with autocast():
-                        loss = self._loss(net, feats, yb)
-                    opt.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    scaler.step(opt)
-                    scaler.update()
-                    total += float(loss.detach()) * idx.numel()
-                    seen += idx.numel()
-                record = {"epoch": epoch, "loss": total / max(seen, 1)}
-                if has_val:
-                    out = self._predict(net, X_val, device)
-                    record["val_ap"] = self._val_ap(y_val, out)
-                    record["val_nll"] = _nll(y_val, out[:, :num_classes])
-                    # Ties in AP (often 1.0 on easy data) go to the lower validation loss.
-                    key = (record["val_ap"], -record["val_nll"])
-                    if key > best_key:
-                        best_key, bad, self.best_epoch_ = key, 0, epoch
-                        best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-                    else:
-                        bad += 1
-                self.history_.append(record)
-                if has_val and bad >= self.patience:
-                    break
-        if best_state is not None:
-            net.load_state_dict(best_state)
-        net.eval()
+        self.history_, self.best_epoch_ = train_network(
+            net, X, y, features=self._features, loss=self._loss, epochs=self.epochs, batch_size=self.batch_size,
+            lr=self.lr, weight_decay=self.weight_decay, amp=self.amp, generator=gen, device=device,
+            validate=validate if has_val else None, patience=self.patience, progress=self.progress,
+            description=f"training {self.name}",
+        )
         self._finish(net, X, y, device)
         return self
 
     def _val_ap(self, y_val: np.ndarray, outputs: np.ndarray) -> float:
         """Validation AP of the score this classifier returns (early stopping's criterion)."""
-        return _macro_ap(y_val, outputs[:, : self.num_classes_])
+        return macro_ap(y_val, outputs[:, : self.num_classes_])
 
     def _check_num_classes(self, num_classes: int) -> None:
         """Subclasses refuse label sets they cannot score."""
@@ -533,26 +258,13 @@ class CNNClassifier:
         """Per-batch outputs for inference: softmax probabilities (subclasses append columns)."""
         return torch.softmax(net(feats).float(), dim=1)
 
-    @torch.no_grad()
     def _predict(self, net: Network, X: torch.Tensor, device: torch.device) -> np.ndarray:
         """Run :meth:`_outputs` over X in eval mode, batch by batch."""
-        net.eval()
-        use_amp = bool(self.amp) and device.type == "cuda"
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_amp and torch.cuda.is_bf16_supported() else nullcontext()
-        outs = []
-        for sl in self._batches(X.shape[0], self.eval_batch_size):
-            feats = self._features(X[sl].to(device))
-            if tuple(feats.shape[1:]) != tuple(self.input_shape_):
-                raise ValueError(
-                    f"The classifier was trained on features of shape {tuple(self.input_shape_)} but got "
-                    f"{tuple(feats.shape[1:])}; give images at the training resolution."
-                )
-            with autocast:
-                outs.append(self._outputs(net, feats).float().cpu())
-        return torch.cat(outs).double().numpy()
+        return predict_outputs(net, X, features=self._features, outputs=self._outputs, batch_size=self.eval_batch_size,
+                               amp=self.amp, device=device, input_shape=self.input_shape_)
 
     def _fitted(self) -> Network:
-        if self.network_ is None:
+        if getattr(self, "network_", None) is None:
             raise ValueError(f"This {self.name} classifier is not fitted yet; call fit() or load() first.")
         return self.network_
 
@@ -570,7 +282,8 @@ class CNNClassifier:
         net = self._fitted()
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        params = {k: (str(v) if isinstance(v, Path) else v) for k, v in self.get_params().items()}
+        # The feature function is code, not a parameter value: the caller sets it again after load.
+        params = {k: (str(v) if isinstance(v, Path) else v) for k, v in self.get_params().items() if k != "feature_fn"}
         config = {
             "format": FORMAT,
             "version": FORMAT_VERSION,
@@ -624,7 +337,7 @@ class CNNClassifier:
         elif str(clf.device).startswith("cuda") and not torch.cuda.is_available():
             clf.device = "auto"  # fitted on a GPU machine, scored wherever it is loaded
         clf._init_network(net)
-        state = _read_state_dict(w_path, "Weights file")
+        state = read_state_dict(w_path, "Weights file")
         target = net.state_dict()
         mismatch = [k for k in target if k not in state or state[k].shape != target[k].shape] + [k for k in state if k not in target]
         if mismatch:

@@ -20,6 +20,7 @@ gives both.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -28,8 +29,10 @@ import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score
 
+from detectors.backbones import Network
 from detectors.base import register_classifier
-from detectors.cnn import CNNClassifier, Network
+from detectors.cnn import CNNClassifier
+from detectors.neural_training import batches
 from plumbing.devices import resolve_device
 
 __all__ = ["SCORE_KINDS", "DistanceScore", "SADClassifier", "init_center", "sad_loss", "squared_distance"]
@@ -135,11 +138,13 @@ class SADClassifier(CNNClassifier):
         seed: int = 0,
         eval_batch_size: int = 256,
         progress: bool = False,
+        feature_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         super().__init__(
             epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience,
             augment_p=augment_p, flip_p=flip_p, input_norm=input_norm, pretrained=pretrained,
             device=device, amp=amp, seed=seed, eval_batch_size=eval_batch_size, progress=progress,
+            feature_fn=feature_fn,
         )
         self.backbone = backbone
         self.lam = lam
@@ -147,7 +152,6 @@ class SADClassifier(CNNClassifier):
         self.center_eps = center_eps
         self.push_eps = push_eps
         self.cd_transform = cd_transform
-        self.distance_score_: DistanceScore | None = None
 
     def backbone_name(self) -> str:
         """The backbone chosen by the ``backbone`` parameter."""
@@ -184,14 +188,14 @@ class SADClassifier(CNNClassifier):
             m.reset_running_stats()
             m.momentum = None  # cumulative average over the pass
         net.train()
-        for sl in self._batches(X.shape[0], self.eval_batch_size):
+        for sl in batches(X.shape[0], self.eval_batch_size):
             if sl.stop - sl.start > 1:
                 net.embed(self._features(X[sl].to(device)))
         for m, mom in zip(bns, momenta, strict=True):
             m.momentum = mom
         net.eval()
         real = X[torch.as_tensor(y == 0)]
-        embs = [net.embed(self._features(real[sl].to(device))).float() for sl in self._batches(real.shape[0], self.eval_batch_size)]
+        embs = [net.embed(self._features(real[sl].to(device))).float() for sl in batches(real.shape[0], self.eval_batch_size)]
         net.center.copy_(init_center(torch.cat(embs), self.center_eps))
 
     def _loss(self, net: Network, feats: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:

@@ -11,13 +11,9 @@ from conftest import checkerboard_task, smooth_images
 from sklearn.metrics import average_precision_score
 from torchvision.models import resnet18
 
+from detectors.backbones import build_network, imagenet_weights_file
 from detectors.base import CLASSIFIERS, Classifier
-from detectors.cnn import (
-    ResNet18Classifier,
-    SmallCNNClassifier,
-    build_network,
-    imagenet_weights_file,
-)
+from detectors.cnn import ResNet18Classifier, SmallCNNClassifier
 from detectors.features import extract
 
 

@@ -101,37 +101,60 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-class SklearnClassifier:
-    """Base for a StandardScaler + estimator pipeline behind the detectors' Classifier protocol."""
+class SklearnClassifier(BaseEstimator):
+    """Base for a StandardScaler + estimator pipeline behind the detectors' Classifier protocol.
+
+    A scikit-learn estimator itself: each kind names its hyper-parameters in its constructor,
+    which only stores them (plus ``grid``, ``cv`` and ``seed``), so ``get_params``/``set_params``
+    and ``sklearn.base.clone`` work. ``fit`` checks them, learns, and never changes them: a grid
+    search's choice goes to ``best_params_``, the fitted pipeline to ``model_``.
+    """
 
     input_kind: ClassVar[str] = "vector"
     name: ClassVar[str] = ""
-    # Hyper-parameters the user may set (with their defaults) and the grid searched with grid=True.
-    defaults: ClassVar[dict[str, Any]] = {}
+    # The grid searched with grid=True.
     default_grid: ClassVar[dict[str, list]] = {}
+    # Constructor parameters that configure the search, not the estimator.
+    SEARCH_PARAMS: ClassVar[tuple[str, ...]] = ("grid", "cv", "seed")
 
-    def __init__(self, grid: bool | dict[str, list] = False, cv: int = 5, seed: int = 0, **params: Any):
-        unknown = sorted(set(params) - set(self.defaults))
+    def __new__(cls, *args: Any, **kwargs: Any) -> SklearnClassifier:
+        # Python's own error for a misspelt keyword would not list the valid ones.
+        valid = cls._get_param_names()
+        unknown = sorted(set(kwargs) - set(valid))
         if unknown:
+            hyper = [p for p in valid if p not in cls.SEARCH_PARAMS]
             raise ValueError(
-                f"Unknown parameter(s) {', '.join(unknown)} for classifier {self.name!r}; "
-                f"choose from: {', '.join(self.defaults) or 'none'}, grid, cv, seed."
+                f"Unknown parameter(s) {', '.join(unknown)} for classifier {cls.name!r}; "
+                f"choose from: {', '.join(hyper) or 'none'}, grid, cv, seed."
             )
-        if isinstance(grid, dict):
-            bad = sorted(set(grid) - set(self.defaults))
+        return super().__new__(cls)
+
+    @classmethod
+    def hyper_parameters(cls) -> list[str]:
+        """Names of the estimator's hyper-parameters (the constructor's, less grid, cv and seed)."""
+        return [p for p in cls._get_param_names() if p not in cls.SEARCH_PARAMS]
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The estimator's hyper-parameters as set (not a grid search's choice: see ``best_params_``)."""
+        return {k: getattr(self, k) for k in self.hyper_parameters()}
+
+    @property
+    def model(self) -> Pipeline | None:
+        """The fitted pipeline (None before fit)."""
+        return getattr(self, "model_", None)
+
+    def validate_params(self) -> None:
+        """Raise a ValueError naming the first invalid parameter (fit calls this)."""
+        if isinstance(self.grid, dict):
+            bad = sorted(set(self.grid) - set(self.hyper_parameters()))
             if bad:
                 raise ValueError(
-                    f"Grid key(s) {', '.join(bad)} are not parameters of {self.name!r}; choose from: {', '.join(self.defaults)}."
+                    f"Grid key(s) {', '.join(bad)} are not parameters of {self.name!r}; "
+                    f"choose from: {', '.join(self.hyper_parameters())}."
                 )
-        if cv < 2:
-            raise ValueError(f"cv must be at least 2 folds, got {cv}.")
-        self.params = {**self.defaults, **params}
-        self.grid = grid
-        self.cv = cv
-        self.seed = seed
-        self.model: Pipeline | None = None
-        self.classes_: np.ndarray | None = None
-        self.best_params_: dict[str, Any] | None = None
+        if isinstance(self.cv, bool) or not isinstance(self.cv, int) or self.cv < 2:
+            raise ValueError(f"cv must be at least 2 folds, got {self.cv}.")
 
     # -- to be provided by each kind -------------------------------------------------------
     def estimator(self, params: dict[str, Any], n_classes: int) -> BaseEstimator:
@@ -140,7 +163,7 @@ class SklearnClassifier:
 
     def _proba(self, X: np.ndarray) -> np.ndarray:
         """(N, K) probabilities from the fitted pipeline, columns ordered as ``classes_``."""
-        return self.model.predict_proba(X)
+        return self.model_.predict_proba(X)
 
     def grid_prefix(self) -> str:
         """Where the estimator's parameters sit inside the pipeline, for GridSearchCV keys."""
@@ -162,18 +185,20 @@ class SklearnClassifier:
 
     def fit(self, X, y, X_val=None, y_val=None) -> SklearnClassifier:
         """Fit on (N, D) features and labels 0..K-1; validation data is not used by classical models."""
+        self.validate_params()
         X = to_numpy(X)
         y = check_labels(y, X.shape[0])
         self.classes_ = np.unique(y)
         k = self.classes_.size
+        self.best_params_ = None
         if self.grid:
-            self.model = self._grid_search(X, y, k)
+            self.model_, self.best_params_ = self._grid_search(X, y, k)
         else:
-            self.model = self.pipeline(self.params, k).fit(X, y)
+            self.model_ = self.pipeline(self.params, k).fit(X, y)
         self._after_fit(X, y)
         return self
 
-    def _grid_search(self, X: np.ndarray, y: np.ndarray, k: int) -> Pipeline:
+    def _grid_search(self, X: np.ndarray, y: np.ndarray, k: int) -> tuple[Pipeline, dict[str, Any]]:
         grid = self.grid if isinstance(self.grid, dict) else self.default_grid
         if not grid:
             raise ValueError(f"Classifier {self.name!r} has no hyper-parameters to search; fit it without grid.")
@@ -188,16 +213,15 @@ class SklearnClassifier:
             scoring="roc_auc" if k == 2 else "balanced_accuracy",
             n_jobs=1,
         ).fit(X, y)
-        self.best_params_ = {key[len(prefix):]: json_safe(v) for key, v in search.best_params_.items()}
-        self.params = {**self.params, **self.best_params_}
-        return search.best_estimator_
+        best = {key[len(prefix):]: json_safe(v) for key, v in search.best_params_.items()}
+        return search.best_estimator_, best
 
     def predict_proba(self, X) -> np.ndarray:
         """(N, K) class probabilities; column 1 is P(fake) in the binary case."""
         if self.model is None:
             raise ValueError(f"Classifier {self.name!r} is not fitted; call fit first.")
         X = to_numpy(X)
-        n_in = self.model.named_steps["scale"].n_features_in_
+        n_in = self.model_.named_steps["scale"].n_features_in_
         if X.shape[1] != n_in:
             raise ValueError(f"Classifier was fitted on {n_in} features but got {X.shape[1]}; use the same feature and resolution.")
         return np.clip(self._proba(X), 0.0, 1.0)
@@ -208,12 +232,12 @@ class SklearnClassifier:
             raise ValueError(f"Classifier {self.name!r} is not fitted; call fit before save.")
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        state = {"model": self.model, "classes": self.classes_, **self._extra_state()}
+        state = {"model": self.model_, "classes": self.classes_, **self._extra_state()}
         with atomic_path(folder / MODEL_FILE) as tmp:
             sio.dump(state, tmp)
         meta = {
             "classifier": self.name,
-            "params": {k: json_safe(v) for k, v in self.params.items()},
+            "params": self.params,
             "grid": self.grid if isinstance(self.grid, dict) else bool(self.grid),
             "cv": self.cv,
             "seed": self.seed,
@@ -231,7 +255,7 @@ class SklearnClassifier:
                 raise FileNotFoundError(f"{p} is missing; the classifier was not saved completely, fit it again.")
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            params, name = meta["params"], meta["classifier"]
+            params, name = dict(meta["params"]), meta["classifier"]
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
             raise ValueError(f"{meta_path} is damaged; fit the detector again.") from None
         if name != cls.name:
@@ -239,9 +263,10 @@ class SklearnClassifier:
         state = load_trusted(model_path)
         if not isinstance(state, dict) or not isinstance(state.get("model"), Pipeline):
             raise ValueError(f"{model_path} does not hold a forgelab classifier; fit the detector again.")
-        grid = meta.get("grid", False)
-        obj = cls(grid=grid, cv=meta.get("cv", 5), seed=meta.get("seed", 0), **params)
-        obj.model = state["model"]
+        # Files written before the estimator contract merged a grid search's choice into "params";
+        # the fitted pipeline holds the chosen values either way.
+        obj = cls(grid=meta.get("grid", False), cv=meta.get("cv", 5), seed=meta.get("seed", 0), **params)
+        obj.model_ = state["model"]
         obj.classes_ = np.asarray(state["classes"])
         obj.best_params_ = meta.get("best_params")
         obj._set_extra_state(state)
@@ -276,14 +301,26 @@ class SVMClassifier(SklearnClassifier):
     """
 
     name = "svm"
-    defaults = {"C": 1.0, "kernel": "rbf", "gamma": "scale", "class_weight": None, "probability": False}
-    default_grid = {"C": [0.1, 1.0, 10.0, 100.0], "gamma": ["scale", 0.01, 0.001]}
+    default_grid: ClassVar[dict[str, list]] = {"C": [0.1, 1.0, 10.0, 100.0], "gamma": ["scale", 0.01, 0.001]}
+    KERNELS: ClassVar[tuple[str, ...]] = ("rbf", "linear", "poly", "sigmoid")
 
-    def __init__(self, grid: bool | dict[str, list] = False, cv: int = 5, seed: int = 0, **params: Any):
-        super().__init__(grid=grid, cv=cv, seed=seed, **params)
-        if self.params["kernel"] not in ("rbf", "linear", "poly", "sigmoid"):
-            raise ValueError(f"Unknown SVM kernel {self.params['kernel']!r}; choose rbf or linear.")
-        self.platt_: np.ndarray | None = None
+    def __init__(self, C: float = 1.0, kernel: str = "rbf", gamma: str | float = "scale",
+                 class_weight: str | dict | None = None, probability: bool = False,
+                 grid: bool | dict[str, list] = False, cv: int = 5, seed: int = 0) -> None:
+        self.C = C
+        self.kernel = kernel
+        self.gamma = gamma
+        self.class_weight = class_weight
+        self.probability = probability
+        self.grid = grid
+        self.cv = cv
+        self.seed = seed
+
+    def validate_params(self) -> None:
+        """Raise a ValueError naming the first invalid parameter (fit calls this)."""
+        super().validate_params()
+        if self.kernel not in self.KERNELS:
+            raise ValueError(f"Unknown SVM kernel {self.kernel!r}; choose rbf or linear.")
 
     def estimator(self, params: dict[str, Any], n_classes: int) -> BaseEstimator:
         svc = SVC(
@@ -295,13 +332,14 @@ class SVMClassifier(SklearnClassifier):
         return svc
 
     def grid_prefix(self) -> str:
-        return "clf__estimator__" if self.params["probability"] else "clf__"
+        return "clf__estimator__" if self.probability else "clf__"
 
     def _decision(self, X: np.ndarray) -> np.ndarray:
-        return self.model.decision_function(X)
+        return self.model_.decision_function(X)
 
     def _after_fit(self, X: np.ndarray, y: np.ndarray) -> None:
-        if self.params["probability"]:
+        self.platt_ = None
+        if self.probability:
             return
         d = self._decision(X)
         if d.ndim == 1:
@@ -318,8 +356,8 @@ class SVMClassifier(SklearnClassifier):
             self.platt_ = np.array([float(res.x[0]), 0.0])
 
     def _proba(self, X: np.ndarray) -> np.ndarray:
-        if self.params["probability"]:
-            return self.model.predict_proba(X)
+        if self.probability:
+            return self.model_.predict_proba(X)
         d = self._decision(X)
         a, b = self.platt_
         if d.ndim == 1:
@@ -339,8 +377,16 @@ class LogisticClassifier(SklearnClassifier):
     """L2-regularised logistic regression (multinomial for more than two classes)."""
 
     name = "lr"
-    defaults = {"C": 1.0, "max_iter": 2000, "class_weight": None}
-    default_grid = {"C": [0.001, 0.01, 0.1, 1.0, 10.0]}
+    default_grid: ClassVar[dict[str, list]] = {"C": [0.001, 0.01, 0.1, 1.0, 10.0]}
+
+    def __init__(self, C: float = 1.0, max_iter: int = 2000, class_weight: str | dict | None = None,
+                 grid: bool | dict[str, list] = False, cv: int = 5, seed: int = 0) -> None:
+        self.C = C
+        self.max_iter = max_iter
+        self.class_weight = class_weight
+        self.grid = grid
+        self.cv = cv
+        self.seed = seed
 
     def estimator(self, params: dict[str, Any], n_classes: int) -> BaseEstimator:
         return LogisticRegression(
@@ -353,8 +399,19 @@ class ForestClassifier(SklearnClassifier):
     """Random forest; probabilities are the trees' vote shares."""
 
     name = "rf"
-    defaults = {"n_estimators": 200, "max_depth": None, "min_samples_leaf": 1, "max_features": "sqrt", "class_weight": None}
-    default_grid = {"n_estimators": [100, 300], "max_depth": [None, 10], "min_samples_leaf": [1, 3]}
+    default_grid: ClassVar[dict[str, list]] = {"n_estimators": [100, 300], "max_depth": [None, 10], "min_samples_leaf": [1, 3]}
+
+    def __init__(self, n_estimators: int = 200, max_depth: int | None = None, min_samples_leaf: int = 1,
+                 max_features: str | int | float | None = "sqrt", class_weight: str | dict | None = None,
+                 grid: bool | dict[str, list] = False, cv: int = 5, seed: int = 0) -> None:
+        self.n_estimators = n_estimators
+        self.max_depth = max_depth
+        self.min_samples_leaf = min_samples_leaf
+        self.max_features = max_features
+        self.class_weight = class_weight
+        self.grid = grid
+        self.cv = cv
+        self.seed = seed
 
     def estimator(self, params: dict[str, Any], n_classes: int) -> BaseEstimator:
         return RandomForestClassifier(
@@ -374,41 +431,49 @@ class KMeansClassifier(SklearnClassifier):
     """
 
     name = "kmeans"
-    defaults = {"n_init": 10, "max_iter": 300}
     default_grid: ClassVar[dict[str, list]] = {}
 
-    def __init__(self, grid: bool | dict[str, list] = False, cv: int = 5, seed: int = 0, **params: Any):
-        if grid:
+    def __init__(self, n_init: int = 10, max_iter: int = 300,
+                 grid: bool | dict[str, list] = False, cv: int = 5, seed: int = 0) -> None:
+        self.n_init = n_init
+        self.max_iter = max_iter
+        self.grid = grid
+        self.cv = cv
+        self.seed = seed
+
+    def validate_params(self) -> None:
+        """Raise a ValueError naming the first invalid parameter (fit calls this)."""
+        if self.grid:
             raise ValueError("kmeans is unsupervised and has no hyper-parameters to search; fit it without grid.")
-        super().__init__(grid=False, cv=cv, seed=seed, **params)
-        self.cluster_labels_: np.ndarray | None = None
-        self.scale_: float = 1.0
+        super().validate_params()
 
     def estimator(self, params: dict[str, Any], n_classes: int) -> BaseEstimator:
         return KMeans(n_clusters=n_classes, n_init=params["n_init"], max_iter=params["max_iter"], random_state=self.seed)
 
     def fit(self, X, y, X_val=None, y_val=None) -> KMeansClassifier:
         """Cluster the features without labels, then name each cluster by its members' majority label."""
+        self.validate_params()
         X = to_numpy(X)
         y = check_labels(y, X.shape[0])
         self.classes_ = np.unique(y)
-        self.model = self.pipeline(self.params, self.classes_.size).fit(X)
+        self.best_params_ = None
+        self.model_ = self.pipeline(self.params, self.classes_.size).fit(X)
         self._after_fit(X, y)
         return self
 
     def _after_fit(self, X: np.ndarray, y: np.ndarray) -> None:
-        members = self.model.predict(X)
+        members = self.model_.predict(X)
         labels = []
         for c in range(self.classes_.size):
             ys = y[members == c]
             # An empty cluster cannot vote; it keeps the overall majority label.
             labels.append(np.bincount(ys if ys.size else y).argmax())
         self.cluster_labels_ = np.asarray(labels, dtype=np.int64)
-        dist = self.model.transform(X)
+        dist = self.model_.transform(X)
         self.scale_ = float(max(dist.min(axis=1).mean(), 1e-12))
 
     def _proba(self, X: np.ndarray) -> np.ndarray:
-        cluster_p = softmax(-self.model.transform(X) / self.scale_)
+        cluster_p = softmax(-self.model_.transform(X) / self.scale_)
         out = np.zeros((X.shape[0], self.classes_.size))
         for c, label in enumerate(self.cluster_labels_):
             out[:, np.searchsorted(self.classes_, label)] += cluster_p[:, c]

@@ -188,6 +188,10 @@ class Detector:
             if unknown:
                 raise ValueError(f"Unknown parameter(s) {', '.join(unknown)} for classifier {self.classifier_name!r}.")
         clf = cls(**params)
+        if self.input_kind == "vector":
+            # Classical parameters are checked now, not after minutes of feature extraction. (Neural
+            # ones are checked by fit: their checks look for weight files a loaded detector needs not.)
+            clf.validate_params()
         if self.raw_input:
             clf.set_feature_fn(self.feature_fn())
         return clf

@@ -178,13 +178,14 @@ def test_load_refuses_damaged_and_missing_files(tmp_path, rng):
 def test_bad_parameters_and_input(rng):
     with pytest.raises(ValueError, match="Unknown parameter.*gama.*choose from: C"):
         make("svm", gama=1)
-    with pytest.raises(ValueError, match="not parameters"):
-        make("lr", grid={"alpha": [1]})
-    with pytest.raises(ValueError, match="no hyper-parameters"):
-        make("kmeans", grid=True)
-    with pytest.raises(ValueError, match="kernel"):
-        make("svm", kernel="cubic")
     X, y = blobs(rng)
+    # The constructor only stores parameters (scikit-learn's contract); fit checks them.
+    with pytest.raises(ValueError, match="not parameters"):
+        make("lr", grid={"alpha": [1]}).fit(X, y)
+    with pytest.raises(ValueError, match="no hyper-parameters"):
+        make("kmeans", grid=True).fit(X, y)
+    with pytest.raises(ValueError, match="kernel"):
+        make("svm", kernel="cubic").fit(X, y)
     with pytest.raises(ValueError, match="not fitted"):
         make("lr").predict_proba(X)
     with pytest.raises(ValueError, match="only one class"):

@@ -37,13 +37,6 @@ def accuracy(y_true, scores, threshold: float) -> float:
     return float(np.mean((s >= threshold).astype(np.int64) == y))
 
 
-def balanced_accuracy(y_true, scores, threshold: float) -> float:
-    """Mean of the true-positive and true-negative rates at ``threshold``."""
-    y, s = _check(y_true, scores)
-    pred = s >= threshold
-    return float(0.5 * (pred[y == 1].mean() + (~pred[y == 0]).mean()))
-
-
 def equal_error_rate(y_true, scores) -> float:
     """Error rate where the false-positive and false-negative rates are equal, interpolated on the ROC."""
     y, s = _check(y_true, scores)

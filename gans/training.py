@@ -1,9 +1,10 @@
 """One training loop for every GAN variant: it owns the schedule, checkpoints, samples and logs.
 
 The networks (``gans.networks``) know nothing about training; this module builds them from a
-:class:`TrainConfig`, runs ``n_dis`` discriminator steps per generator step, optionally trains
-Jung & Keuper's spectral discriminator beside the image discriminator and adds Durall et al.'s
-spectral regulariser, keeps an EMA of the generator, and writes into ``out_dir``:
+:class:`TrainConfig` (``gans.train_config``), runs ``n_dis`` discriminator steps per generator
+step, optionally trains Jung & Keuper's spectral discriminator beside the image discriminator
+and adds Durall et al.'s spectral regulariser, keeps an EMA of the generator, and writes into
+``out_dir``:
 
 * ``checkpoint.pt`` every ``ckpt_every`` steps, atomically, with networks, optimisers,
   schedulers, step and every RNG state, so ``resume=True`` continues exactly where it stopped
@@ -11,27 +12,21 @@ spectral regulariser, keeps an EMA of the generator, and writes into ``out_dir``
 * ``log.jsonl`` (losses, learning rate, step time, images/s), ``samples/step_XXXXXX.png``
   (a grid from fixed latents) and ``train_config.json`` (the full, resolved config).
 
-Under torchrun the same call uses DistributedDataParallel; rank 0 logs and checkpoints.
+Under torchrun the same call uses DistributedDataParallel; rank 0 logs and checkpoints. As in
+stylegan2-ada's ``training_loop``, :meth:`Trainer.run` reads as the schedule; signals, the log
+file, the progress bar and DDP wrapping sit in :mod:`gans.run_edges`.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
-import json
 import math
-import operator
-import signal
-import threading
-import time
-from contextlib import ExitStack, nullcontext
-from dataclasses import dataclass
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from gans import distributed, losses
 from gans.checkpoint import (
@@ -42,20 +37,17 @@ from gans.checkpoint import (
     save_checkpoint,
     write_atomically,
 )
-from gans.networks import (
-    ARCH_DEFAULTS,
-    build_discriminator,
-    build_generator,
-    check_arch,
-    check_resolution,
-    check_upsample_layers,
-)
+from gans.networks import build_discriminator, build_generator
+from gans.run_edges import StopRequest, TrainLog, no_sync, optimizer_to, trim_log, unwrap, wrap_ddp
 from gans.sampling import derive_seed, latents
 from gans.spectral import SpectralDiscriminator, real_mean_profile, spectral_regularization
-from gans.upsamplers import check_upsampler
-from plumbing.devices import check_device
+from gans.train_config import LR_SCHEDULES, TrainConfig
 from plumbing.files import write_json
-from plumbing.progress import progress_bar
+
+__all__ = [
+    "CHECKPOINT", "CONFIG", "LOG", "LR_SCHEDULES", "SAMPLES", "EpochSampler", "TrainConfig", "Trainer",
+    "TrainingDiverged", "check_training_images", "train",
+]
 
 CHECKPOINT = "checkpoint.pt"
 LOG = "log.jsonl"
@@ -64,133 +56,10 @@ SAMPLES = "samples"
 GRID_SIZE = 64
 # Datasets up to this size live on the GPU, so a batch is one index operation on the device.
 MAX_DEVICE_DATA_BYTES = 2 * 2**30
-# Learning-rate schedules by name: total steps -> (step -> factor of the base learning rate).
-LR_SCHEDULES: dict[str, Any] = {
-    "none": lambda total: (lambda step: 1.0),
-    "linear": lambda total: (lambda step: max(0.0, 1.0 - step / total)),  # SNGAN: to zero at the end
-}
 
 
 class TrainingDiverged(FloatingPointError):
     """A loss became NaN or infinite; training stopped and the last good checkpoint was kept."""
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a training run; ``None`` hyper-parameters take the arch's defaults."""
-
-    arch: str = "dcgan"
-    upsampler: str = "transposed"
-    upsample_layers: str = "all"
-    resolution: int = 32
-    steps: int = 1000
-    batch_size: int = 64
-    z_dim: int = 128
-    width: int | None = None
-    loss: str | None = None
-    lr: float | None = None
-    betas: tuple[float, float] | None = None
-    n_dis: int | None = None
-    lr_decay: str | None = None
-    spectral_d: bool = False
-    spectral_d_weight: float = 0.5
-    spectral_reg: float = 0.0
-    ema: float | None = None
-    amp: bool = True
-    seed: int = 0
-    device: str = "auto"
-    ckpt_every: int = 500
-    sample_every: int = 500
-    log_every: int = 10
-
-    @classmethod
-    def keys(cls) -> list[str]:
-        """Names of all config fields."""
-        return [f.name for f in dataclasses.fields(cls)]
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        """Build and validate a config from a dict; unknown keys raise a ValueError listing valid ones."""
-        unknown = sorted(set(d) - set(cls.keys()))
-        if unknown:
-            raise ValueError(
-                f"Unknown training option(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(cls.keys())}."
-            )
-        d = dict(d)
-        if isinstance(d.get("betas"), list):
-            d["betas"] = tuple(d["betas"])
-        return cls(**d).validate()
-
-    def to_dict(self) -> dict[str, Any]:
-        """The config as a JSON-friendly dict (betas as a list)."""
-        d = dataclasses.asdict(self)
-        if d["betas"] is not None:
-            d["betas"] = [float(b) for b in d["betas"]]
-        return d
-
-    def validate(self) -> TrainConfig:
-        """Check every field; raise a ValueError naming the field and what it accepts."""
-        check_arch(self.arch)
-        check_upsampler(self.upsampler)
-        check_upsample_layers(self.upsample_layers)
-        check_resolution(self.resolution)
-        check_device(self.device)
-        for name in ("steps", "batch_size", "z_dim"):
-            _int_at_least(getattr(self, name), name, 1)
-        for name in ("ckpt_every", "sample_every", "log_every"):
-            _int_at_least(getattr(self, name), name, 0)
-        _int_at_least(self.seed, "seed", 0)
-        if self.width is not None:
-            _int_at_least(self.width, "width", 1)
-        if self.n_dis is not None:
-            _int_at_least(self.n_dis, "n_dis", 1)
-        if self.loss is not None:
-            losses.check_loss(self.loss)
-        if self.lr is not None and not (_is_number(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be a positive number, got {self.lr!r}.")
-        if self.betas is not None and not (
-            len(self.betas) == 2 and all(_is_number(b) and 0 <= b < 1 for b in self.betas)
-        ):
-            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}.")
-        if self.lr_decay is not None and self.lr_decay not in LR_SCHEDULES:
-            raise ValueError(f"Unknown lr_decay {self.lr_decay!r}; choose one of: {', '.join(LR_SCHEDULES)}.")
-        if not (_is_number(self.spectral_d_weight) and 0 <= self.spectral_d_weight <= 1):
-            raise ValueError(f"spectral_d_weight must be in [0, 1], got {self.spectral_d_weight!r}.")
-        if not (_is_number(self.spectral_reg) and self.spectral_reg >= 0):
-            raise ValueError(f"spectral_reg must be a number >= 0, got {self.spectral_reg!r}.")
-        if self.ema is not None and not (_is_number(self.ema) and 0 <= self.ema < 1):
-            raise ValueError(f"ema must be a decay in [0, 1) (or None for no EMA), got {self.ema!r}.")
-        for name in ("spectral_d", "amp"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}.")
-        return self
-
-    def resolved(self) -> TrainConfig:
-        """A copy with every ``None`` hyper-parameter replaced by the architecture's default."""
-        defaults = ARCH_DEFAULTS[check_arch(self.arch)]
-        d = dataclasses.replace(self)
-        d.loss = self.loss or defaults.get("loss", "bce")
-        d.lr = float(self.lr if self.lr is not None else defaults.get("lr", 2e-4))
-        d.betas = tuple(float(b) for b in (self.betas if self.betas is not None else defaults.get("betas", (0.5, 0.999))))
-        d.n_dis = int(self.n_dis if self.n_dis is not None else defaults.get("n_dis", 1))
-        d.lr_decay = self.lr_decay if self.lr_decay is not None else (defaults.get("lr_decay") or "none")
-        if d.ema == 0:
-            d.ema = None
-        return d
-
-
-def _is_number(x: object) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def _int_at_least(value: object, name: str, low: int) -> int:
-    try:
-        v = operator.index(value)
-    except TypeError:
-        v = None
-    if isinstance(value, bool) or v is None or v < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
-    return v
 
 
 def check_training_images(images: torch.Tensor, resolution: int) -> torch.Tensor:
@@ -243,35 +112,6 @@ class EpochSampler:
             self.pos = self.n
 
 
-class _StopRequest:
-    """The first Ctrl-C (or SIGTERM) asks to stop at the next step boundary; a second one stops at once."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self.hard = False
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> _StopRequest:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            self.hard = True
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-
-def _unwrap(m: nn.Module) -> nn.Module:
-    return m.module if isinstance(m, DistributedDataParallel) else m
-
-
 class Trainer:
     """Networks, optimisers and state of one run; :meth:`run` trains, :meth:`train_step` does one step."""
 
@@ -309,12 +149,7 @@ class Trainer:
         self.z_dim = G.z_dim
         G_ema = copy.deepcopy(G).eval().requires_grad_(False) if cfg.ema else None
 
-        self.opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=cfg.betas)
-        self.opt_D = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=cfg.betas)
-        self.opt_SD = torch.optim.Adam(SD.parameters(), lr=cfg.lr, betas=cfg.betas) if SD is not None else None
-        decay = LR_SCHEDULES[cfg.lr_decay](cfg.steps)
-        self.sched_G = torch.optim.lr_scheduler.LambdaLR(self.opt_G, decay)
-        self.sched_D = torch.optim.lr_scheduler.LambdaLR(self.opt_D, decay)
+        self._make_optimizers(G, D, SD)
 
         self.sampler = EpochSampler(self.images_cpu.shape[0], derive_seed(cfg.seed, "data"))
         # Each rank draws its own latents; the data permutation is shared and sliced per rank.
@@ -327,19 +162,9 @@ class Trainer:
         SD = SD.to(dev) if SD is not None else None
         G_ema = G_ema.to(dev) if G_ema is not None else None
         for opt in (self.opt_G, self.opt_D, self.opt_SD):
-            if opt is not None:
-                _optimizer_to(opt, dev)
-        if info.enabled:
-            if dev.type == "cuda":
-                # Global batch statistics on GPUs; SyncBatchNorm has no CPU kernel, so on CPU each
-                # rank normalises its own shard and rank 0's running statistics are broadcast.
-                G = nn.SyncBatchNorm.convert_sync_batchnorm(G)
-                D = nn.SyncBatchNorm.convert_sync_batchnorm(D)
-            ids = [dev.index] if dev.type == "cuda" else None
-            G = DistributedDataParallel(G, device_ids=ids)
-            D = DistributedDataParallel(D, device_ids=ids)
-            SD = DistributedDataParallel(SD, device_ids=ids) if SD is not None else None
-        self.G, self.D, self.SD, self.G_ema = G, D, SD, G_ema
+            optimizer_to(opt, dev)
+        self.G, self.D, self.SD = wrap_ddp([G, D, SD], dev, info)
+        self.G_ema = G_ema
 
         on_device = dev.type == "cuda" and self.images_cpu.nbytes <= MAX_DEVICE_DATA_BYTES
         self.images = self.images_cpu.to(dev) if on_device else self.images_cpu
@@ -347,6 +172,16 @@ class Trainer:
             real_mean_profile(self.images).to(dev) if cfg.spectral_reg > 0 else None
         )
         self.grid_z = latents(derive_seed(cfg.seed, "grid"), range(GRID_SIZE), self.z_dim)
+
+    def _make_optimizers(self, G: nn.Module, D: nn.Module, SD: nn.Module | None) -> None:
+        """Adam for G, D and the spectral discriminator; G and D follow the learning-rate schedule."""
+        cfg = self.cfg
+        self.opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=cfg.betas)
+        self.opt_D = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=cfg.betas)
+        self.opt_SD = torch.optim.Adam(SD.parameters(), lr=cfg.lr, betas=cfg.betas) if SD is not None else None
+        decay = LR_SCHEDULES[cfg.lr_decay](cfg.steps)
+        self.sched_G = torch.optim.lr_scheduler.LambdaLR(self.opt_G, decay)
+        self.sched_D = torch.optim.lr_scheduler.LambdaLR(self.opt_D, decay)
 
     def _load(self, G: nn.Module, D: nn.Module, SD: nn.Module | None, G_ema: nn.Module | None) -> None:
         state = load_checkpoint(self.ckpt_path)
@@ -385,9 +220,9 @@ class Trainer:
             "config": self.cfg.to_dict(),
             "step": self.step,
             "world_size": self.info.world_size,
-            "G": _unwrap(self.G).state_dict(),
-            "D": _unwrap(self.D).state_dict(),
-            "SD": _unwrap(self.SD).state_dict() if self.SD is not None else None,
+            "G": unwrap(self.G).state_dict(),
+            "D": unwrap(self.D).state_dict(),
+            "SD": unwrap(self.SD).state_dict() if self.SD is not None else None,
             "G_ema": self.G_ema.state_dict() if self.G_ema is not None else None,
             "opt_G": self.opt_G.state_dict(),
             "opt_D": self.opt_D.state_dict(),
@@ -403,19 +238,12 @@ class Trainer:
         }
         return state
 
-    def network_state(self) -> dict[str, dict[str, torch.Tensor]]:
-        """Weights and buffers of every network (what two runs must agree on to be the same)."""
-        nets = {"G": _unwrap(self.G), "D": _unwrap(self.D), "SD": _unwrap(self.SD) if self.SD else None,
-                "G_ema": self.G_ema}
-        return {k: {n: t.detach().cpu().clone() for n, t in m.state_dict().items()}
-                for k, m in nets.items() if m is not None}
-
     def _sync_buffers(self) -> None:
         # Buffers are rank 0's by DDP's convention (it broadcasts them at each forward); the
         # EMA copies each rank's own BatchNorm statistics, so it needs the same broadcast.
         for m in (self.G, self.D, self.SD, self.G_ema):
             if m is not None:
-                distributed.broadcast_buffers(_unwrap(m), self.info)
+                distributed.broadcast_buffers(unwrap(m), self.info)
 
     def save(self) -> Path:
         """Write checkpoint.pt atomically (rank 0), with every rank's state gathered first."""
@@ -476,7 +304,7 @@ class Trainer:
         for m in critics:  # no weight gradients for the critics in the generator step
             m.requires_grad_(False)
         try:
-            with self._no_sync(critics), self._autocast():
+            with no_sync(critics), self._autocast():
                 fake = G(z)
                 loss_adv = losses.g_loss(cfg.loss, D(fake))
                 out["loss_g_image"] = loss_adv.detach()
@@ -503,18 +331,11 @@ class Trainer:
             self._update_ema()
         return out
 
-    def _no_sync(self, modules: list[nn.Module]) -> ExitStack:
-        stack = ExitStack()
-        for m in modules:
-            if isinstance(m, DistributedDataParallel):
-                stack.enter_context(m.no_sync())
-        return stack
-
     @torch.no_grad()
     def _update_ema(self) -> None:
         # Ramp the decay up from 0.1 so early EMA weights are not dominated by the random init.
         beta = min(self.cfg.ema, (1.0 + self.step) / (10.0 + self.step))
-        src = _unwrap(self.G)
+        src = unwrap(self.G)
         for pe, p in zip(self.G_ema.parameters(), src.parameters(), strict=True):
             pe.lerp_(p.detach(), 1.0 - beta)
         for be, b in zip(self.G_ema.buffers(), src.buffers(), strict=True):
@@ -526,7 +347,7 @@ class Trainer:
         """Write an 8x8 grid of the generator's (EMA's) images from fixed latents to samples/."""
         from torchvision.utils import save_image
 
-        G = self.G_ema if self.G_ema is not None else _unwrap(self.G)
+        G = self.G_ema if self.G_ema is not None else unwrap(self.G)
         was_training = G.training
         G.eval()
         try:
@@ -541,21 +362,6 @@ class Trainer:
     def _write_config(self) -> None:
         write_json(self.out / CONFIG, self.cfg.to_dict())
 
-    def _trim_log(self) -> None:
-        # Lines written after the checkpoint by a run that was then killed would be repeated.
-        log = self.out / LOG
-        if not log.is_file():
-            return
-        keep = []
-        for line in log.read_text(encoding="utf-8").splitlines():
-            try:
-                if json.loads(line).get("step", 0) <= self.step:
-                    keep.append(line)
-            except json.JSONDecodeError:
-                continue  # a half-written last line from a killed run
-        text = "".join(k + "\n" for k in keep)
-        write_atomically(log, lambda f: f.write(text.encode()))
-
     # ----------------------------------------------------------------------------- the loop
     def run(self) -> Path:
         """Train until ``cfg.steps``; return the checkpoint path. Ctrl-C saves, then re-raises."""
@@ -565,73 +371,67 @@ class Trainer:
             distributed.shutdown(self._created_pg)
 
     def _run(self) -> Path:
-        cfg, info = self.cfg, self.info
-        main = info.is_main
-        if main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            remove_stale_temps(self.ckpt_path)
-            self._write_config()
-            if self.resumed_from is not None:
-                self._trim_log()
-        distributed.barrier(info)
-        self._last_saved = self.step if self.resumed_from is not None else -1
+        cfg, main = self.cfg, self.info.is_main
+        self._open_run_folder()
         if self.step >= cfg.steps:
             if self._last_saved != self.step:
                 self.save()
             return self.ckpt_path
-        bar = progress_bar(self.progress and main, "training", cfg.steps, completed=self.step, transient=False,
-                           fields={"losses": ""}).__enter__()
-        log = (self.out / LOG).open("a", encoding="utf-8") if main else None
-        t_last, step_last = time.perf_counter(), self.step
-        stop = _StopRequest()
+        stop = StopRequest()
+        log = TrainLog(self.out / LOG, enabled=main, progress=self.progress, steps=cfg.steps, step=self.step)
         try:
-            with stop:
+            with stop, log:
                 while self.step < cfg.steps:
-                    out = self.train_step()
+                    out = self.train_step()  # n_dis D (and spectral D) updates, one G update, EMA
                     self.step += 1
-                    names = list(out)
-                    values = torch.stack([v.float() for v in out.values()])
-                    bad = ~torch.isfinite(values)
-                    flags = torch.stack([bad.any(), torch.tensor(stop.requested, device=values.device)]).float()
-                    flags = distributed.any_rank(flags, info).tolist()
-                    if flags[0]:
-                        raise self._diverged(names, values)
-                    if log is not None and ((cfg.log_every and self.step % cfg.log_every == 0) or self.step == cfg.steps):
-                        now = time.perf_counter()
-                        dt = (now - t_last) / max(1, self.step - step_last)
-                        t_last, step_last = now, self.step
-                        rec = {"step": self.step, **dict(zip(names, values.tolist(), strict=True)),
-                               "lr_g": self.opt_G.param_groups[0]["lr"], "lr_d": self.opt_D.param_groups[0]["lr"],
-                               "step_time": dt, "images_per_s": cfg.batch_size * cfg.n_dis / dt,
-                               "time": time.time()}
-                        log.write(json.dumps(rec) + "\n")
-                        log.flush()
-                        bar.update(losses=loss_text(rec))
-                    if main and cfg.sample_every and self.step % cfg.sample_every == 0:
+                    stop_now = self._check_step(out, stop)
+                    if self._due(cfg.log_every) or self.step == cfg.steps:
+                        log.write(self.step, out, cfg.batch_size * cfg.n_dis,
+                                  lr_g=self.opt_G.param_groups[0]["lr"], lr_d=self.opt_D.param_groups[0]["lr"])
+                    if main and self._due(cfg.sample_every):
                         self.save_samples()
-                    if cfg.ckpt_every and self.step % cfg.ckpt_every == 0:
+                    if self._due(cfg.ckpt_every):
                         self.save()
-                    bar.update(completed=self.step)
-                    if flags[1]:
+                    log.advance(self.step)
+                    if stop_now:
                         if self._last_saved != self.step:
                             self.save()
                         raise KeyboardInterrupt
-            if self._last_saved != self.step:
-                self.save()
-            self._sync_buffers()
-            if main and (not cfg.sample_every or self.step % cfg.sample_every):
-                self.save_samples()
+                if self._last_saved != self.step:
+                    self.save()
+                self._sync_buffers()
+                if main and not self._due(cfg.sample_every):
+                    self.save_samples()
         except KeyboardInterrupt:
             # A Ctrl-C that did not come through the step-boundary handler (another thread, a
             # second press is "stop now"): save what we have unless ranks might be mid-collective.
-            if not stop.hard and not info.enabled and self._last_saved != self.step:
+            if not stop.hard and not self.info.enabled and self._last_saved != self.step:
                 self.save()
             raise
-        finally:
-            bar.__exit__(None, None, None)
-            if log is not None:
-                log.close()
         return self.ckpt_path
+
+    def _due(self, every: int) -> bool:
+        return bool(every) and self.step % every == 0
+
+    def _open_run_folder(self) -> None:
+        """Rank 0 creates the folder, clears a killed run's temp files, writes the config, trims the log."""
+        if self.info.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            remove_stale_temps(self.ckpt_path)
+            self._write_config()
+            if self.resumed_from is not None:
+                trim_log(self.out / LOG, self.step)
+        distributed.barrier(self.info)
+        self._last_saved = self.step if self.resumed_from is not None else -1
+
+    def _check_step(self, out: dict[str, torch.Tensor], stop: StopRequest) -> bool:
+        """Raise TrainingDiverged if any rank has a non-finite loss; True if any rank was asked to stop."""
+        values = torch.stack([v.float() for v in out.values()])
+        flags = torch.stack([(~torch.isfinite(values)).any(), torch.tensor(stop.requested, device=values.device)])
+        diverged, stop_now = distributed.any_rank(flags.float(), self.info).tolist()
+        if diverged:
+            raise self._diverged(list(out), values)
+        return bool(stop_now)
 
     def _diverged(self, names: list[str], values: torch.Tensor) -> TrainingDiverged:
         vals = values.tolist()
@@ -643,19 +443,6 @@ class Trainer:
             f"Training diverged at step {self.step}: {what}; {kept} — lower the learning rate or "
             "turn off AMP and resume."
         )
-
-
-def _optimizer_to(opt: torch.optim.Optimizer, device: torch.device) -> None:
-    for st in opt.state.values():
-        for k, v in st.items():
-            if isinstance(v, torch.Tensor) and k != "step":
-                st[k] = v.to(device)
-
-
-def loss_text(rec: dict[str, Any]) -> str:
-    """The losses and speed of a log record as the progress bar shows them."""
-    text = " ".join(f"{k[5:]}={v:.3f}" for k, v in rec.items() if k.startswith("loss_"))
-    return f"{text} {rec['images_per_s']:.0f} img/s"
 
 
 def train(cfg: TrainConfig, images: torch.Tensor, out_dir: str | Path, resume: bool = False,

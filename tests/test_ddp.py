@@ -11,6 +11,7 @@ import torch.multiprocessing as mp
 from conftest import smooth_images
 
 from gans.checkpoint import load_checkpoint
+from gans.run_edges import unwrap
 from gans.training import CHECKPOINT, LOG, TrainConfig, Trainer
 
 WORLD = 2
@@ -21,6 +22,13 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def network_state(tr: Trainer) -> dict[str, dict[str, torch.Tensor]]:
+    """Weights and buffers of every network (what two runs must agree on to be the same)."""
+    nets = {"G": unwrap(tr.G), "D": unwrap(tr.D), "SD": unwrap(tr.SD), "G_ema": tr.G_ema}
+    return {k: {n: t.detach().cpu().clone() for n, t in m.state_dict().items()}
+            for k, m in nets.items() if m is not None}
 
 
 def _worker(rank: int, port: int, out: str) -> None:
@@ -42,7 +50,7 @@ def _worker(rank: int, port: int, out: str) -> None:
 
     tr.next_indices = record
     tr.run()
-    torch.save({"nets": tr.network_state(), "init": init, "seen": seen, "local_batch": tr.local_batch},
+    torch.save({"nets": network_state(tr), "init": init, "seen": seen, "local_batch": tr.local_batch},
                Path(out) / f"rank{rank}.pt")
 
 

@@ -28,7 +28,7 @@ from detectors.base import CLASSIFIERS
 from detectors.features import FEATURES, extract, validate_batch
 from detectors.metrics import choose_threshold, evaluate
 from plumbing.devices import resolve_device
-from plumbing.files import atomic_path
+from plumbing.files import write_text
 from plumbing.progress import progress_bar
 
 FORMAT = "forgelab-detector"
@@ -297,6 +297,7 @@ class Detector:
 
     def _holdout(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Stratified split of training indices into (train, validation)."""
+        # Lazy: only fit needs it, and importing detectors stays cheap (start-up time).
         from sklearn.model_selection import train_test_split
 
         counts = np.bincount(y)
@@ -385,8 +386,7 @@ class Detector:
         (folder / CLASSIFIER_DIR).mkdir(exist_ok=True)
         self.classifier.save(folder / CLASSIFIER_DIR)
         # detector.json goes last: its presence means the folder is complete.
-        with atomic_path(folder / META_FILE) as tmp:
-            tmp.write_text(text, encoding="utf-8")
+        write_text(folder / META_FILE, text)
         return folder
 
     @classmethod

@@ -345,6 +345,7 @@ class Trainer:
     @torch.no_grad()
     def save_samples(self) -> Path:
         """Write an 8x8 grid of the generator's (EMA's) images from fixed latents to samples/."""
+        # Lazy: gans needs torchvision only here (start-up time).
         from torchvision.utils import save_image
 
         G = self.G_ema if self.G_ema is not None else unwrap(self.G)

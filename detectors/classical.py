@@ -41,6 +41,7 @@ TRUSTED_TYPES = frozenset({
     "sklearn.tree._tree.Tree",
     "sklearn.calibration._CalibratedClassifier",
     "sklearn.calibration._SigmoidCalibration",
+    "detectors.deviation.RealDeviation",
 })
 
 

@@ -40,7 +40,7 @@ CLASSIFIER_DIR = "classifier"
 # can feed a vector classifier (maps are flattened).
 IMAGE_FEATURES = ("pixels", "spectrum", "dct")
 # Modules that register classifiers; imported on first use so that importing detectors stays cheap.
-CLASSIFIER_MODULES = ("detectors.classical", "detectors.cnn", "detectors.sad")
+CLASSIFIER_MODULES = ("detectors.classical", "detectors.deviation", "detectors.cnn", "detectors.sad")
 _loaded_modules: set[str] = set()
 
 

@@ -7,8 +7,8 @@ from sklearn.covariance import LedoitWolf
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from detectors.deviation import DeviationClassifier, RealDeviation
 from detectors.detector import Detector
+from detectors.deviation import DeviationClassifier, RealDeviation
 
 
 def _two_families(seed=0, n=400, d=6):
@@ -28,7 +28,8 @@ def test_trained_on_one_direction_it_still_catches_the_opposite_one():
     dev = DeviationClassifier().fit(X, y)
     lr = LogisticRegression().fit(X, y)
     y_test = np.r_[np.zeros(200), np.ones(200)]
-    auc = lambda clf, fake: roc_auc_score(y_test, clf.predict_proba(np.r_[real[200:], fake[200:]])[:, 1])
+    def auc(clf, fake):
+        return roc_auc_score(y_test, clf.predict_proba(np.r_[real[200:], fake[200:]])[:, 1])
     # A linear classifier learns the direction and ranks the opposite family as more real than real.
     assert auc(lr, b) < 0.05
     assert auc(dev, a) > 0.95 and auc(dev, b) > 0.95

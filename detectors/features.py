@@ -250,3 +250,7 @@ def extract(name: str, images: torch.Tensor, batch_size: int | None = None, **op
     if batch_size is None or images.shape[0] <= batch_size:
         return fn(images, **options)
     return torch.cat([fn(images[i : i + batch_size], **options) for i in range(0, images.shape[0], batch_size)])
+
+
+# Features of the 2x2 upsampling grid (npr, dwt, periodicity) register themselves on import.
+from detectors import residuals as _residuals  # noqa: E402, F401

@@ -242,12 +242,21 @@ def check_feature(name: str) -> str:
     return name
 
 
+# Images per chunk inside extract(): a whole set at once is 3-4x slower on CPU than chunks of
+# this size (each chunk's FFT buffers stay in cache), and it bounds memory on any device.
+EXTRACT_CHUNK = 256
+
+
 def extract(name: str, images: torch.Tensor, batch_size: int | None = None, **options) -> torch.Tensor:
-    """Compute feature ``name`` of a batch; ``batch_size`` bounds memory for large sets."""
+    """Compute feature ``name`` of a batch, ``batch_size`` images at a time (default :data:`EXTRACT_CHUNK`)."""
     fn = FEATURES[check_feature(name)]
     if not isinstance(images, torch.Tensor):
         check_images(images)  # raises the readable TypeError before any slicing
-    if batch_size is None or images.shape[0] <= batch_size:
+    if batch_size is None:
+        batch_size = EXTRACT_CHUNK
+    elif isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive number of images (or None for {EXTRACT_CHUNK}), got {batch_size!r}.")
+    if images.shape[0] <= batch_size:
         return fn(images, **options)
     return torch.cat([fn(images[i : i + batch_size], **options) for i in range(0, images.shape[0], batch_size)])
 

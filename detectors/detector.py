@@ -38,7 +38,7 @@ CLASSIFIER_DIR = "classifier"
 # can feed a vector classifier (maps are flattened).
 IMAGE_FEATURES = ("pixels", "spectrum", "dct", "npr", "dwt")
 # Modules that register classifiers; imported on first use so that importing detectors stays cheap.
-CLASSIFIER_MODULES = ("detectors.classical", "detectors.cnn", "detectors.sad")
+CLASSIFIER_MODULES = ("detectors.classical", "detectors.cnn", "detectors.sad", "detectors.nprnet")
 _loaded_modules: set[str] = set()
 
 

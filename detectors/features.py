@@ -242,8 +242,9 @@ def check_feature(name: str) -> str:
     return name
 
 
-# Images per chunk inside extract(): a whole set at once is 3-4x slower on CPU than chunks of
-# this size (each chunk's FFT buffers stay in cache), and it bounds memory on any device.
+# Images per chunk inside extract(): a whole set at once is slower on CPU than chunks of this size
+# (each chunk's FFT buffers stay in cache; radial on 2,000 images at 64 px, one thread: 0.19 s
+# whole vs 0.07 s in chunks, medians of 5), and chunks bound memory on any device.
 EXTRACT_CHUNK = 256
 
 

@@ -42,12 +42,9 @@ from torch import nn
 from torchvision.models.resnet import Bottleneck
 
 from detectors.base import register_classifier
-from detectors.cnn import SMALL_INPUT, CNNClassifier
 
-try:  # the backbone registry is moving from detectors.cnn to detectors.backbones
-    from detectors.backbones import register_backbone
-except ImportError:  # pragma: no cover - depends on the branch
-    from detectors.cnn import register_backbone
+# The backbone registry lives in detectors.cnn on this branch (it is moving to detectors.backbones).
+from detectors.cnn import SMALL_INPUT, CNNClassifier, register_backbone
 
 NPRNET_DIM = 512  # channels out of ResNet-50's layer2
 

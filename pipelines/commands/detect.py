@@ -52,7 +52,7 @@ def _load_sets(folders: list[Path], resolution: int, limit: int | None, progress
     sets = [load_images(f, resolution, limit=limit, progress=progress, preprocess=preprocess) for f in folders]
     for s in sets:
         if s.skipped:
-            typer.echo(f"Skipped {len(s.skipped)} unreadable or too small file(s) in {s.source} "
+            typer.echo(f"Skipped {len(s.skipped)} unreadable file(s) in {s.source} "
                        f"(first: {s.skipped[0][0]}: {s.skipped[0][1]}).", err=True)
     return sets
 
@@ -126,8 +126,8 @@ def fit(
     val_sets = _load_sets([val_real, *val_fake], resolution, limit, progress, preprocess) if val_real is not None else None
     parity = parity_warnings(real_set, dict(zip(_unique_names(fake), fake_sets, strict=True)), preprocess=preprocess,
                              resolution=resolution)
-    for warning in parity:
-        typer.echo(f"Warning: {warning}", err=True)
+    for warning in parity:  # on stdout: stderr stays the one-line "Error: ..." channel
+        typer.echo(f"Warning: {warning}")
     config = {
         "detector": det.spec, "real": str(real), "fake": [str(f) for f in fake], "resolution": resolution,
         "preprocess": preprocess,

@@ -161,10 +161,10 @@ def transfer(
     folder.update(images=counts, skipped=skipped)
     n_skipped = sum(len(v) for v in skipped.values())
     if n_skipped:
-        typer.echo(f"Skipped {n_skipped} unreadable or too small file(s); they are listed in {folder.manifest_path}.")
+        typer.echo(f"Skipped {n_skipped} unreadable file(s); they are listed in {folder.manifest_path}.")
     parity = parity_warnings(real_set, fake_sets, jpeg=jpeg, preprocess=preprocess, resolution=resolution)
-    for warning in parity:
-        typer.echo(f"Warning: {warning}", err=True)
+    for warning in parity:  # on stdout: stderr stays the one-line "Error: ..." channel
+        typer.echo(f"Warning: {warning}")
     folder.update(parity_warnings=parity)
 
     records = run_transfer(real_set, fake_sets, specs, out, rows=row_kinds, seed=seed, fractions=fr,

@@ -244,7 +244,9 @@ def check_feature(name: str) -> str:
 
 # Images per chunk inside extract(): a whole set at once is slower on CPU than chunks of this size
 # (each chunk's FFT buffers stay in cache; radial on 2,000 images at 64 px, one thread: 0.19 s
-# whole vs 0.07 s in chunks, medians of 5), and chunks bound memory on any device.
+# whole vs 0.07 s in chunks, medians of 5), and chunks bound memory on any device. With 2 OpenMP
+# threads on an oversubscribed machine (load 6 on 2 cores) every step waits for the other thread
+# and the order reversed (0.29 s whole vs 1.14 s in chunks): run such jobs with one thread.
 EXTRACT_CHUNK = 256
 
 

@@ -38,9 +38,9 @@ CLASSIFIER_DIR = "classifier"
 
 # Features that exist as (N, C, H, W) maps and can feed an image classifier (CNN); every feature
 # can feed a vector classifier (maps are flattened).
-IMAGE_FEATURES = ("pixels", "spectrum", "dct")
+IMAGE_FEATURES = ("pixels", "spectrum", "dct", "npr", "dwt")
 # Modules that register classifiers; imported on first use so that importing detectors stays cheap.
-CLASSIFIER_MODULES = ("detectors.classical", "detectors.deviation", "detectors.cnn", "detectors.sad")
+CLASSIFIER_MODULES = ("detectors.classical", "detectors.deviation", "detectors.cnn", "detectors.sad", "detectors.nprnet")
 _loaded_modules: set[str] = set()
 
 

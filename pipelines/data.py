@@ -12,17 +12,23 @@ Preprocessing (:func:`preprocess_pil`), for every image from every source:
    images with transparency (RGBA, LA, P/L/RGB with a transparent colour) are composited
    on white, the way a browser shows them, so hidden colour under transparent pixels never
    leaks into the data.
-3. The centred square whose side is the shorter side is resized to ``R x R`` with Pillow's
-   bicubic filter, which widens its support when shrinking (that is its antialiasing). An
-   image that already is ``R x R`` passes through bit for bit, so lossless fakes at the
-   working resolution are not touched.
+3. ``preprocess="resize"`` (default): the centred square whose side is the shorter side is
+   resized to ``R x R`` with Pillow's bicubic filter, which widens its support when shrinking
+   (that is its antialiasing). An image that already is ``R x R`` passes through bit for bit,
+   so lossless fakes at the working resolution are not touched.
+   ``preprocess="crop"``: the centred ``R x R`` square at the image's own resolution, no
+   resampling, at an *even* offset so the source's 2x2 grid (where upsamplers leave their
+   traces) is kept; antialiased resizing erases exactly those traces. Step 1 is skipped in
+   this mode (a 90-degree EXIF rotation would move the grid by one pixel). An image smaller
+   than ``R`` on either side is skipped with a reason that names its size and the two fixes.
 4. uint8 ``(3, R, R)``.
 
 Folders are read recursively (``.jpg .jpeg .png .webp .bmp`` in any letter case; hidden files
 and folders are ignored), in sorted order, decoded in a thread pool (Pillow releases the GIL
 while decoding and resizing). Unreadable files are skipped and listed with a reason, or stop
 the load with ``strict=True``. Decoded sets are cached as ``.npy`` arrays keyed by a
-fingerprint of the file list (names, sizes, modification times), the resolution and the limit.
+fingerprint of the file list (names, sizes, modification times), the resolution, the limit and
+the preprocessing mode.
 """
 
 from __future__ import annotations
@@ -52,6 +58,12 @@ RESAMPLE = Image.Resampling.BICUBIC
 PREPROCESS_VERSION = 1
 EMBEDDED = "embedded"
 DEFAULT_EMBEDDED_COUNT = 512
+# How images become R x R: "resize" (antialiased, the default) or "crop" (native pixels).
+PREPROCESS_MODES = ("resize", "crop")
+# The embedded photos are split at this fraction of their width: crops of region "train" lie
+# left of it, crops of region "test" right of it, so the two pools share no pixel.
+EMBEDDED_REGIONS = ("train", "test")
+EMBEDDED_SPLIT = 0.5
 
 # fast.ai's ImageWoof: ten dog breeds from ImageNet, by WordNet id.
 IMAGEWOOF_CLASSES: dict[str, str] = {
@@ -81,6 +93,7 @@ class ImageSet:
     source: str = ""
     fingerprint: str = ""
     from_cache: bool = False
+    preprocess: str = "resize"
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -98,11 +111,34 @@ class ImageSet:
             files=[self.files[i] for i in idx.tolist()],
             source=self.source if source is None else source,
             fingerprint=self.fingerprint,
+            preprocess=self.preprocess,
         )
 
 
 class UnreadableImage(ValueError):
     """An image file that cannot be decoded; the message is the reason."""
+
+
+class TooSmallImage(UnreadableImage):
+    """An image smaller than the crop in ``preprocess="crop"`` mode; the message names its size and the fixes."""
+
+
+def check_preprocess(mode: str) -> str:
+    """Return ``mode`` if it is a preprocessing mode ("resize" or "crop"), else raise a ValueError."""
+    if mode not in PREPROCESS_MODES:
+        raise ValueError(f"Unknown preprocess mode {mode!r}; choose one of: {', '.join(PREPROCESS_MODES)}.")
+    return mode
+
+
+def too_small_reason(width: int, height: int, resolution: int) -> str:
+    """The sentence that says an image is too small to crop and how to fix it."""
+    return (f"{width}x{height} is smaller than the {resolution}x{resolution} crop; "
+            "pass a smaller --resolution or --preprocess resize")
+
+
+def even_centre_offset(size: int, resolution: int) -> int:
+    """Offset of a centred ``resolution`` window in ``size`` pixels, rounded down to an even number."""
+    return ((size - resolution) // 2) & ~1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,13 +163,20 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def preprocess_pil(img: Image.Image, resolution: int) -> torch.Tensor:
-    """Turn one Pillow image into uint8 (3, R, R): RGB, shorter side resized to R with antialias, centre crop."""
+def preprocess_pil(img: Image.Image, resolution: int, preprocess: str = "resize") -> torch.Tensor:
+    """Turn one Pillow image into uint8 (3, R, R): RGB, then resize (antialiased) or crop (native pixels, even offset)."""
     resolution = check_resolution(resolution)
+    check_preprocess(preprocess)
     rgb = to_rgb(img)
     w, h = rgb.size
     if w < 1 or h < 1:
         raise UnreadableImage(f"image has no pixels ({w}x{h})")
+    if preprocess == "crop":
+        if w < resolution or h < resolution:
+            raise TooSmallImage(too_small_reason(w, h, resolution))
+        x0, y0 = even_centre_offset(w, resolution), even_centre_offset(h, resolution)
+        arr = np.asarray(rgb, dtype=np.uint8)[y0 : y0 + resolution, x0 : x0 + resolution]
+        return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
     s = min(w, h)
     # The centred square of side s, in source pixel coordinates, resized straight to R x R:
     # the same as "shorter side to R, then centre crop" without rounding the intermediate size.
@@ -156,7 +199,7 @@ def _pixel_limit() -> int | None:
     return Image.MAX_IMAGE_PIXELS
 
 
-def _decode_file(path: str, resolution: int) -> np.ndarray:
+def _decode_file(path: str, resolution: int, preprocess: str = "resize") -> np.ndarray:
     """Decode and preprocess one file into uint8 (3, R, R); raise UnreadableImage with a reason."""
     try:
         if os.path.getsize(path) == 0:
@@ -169,8 +212,9 @@ def _decode_file(path: str, resolution: int) -> np.ndarray:
                     f"decompression bomb: {w}x{h} = {w * h} pixels exceeds the limit of {limit}"
                 )
             img.load()
-            img = ImageOps.exif_transpose(img)
-            return preprocess_pil(img, resolution).numpy()
+            if preprocess == "resize":  # crop keeps the stored pixel grid (see the module docstring)
+                img = ImageOps.exif_transpose(img)
+            return preprocess_pil(img, resolution, preprocess).numpy()
     except UnreadableImage:
         raise
     except Image.DecompressionBombError as e:
@@ -224,10 +268,11 @@ def cache_root() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "forgelab"
 
 
-def fingerprint(folder: Path, files: Sequence[Path], resolution: int, limit: int | None) -> str:
-    """Hash of the folder, its file names, sizes and mtimes, the resolution, the limit and the preprocessing version."""
+def fingerprint(folder: Path, files: Sequence[Path], resolution: int, limit: int | None,
+                preprocess: str = "resize") -> str:
+    """Hash of the folder, its file names, sizes and mtimes, the resolution, the limit, the mode and the preprocessing version."""
     h = hashlib.sha256()
-    h.update(f"forgelab-images v{PREPROCESS_VERSION}\0{folder.resolve()}\0{resolution}\0{limit}\n".encode())
+    h.update(f"forgelab-images v{PREPROCESS_VERSION}\0{folder.resolve()}\0{resolution}\0{limit}\0{preprocess}\n".encode())
     for p in files:
         st = p.stat()
         h.update(f"{p.relative_to(folder).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
@@ -239,7 +284,7 @@ def _cache_paths(cache_dir: Path, key: str) -> tuple[Path, Path]:
     return base / f"{key}.npy", base / f"{key}.json"
 
 
-def _read_cache(cache_dir: Path, key: str, folder: Path, resolution: int) -> ImageSet | None:
+def _read_cache(cache_dir: Path, key: str, folder: Path, resolution: int, preprocess: str = "resize") -> ImageSet | None:
     npy, meta_path = _cache_paths(cache_dir, key)
     if not (npy.is_file() and meta_path.is_file()):
         return None
@@ -253,7 +298,7 @@ def _read_cache(cache_dir: Path, key: str, folder: Path, resolution: int) -> Ima
     if arr.dtype != np.uint8 or arr.shape[1:] != (3, resolution, resolution) or arr.shape[0] != len(files):
         return None
     return ImageSet(images=torch.from_numpy(arr), files=files, skipped=skipped, source=str(folder),
-                    fingerprint=key, from_cache=True)
+                    fingerprint=key, from_cache=True, preprocess=preprocess)
 
 
 def _write_cache(cache_dir: Path, key: str, folder: Path, s: ImageSet) -> None:
@@ -264,6 +309,7 @@ def _write_cache(cache_dir: Path, key: str, folder: Path, s: ImageSet) -> None:
         meta = {
             "folder": str(folder.resolve()),
             "resolution": s.resolution,
+            "preprocess": s.preprocess,
             "files": [Path(f).relative_to(folder).as_posix() for f in s.files],
             "skipped": [[Path(f).relative_to(folder).as_posix(), r] for f, r in s.skipped],
         }
@@ -321,12 +367,13 @@ def default_workers() -> int:
     return max(2, min(16, 2 * (os.cpu_count() or 1)))
 
 
-def _decode_many(paths: Sequence[Path], resolution: int, workers: int, bar) -> Iterable[tuple[np.ndarray | None, str]]:
+def _decode_many(paths: Sequence[Path], resolution: int, workers: int, bar,
+                 preprocess: str = "resize") -> Iterable[tuple[np.ndarray | None, str]]:
     """Decode ``paths`` in a thread pool, yielding (array or None, reason) in input order."""
 
     def one(p: Path) -> tuple[np.ndarray | None, str]:
         try:
-            return _decode_file(str(p), resolution), ""
+            return _decode_file(str(p), resolution, preprocess), ""
         except UnreadableImage as e:
             return None, str(e)
 
@@ -341,14 +388,17 @@ def _decode_many(paths: Sequence[Path], resolution: int, workers: int, bar) -> I
 
 def load_images(path: str | os.PathLike, resolution: int, *, limit: int | None = None, strict: bool = False,
                 cache: bool | str | os.PathLike = True, progress: bool = False,
-                workers: int | None = None) -> ImageSet:
+                workers: int | None = None, preprocess: str = "resize") -> ImageSet:
     """Load every image under a folder as uint8 (N, 3, R, R) through the one preprocessing path.
 
     ``limit`` keeps N images chosen by a fixed-seed shuffle of the sorted file list (so a limited
     ImageWoof set spans all breeds), topped up past unreadable files, and returned in sorted
-    order. ``cache`` is True (default folder), False, or a folder to cache in.
+    order. ``cache`` is True (default folder), False, or a folder to cache in. ``preprocess`` is
+    ``"resize"`` or ``"crop"`` (see the module docstring); in crop mode images smaller than R are
+    skipped like unreadable ones (or stop the load with ``strict=True``).
     """
     resolution = check_resolution(resolution)
+    check_preprocess(preprocess)
     folder = Path(path).expanduser()
     _check_folder(folder)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1):
@@ -357,12 +407,13 @@ def load_images(path: str | os.PathLike, resolution: int, *, limit: int | None =
     if not files:
         raise _no_images_error(folder)
     limit = None if limit is None or limit >= len(files) else int(limit)
-    key = fingerprint(folder, files, resolution, limit)
+    key = fingerprint(folder, files, resolution, limit, preprocess)
     cache_dir = None if cache is False else (cache_root() if cache is True else Path(cache).expanduser())
 
-    result = _read_cache(cache_dir, key, folder, resolution) if cache_dir is not None else None
+    result = _read_cache(cache_dir, key, folder, resolution, preprocess) if cache_dir is not None else None
     if result is None:
-        result = _decode_folder(folder, files, resolution, limit, strict, progress, workers or default_workers())
+        result = _decode_folder(folder, files, resolution, limit, strict, progress, workers or default_workers(),
+                                preprocess)
         result.fingerprint = key
         if cache_dir is not None:
             _write_cache(cache_dir, key, folder, result)
@@ -379,11 +430,13 @@ def load_images(path: str | os.PathLike, resolution: int, *, limit: int | None =
 
 
 def _strict_error(path: str, reason: str) -> ValueError:
+    if " crop; pass a smaller --resolution" in reason:  # a TooSmallImage reason
+        return ValueError(f"{path} is too small: {reason} (or drop --strict to skip such images).")
     return ValueError(f"Cannot read {path} ({reason}); remove or fix it, or drop --strict to skip unreadable files.")
 
 
 def _decode_folder(folder: Path, files: list[Path], resolution: int, limit: int | None, strict: bool,
-                   progress: bool, workers: int) -> ImageSet:
+                   progress: bool, workers: int, preprocess: str = "resize") -> ImageSet:
     """Decode ``files`` (all, or ``limit`` of them in fixed-seed order) into an ImageSet."""
     n_want = len(files) if limit is None else limit
     # Shuffle with a fixed seed only when a subset is asked for; files are tried in that order
@@ -398,7 +451,7 @@ def _decode_folder(folder: Path, files: list[Path], resolution: int, limit: int 
             need = n_want - len(kept)
             chunk = order[pos : pos + need]
             pos += len(chunk)
-            for i, (arr, reason) in zip(chunk.tolist(), _decode_many([files[i] for i in chunk], resolution, workers, bar),
+            for i, (arr, reason) in zip(chunk.tolist(), _decode_many([files[i] for i in chunk], resolution, workers, bar, preprocess),
                                         strict=True):
                 if arr is None:
                     if strict:
@@ -415,6 +468,7 @@ def _decode_folder(folder: Path, files: list[Path], resolution: int, limit: int 
         files=[str(files[i]) for i in kept_sorted],
         skipped=[(str(files[i]), r) for i, r in sorted(skipped)],
         source=str(folder),
+        preprocess=preprocess,
     )
 
 
@@ -496,13 +550,33 @@ def _sample_photos() -> tuple[tuple[str, Image.Image], ...]:
     return tuple(photos)
 
 
-def embedded_images(resolution: int, n: int = DEFAULT_EMBEDDED_COUNT, seed: int = 0) -> ImageSet:
+def embedded_region(width: int, region: str | None) -> tuple[int, int]:
+    """Columns ``[x0, x1)`` of an embedded photo that crops of ``region`` (None: the whole photo) may use."""
+    if region is None:
+        return 0, width
+    if region not in EMBEDDED_REGIONS:
+        raise ValueError(f"Unknown embedded region {region!r}; choose one of: {', '.join(EMBEDDED_REGIONS)} (or None).")
+    split = int(width * EMBEDDED_SPLIT) & ~1  # even, so crop mode's even offsets stay even in both regions
+    return (0, split) if region == "train" else (split, width)
+
+
+def embedded_images(resolution: int, n: int = DEFAULT_EMBEDDED_COUNT, seed: int = 0, *,
+                    region: str | None = None, preprocess: str = "resize") -> ImageSet:
     """``n`` real-photo crops of scikit-learn's sample photographs, preprocessed like any folder image.
 
-    Crops have random sizes (from about 1.5x the resolution up to 8x, capped by the photo),
-    aspect ratios between 3:4 and 4:3, positions and horizontal flips, all drawn from ``seed``.
+    ``region`` picks the pool: ``"train"`` crops lie in the left part of each photo and ``"test"``
+    crops in the right part (split at :data:`EMBEDDED_SPLIT` of the width), so the two pools
+    share no pixel and a pixel CNN cannot pass a test by having memorised training crops;
+    ``None`` (default) draws from the whole photo, as before.
+
+    With ``preprocess="resize"`` crops have random sizes (from about 1.5x the resolution up to
+    8x, capped by the region), aspect ratios between 3:4 and 4:3, positions and horizontal flips,
+    all drawn from ``seed``, and are resized to R. With ``preprocess="crop"`` each is an R x R
+    window of native pixels at a random *even* position, never flipped (a flip of an even-sized
+    window moves the 2x2 grid by one pixel).
     """
     resolution = check_resolution(resolution)
+    check_preprocess(preprocess)
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n must be a positive number of images, got {n!r}.")
     photos = _sample_photos()
@@ -511,7 +585,19 @@ def embedded_images(resolution: int, n: int = DEFAULT_EMBEDDED_COUNT, seed: int 
     files = []
     for i in range(n):
         name, photo = photos[int(rng.integers(len(photos)))]
-        w, h = photo.size
+        x_lo, x_hi = embedded_region(photo.size[0], region)
+        w, h = x_hi - x_lo, photo.size[1]
+        if preprocess == "crop":
+            if w < resolution or h < resolution:
+                where = f"the {region} region of {name}" if region else name
+                raise ValueError(f"{where} is {w}x{h} pixels, smaller than the {resolution}x{resolution} crop; "
+                                 "pass a smaller --resolution or --preprocess resize.")
+            x = x_lo + 2 * int(rng.integers(0, (w - resolution) // 2 + 1))
+            y = 2 * int(rng.integers(0, (h - resolution) // 2 + 1))
+            arr = np.asarray(photo, dtype=np.uint8)[y : y + resolution, x : x + resolution]
+            out[i] = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+            files.append(f"{EMBEDDED}:{name}#x={x},y={y},w={resolution},h={resolution}")
+            continue
         short = min(w, h)
         lo = min(max(int(1.5 * resolution), 48), short)
         hi = max(lo, min(short, 8 * resolution))
@@ -519,7 +605,7 @@ def embedded_images(resolution: int, n: int = DEFAULT_EMBEDDED_COUNT, seed: int 
         aspect = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
         cw = min(w, max(1, round(side * math.sqrt(aspect))))
         ch = min(h, max(1, round(side / math.sqrt(aspect))))
-        x = int(rng.integers(0, w - cw + 1))
+        x = x_lo + int(rng.integers(0, w - cw + 1))
         y = int(rng.integers(0, h - ch + 1))
         flip = bool(rng.random() < 0.5)
         crop = photo.crop((x, y, x + cw, y + ch))
@@ -527,7 +613,11 @@ def embedded_images(resolution: int, n: int = DEFAULT_EMBEDDED_COUNT, seed: int 
             crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         out[i] = preprocess_pil(crop, resolution)
         files.append(f"{EMBEDDED}:{name}#x={x},y={y},w={cw},h={ch}{',flip' if flip else ''}")
-    return ImageSet(images=out, files=files, source=EMBEDDED, fingerprint=f"{EMBEDDED}-{resolution}-{n}-{seed}")
+    key = f"{EMBEDDED}-{resolution}-{n}-{seed}"
+    # The default pool and mode keep their old fingerprint, so existing run folders still match.
+    key += f"-{region}" if region else ""
+    key += f"-{preprocess}" if preprocess != "resize" else ""
+    return ImageSet(images=out, files=files, source=EMBEDDED, fingerprint=key, preprocess=preprocess)
 
 
 def resolve_data(spec: str | os.PathLike | None) -> str | Path:
@@ -548,16 +638,20 @@ def resolve_data(spec: str | os.PathLike | None) -> str | Path:
 
 
 def load_data(spec: str | os.PathLike | None, resolution: int, *, limit: int | None = None, seed: int = 0,
-              **kwargs: Any) -> ImageSet:
+              preprocess: str = "resize", region: str | None = None, **kwargs: Any) -> ImageSet:
     """Load a data spec (``"embedded"``, a folder, or None for $FORGELAB_DATA) at ``resolution``.
 
     ``limit`` is the number of embedded crops (default 512) or the folder subset size; ``seed``
-    draws the embedded crops; other keywords go to :func:`load_images`.
+    draws the embedded crops and ``region`` picks their pool (see :func:`embedded_images`; it
+    is ignored for folders); ``preprocess`` is "resize" or "crop"; other keywords go to
+    :func:`load_images`.
     """
+    check_preprocess(preprocess)
     where = resolve_data(spec)
     if where == EMBEDDED:
-        return embedded_images(resolution, n=limit or DEFAULT_EMBEDDED_COUNT, seed=seed)
-    return load_images(where, resolution, limit=limit, **kwargs)
+        return embedded_images(resolution, n=limit or DEFAULT_EMBEDDED_COUNT, seed=seed, region=region,
+                               preprocess=preprocess)
+    return load_images(where, resolution, limit=limit, preprocess=preprocess, **kwargs)
 
 
 def imagewoof_split(root: str | os.PathLike, split: str = "train") -> Path:

@@ -251,9 +251,9 @@ def test_second_load_hits_cache_without_decoding(image_folder: Path, tmp_path: P
     calls = []
     real = data._decode_file
 
-    def counting(path, resolution):
+    def counting(path, resolution, *args):
         calls.append(path)
-        return real(path, resolution)
+        return real(path, resolution, *args)
 
     monkeypatch.setattr(data, "_decode_file", counting)
     first = load_images(image_folder, 32)

@@ -192,3 +192,21 @@ def test_unknown_names_are_listed():
         extract("fourier", torch.zeros(1, 3, 8, 8))
     with pytest.raises(ValueError, match="normalize"):
         extract("radial", torch.zeros(1, 3, 8, 8), normalize="zscore")
+
+
+def test_extract_chunks_large_sets_inside(monkeypatch):
+    from detectors import features
+
+    seen = []
+
+    def spy(images):
+        seen.append(images.shape[0])
+        return images.float().mean(dim=(1, 2, 3))[:, None]
+
+    monkeypatch.setitem(features.FEATURES, "spy", spy)
+    x = torch.rand(2 * features.EXTRACT_CHUNK + 5, 3, 4, 4)
+    out = extract("spy", x)
+    assert seen == [features.EXTRACT_CHUNK, features.EXTRACT_CHUNK, 5]
+    assert torch.allclose(out[:, 0], x.mean(dim=(1, 2, 3)))
+    with pytest.raises(ValueError, match="batch_size must be a positive"):
+        extract("spy", x, batch_size=0)

@@ -42,14 +42,32 @@ def _unique_names(folders: list[Path]) -> list[str]:
     return [n if names.count(n) == 1 else f"{n}_{i + 1}" for i, n in enumerate(names)]
 
 
-def _load_sets(folders: list[Path], resolution: int, limit: int | None, progress: bool) -> list:
+PREPROCESS_HELP = "resize (antialiased, default) or crop (centred native pixels at an even offset, keeps the 2x2 grid)."
+
+
+def _load_sets(folders: list[Path], resolution: int, limit: int | None, progress: bool,
+               preprocess: str = "resize") -> list:
     from pipelines.data import load_images
 
-    sets = [load_images(f, resolution, limit=limit, progress=progress) for f in folders]
+    sets = [load_images(f, resolution, limit=limit, progress=progress, preprocess=preprocess) for f in folders]
     for s in sets:
         if s.skipped:
-            typer.echo(f"Skipped {len(s.skipped)} unreadable file(s) in {s.source} (first: {s.skipped[0][0]}: {s.skipped[0][1]}).", err=True)
+            typer.echo(f"Skipped {len(s.skipped)} unreadable file(s) in {s.source} "
+                       f"(first: {s.skipped[0][0]}: {s.skipped[0][1]}).", err=True)
     return sets
+
+
+def _model_preprocess(model: Path, given: str | None) -> str:
+    """--preprocess as given, else the mode the detector in ``model`` was fitted with (resize for old models)."""
+    from pipelines.data import check_preprocess
+
+    if given is not None:
+        return check_preprocess(given)
+    try:
+        cfg = json.loads((model / "manifest.json").read_text(encoding="utf-8")).get("config", {})
+        return check_preprocess(cfg.get("preprocess", "resize"))
+    except (OSError, ValueError, AttributeError):
+        return "resize"
 
 
 def _jsonable_metrics(metrics: dict[str, float]) -> dict[str, float | None]:
@@ -65,6 +83,7 @@ def fit(
     fake: list[Path] = typer.Option(..., "--fake", help="Folder of fake images; repeat for several sources."),
     out: Path = typer.Option(..., "--out", help="Model folder to write."),
     resolution: int = typer.Option(64, "--resolution", "-r", help="Image side length in pixels."),
+    preprocess: str = typer.Option("resize", "--preprocess", help=PREPROCESS_HELP),
     limit: int | None = typer.Option(None, "--limit", help="At most this many images per folder."),
     val_real: Path | None = typer.Option(None, "--val-real", help="Validation real images (default: hold out 20% of training)."),
     val_fake: list[Path] | None = typer.Option(None, "--val-fake", help="Validation fake images; repeat per source."),
@@ -82,7 +101,11 @@ def fit(
 ) -> None:
     """Fit a detector on real and fake image folders and save it to --out."""
     from detectors.detector import META_FILE, Detector
+    from pipelines.data import check_preprocess
+    from pipelines.parity import parity_warnings
     from pipelines.runfolder import RunFolder
+
+    check_preprocess(preprocess)
 
     params = parse_assignments(param, "--param")
     if grid:
@@ -99,10 +122,15 @@ def fit(
     if not overwrite and (run.is_finished() or (out / META_FILE).exists()):
         raise FileExistsError(f"{out} already holds a fitted detector; pass --overwrite to replace it or choose another --out.")
 
-    real_set, *fake_sets = _load_sets([real, *fake], resolution, limit, progress)
-    val_sets = _load_sets([val_real, *val_fake], resolution, limit, progress) if val_real is not None else None
+    real_set, *fake_sets = _load_sets([real, *fake], resolution, limit, progress, preprocess)
+    val_sets = _load_sets([val_real, *val_fake], resolution, limit, progress, preprocess) if val_real is not None else None
+    parity = parity_warnings(real_set, dict(zip(_unique_names(fake), fake_sets, strict=True)), preprocess=preprocess,
+                             resolution=resolution)
+    for warning in parity:  # on stdout: stderr stays the one-line "Error: ..." channel
+        typer.echo(f"Warning: {warning}")
     config = {
         "detector": det.spec, "real": str(real), "fake": [str(f) for f in fake], "resolution": resolution,
+        "preprocess": preprocess,
         "limit": limit, "val_real": str(val_real) if val_real else None, "val_fake": [str(f) for f in val_fake or []],
         "multiclass": multiclass, "classifier_params": params, "feature_options": options,
         "feature_batch_size": feature_batch_size,
@@ -117,7 +145,8 @@ def fit(
     )
     det.save(out)
     counts = {"real": len(real_set), "fake": [len(s) for s in fake_sets]}
-    run.finish(threshold=det.threshold, validation=_jsonable_metrics(det.validation), counts=counts)
+    run.finish(threshold=det.threshold, validation=_jsonable_metrics(det.validation), counts=counts,
+               parity_warnings=parity)
     v = det.validation
     typer.echo(
         f"Fitted {det.spec} on {len(real_set)} real and {sum(counts['fake'])} fake images at {resolution} px; "
@@ -133,6 +162,7 @@ def score(
     folders: list[Path] = typer.Argument(..., help="One or more folders of images to score."),
     out: Path = typer.Option(..., "--out", help="CSV file to write (path, score, label)."),
     limit: int | None = typer.Option(None, "--limit", help="At most this many images per folder."),
+    preprocess: str | None = typer.Option(None, "--preprocess", help=PREPROCESS_HELP + " Default: as fitted."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
@@ -154,7 +184,7 @@ def score(
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["path", "score", "label", *(["class"] if attribution else [])])
     n = n_fake = 0
-    for s in _load_sets(folders, det.resolution[0], limit, progress):
+    for s in _load_sets(folders, det.resolution[0], limit, progress, _model_preprocess(model, preprocess)):
         scores = det.score(s.images, progress=progress)
         classes = det.attribute(s.images) if attribution else None
         for i, (path, value) in enumerate(zip(s.files, scores, strict=True)):
@@ -174,6 +204,7 @@ def evaluate_cmd(
     real: Path = typer.Option(..., "--real", help="Folder of real test images."),
     fake: list[Path] = typer.Option(..., "--fake", help="Folder of fake test images; repeat for several."),
     limit: int | None = typer.Option(None, "--limit", help="At most this many images per folder."),
+    preprocess: str | None = typer.Option(None, "--preprocess", help=PREPROCESS_HELP + " Default: as fitted."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
@@ -185,7 +216,8 @@ def evaluate_cmd(
     from detectors.metrics import evaluate
 
     det = Detector.load(model, device=device)
-    real_set, *fake_sets = _load_sets([real, *fake], det.resolution[0], limit, progress and not as_json)
+    real_set, *fake_sets = _load_sets([real, *fake], det.resolution[0], limit, progress and not as_json,
+                                      _model_preprocess(model, preprocess))
     scores = np.concatenate([det.score(s.images) for s in [real_set, *fake_sets]])
     y = np.concatenate([np.zeros(len(real_set), np.int64)] + [np.ones(len(s), np.int64) for s in fake_sets])
     metrics = evaluate(y, scores, det.threshold)

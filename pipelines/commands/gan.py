@@ -26,7 +26,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10 needs the tomli ba
     import tomli as tomllib
 
 # Keys a --config file may hold besides the TrainConfig fields.
-DATA_KEYS = ("data", "limit")
+DATA_KEYS = ("data", "limit", "preprocess")
 
 
 def valid_config_keys() -> list[str]:
@@ -83,6 +83,8 @@ def train_command(
     data: str | None = typer.Option(
         None, "--data", help="Image folder, or 'embedded' for the bundled photos (default: $FORGELAB_DATA)."),
     limit: int | None = typer.Option(None, "--limit", help="Use at most this many images."),
+    preprocess: str | None = typer.Option(
+        None, "--preprocess", help="How real images become R x R: resize (default) or crop (native pixels)."),
     resolution: int | None = typer.Option(None, "--resolution", help="Image size: 32, 64 or 128."),
     steps: int | None = typer.Option(None, "--steps", help="Number of generator steps."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Global batch size."),
@@ -109,11 +111,12 @@ def train_command(
         "spectral_d_weight": spectral_d_weight, "spectral_reg": spectral_reg, "resolution": resolution,
         "steps": steps, "batch_size": batch_size, "width": width, "ema": ema, "amp": amp,
         "ckpt_every": ckpt_every, "sample_every": sample_every, "seed": seed, "device": device,
-        "data": data, "limit": limit,
+        "data": data, "limit": limit, "preprocess": preprocess,
     }
     settings.update({k: v for k, v in given.items() if v is not None})
     data_spec = settings.pop("data", None)
     data_limit = settings.pop("limit", None)
+    data_preprocess = settings.pop("preprocess", None) or "resize"
     cfg = TrainConfig.from_dict(settings)
 
     run = RunFolder(out)
@@ -130,10 +133,11 @@ def train_command(
 
     info, dev, created = distributed.init_distributed(cfg.device)
     try:
-        imageset = load_data(data_spec, cfg.resolution, limit=data_limit, seed=cfg.seed, progress=info.is_main)
+        imageset = load_data(data_spec, cfg.resolution, limit=data_limit, seed=cfg.seed, progress=info.is_main,
+                             preprocess=data_preprocess)
         if info.is_main:
             run.start("train", {**cfg.resolved().to_dict(), "data": str(data_spec) if data_spec else None,
-                                "limit": data_limit},
+                                "limit": data_limit, "preprocess": data_preprocess},
                       seed=cfg.seed, device=str(dev), data=imageset.source, overwrite=overwrite, resume=resume)
             run.update(n_images=int(imageset.images.shape[0]), data_fingerprint=imageset.fingerprint,
                        world_size=info.world_size)

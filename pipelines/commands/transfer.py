@@ -77,6 +77,8 @@ def transfer(
     rows: list[str] = typer.Option(["each"], "--rows", help="Rows: each, all, loo (repeat or comma list)."),
     fractions: str = typer.Option("0.6,0.2,0.2", "--fractions", help="Train,validation,test fractions of one-folder sets."),
     jpeg: int | None = typer.Option(None, "--jpeg", help="JPEG-compress every real and fake image at this quality."),
+    preprocess: str = typer.Option("resize", "--preprocess", help="resize (antialiased, default) or crop (centred "
+                                   "native pixels at an even offset, keeps the 2x2 grid)."),
     attribute: bool = typer.Option(False, "--attribute", help="Also fit one multi-class model per detector (which source?)."),
     limit: int | None = typer.Option(None, "--limit", help="Use at most N images of each folder (fixed-seed subset)."),
     seed: int = typer.Option(0, "--seed", help="Seed for splits, subsets and classifiers."),
@@ -88,12 +90,14 @@ def transfer(
 ) -> None:
     """Train each detector on each row's fake sources and test it on every source: a transfer matrix."""
     from detectors.detector import check_spec
-    from pipelines.data import load_data, load_images
+    from pipelines.data import check_preprocess, load_data, load_images
+    from pipelines.parity import parity_warnings
     from pipelines.runfolder import RunFolder
     from pipelines.transfer import parse_rows, print_matrix, run_transfer
 
     if jobs < 1:
         raise ValueError(f"--jobs must be at least 1, got {jobs}.")
+    check_preprocess(preprocess)
     fakes_raw = [parse_fake(f) for f in fake]
     names = [n for n, _ in fakes_raw]
     dup = sorted({n for n in names if names.count(n) > 1})
@@ -128,11 +132,14 @@ def transfer(
         "real": real, "fakes": dict(fakes_raw), "detectors": specs, "rows": row_kinds, "resolution": resolution,
         "fractions": fr, "jpeg": jpeg, "attribute": attribute, "limit": limit, "seed": seed,
     }
+    if preprocess != "resize":  # absent for the default, so earlier resize runs still resume
+        config["preprocess"] = preprocess
 
     def load(part: str):
         if part.lower() == "embedded":
-            return load_data("embedded", resolution, limit=limit, seed=seed)
-        return load_images(part, resolution, limit=limit, strict=strict, cache=not no_cache, progress=True)
+            return load_data("embedded", resolution, limit=limit, seed=seed, preprocess=preprocess)
+        return load_images(part, resolution, limit=limit, strict=strict, cache=not no_cache, progress=True,
+                           preprocess=preprocess)
 
     def load_spec(parts: list[str]):
         sets = [load(p) for p in parts]
@@ -155,6 +162,10 @@ def transfer(
     n_skipped = sum(len(v) for v in skipped.values())
     if n_skipped:
         typer.echo(f"Skipped {n_skipped} unreadable file(s); they are listed in {folder.manifest_path}.")
+    parity = parity_warnings(real_set, fake_sets, jpeg=jpeg, preprocess=preprocess, resolution=resolution)
+    for warning in parity:  # on stdout: stderr stays the one-line "Error: ..." channel
+        typer.echo(f"Warning: {warning}")
+    folder.update(parity_warnings=parity)
 
     records = run_transfer(real_set, fake_sets, specs, out, rows=row_kinds, seed=seed, fractions=fr,
                            jpeg=jpeg, attribute=attribute, progress=True, jobs=jobs)

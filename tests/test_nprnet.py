@@ -1,0 +1,54 @@
+"""nprnet: NPR's ResNet cut after two stages, as a backbone and as the classifier of npr / dwt / pixels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import smooth_images
+from torch import nn
+
+from detectors.base import CLASSIFIERS
+from detectors.detector import Detector, valid_pairs
+
+
+def test_trunk_is_resnet50_up_to_layer2():
+    from detectors.cnn import BACKBONES
+    from detectors.nprnet import NPRNetClassifier
+
+    body, dim = BACKBONES["nprnet"](3, 32)
+    assert dim == 512
+    names = [type(m).__name__ for m in body]
+    assert names == ["Conv2d", "BatchNorm2d", "ReLU", "Identity", "Sequential", "Sequential", "AdaptiveAvgPool2d", "Flatten"]
+    assert len(body[4]) == 3 and len(body[5]) == 4  # ResNet-50's stage sizes
+    assert body[0].stride == (1, 1) and body[0].kernel_size == (3, 3)  # small-input stem
+    assert body(torch.zeros(2, 3, 16, 16)).shape == (2, 512)
+    # torchvision's ResNet-50 has 215,808 parameters in layer1 and 1,219,584 in layer2.
+    assert [sum(p.numel() for p in body[i].parameters()) for i in (4, 5)] == [215_808, 1_219_584]
+    big, _ = BACKBONES["nprnet"](3, 128)
+    assert big[0].stride == (2, 2) and isinstance(big[3], nn.MaxPool2d)
+    assert CLASSIFIERS["nprnet"] is NPRNetClassifier
+    assert NPRNetClassifier().augment_p == 0.0 and NPRNetClassifier().flip_p == 0.5
+
+
+def test_pairs_are_listed():
+    pairs = valid_pairs()
+    assert {"npr:nprnet", "dwt:nprnet", "pixels:nprnet"} <= set(pairs)
+    assert "periodicity:nprnet" not in pairs and "radial:nprnet" not in pairs
+
+
+def test_npr_nprnet_fits_saves_and_loads(tmp_path):
+    torch.manual_seed(0)
+    real = smooth_images(24, 16, seed=1)
+    g = torch.Generator().manual_seed(2)
+    fake = smooth_images(24, 8, seed=2).repeat_interleave(2, -2).repeat_interleave(2, -1)
+    fake = (fake.float() + 3 * torch.randn(fake.shape, generator=g)).clamp(0, 255).to(torch.uint8)
+    det = Detector("npr:nprnet", device="cpu", epochs=2, batch_size=16, seed=0).fit(real, fake)
+    s = det.score(torch.cat([real[:4], fake[:4]]))
+    assert s.shape == (8,) and np.all((0 <= s) & (s <= 1))
+    det.save(tmp_path / "m")
+    again = Detector.load(tmp_path / "m", device="cpu")
+    assert again.classifier.backbone_name() == "nprnet"
+    np.testing.assert_allclose(again.score(torch.cat([real[:4], fake[:4]])), s, atol=1e-5)
+    with pytest.raises(ValueError, match="no pretrained weights"):
+        Detector("npr:nprnet", device="cpu", pretrained="imagenet").fit(real, fake)

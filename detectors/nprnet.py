@@ -36,15 +36,15 @@ not a verdict.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+import torch
 from torch import nn
 from torchvision.models.resnet import Bottleneck
 
-from detectors.base import register_classifier
-
-# The backbone registry lives in detectors.cnn on this branch (it is moving to detectors.backbones).
 from detectors.backbones import SMALL_INPUT, register_backbone
+from detectors.base import register_classifier
 from detectors.cnn import CNNClassifier
 
 NPRNET_DIM = 512  # channels out of ResNet-50's layer2
@@ -99,9 +99,10 @@ class NPRNetClassifier(CNNClassifier):
         seed: int = 0,
         eval_batch_size: int = 256,
         progress: bool = False,
+        feature_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         super().__init__(
             epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience,
             augment_p=augment_p, flip_p=flip_p, input_norm=input_norm, pretrained=pretrained, device=device,
-            amp=amp, seed=seed, eval_batch_size=eval_batch_size, progress=progress,
+            amp=amp, seed=seed, eval_batch_size=eval_batch_size, progress=progress, feature_fn=feature_fn,
         )

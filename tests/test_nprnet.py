@@ -13,7 +13,7 @@ from detectors.detector import Detector, valid_pairs
 
 
 def test_trunk_is_resnet50_up_to_layer2():
-    from detectors.cnn import BACKBONES
+    from detectors.backbones import BACKBONES
     from detectors.nprnet import NPRNetClassifier
 
     body, dim = BACKBONES["nprnet"](3, 32)

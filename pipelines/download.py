@@ -24,6 +24,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from plumbing.progress import progress_bar
+
 IMAGEWOOF_BASE_URL = "https://s3.amazonaws.com/fast-ai-imageclas"
 # --size -> archive stem (also the folder the archive unpacks to).
 IMAGEWOOF_ARCHIVES: dict[str, str] = {
@@ -49,46 +51,6 @@ def check_size(size: str) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # Download
-
-
-class _NullBar:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
-
-    def update(self, completed: int, total: int | None) -> None:
-        pass
-
-
-class _DownloadBar:
-    """A rich progress bar in bytes, with speed and time left."""
-
-    def __init__(self, description: str):
-        self.description = description
-
-    def __enter__(self):
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
-
-        self.p = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                          TransferSpeedColumn(), TimeRemainingColumn())
-        self.p.__enter__()
-        self.task = self.p.add_task(self.description, total=None)
-        return self
-
-    def __exit__(self, *a):
-        return self.p.__exit__(*a)
-
-    def update(self, completed: int, total: int | None) -> None:
-        self.p.update(self.task, completed=completed, total=total)
 
 
 def _total_from_content_range(value: str | None) -> tuple[int | None, int | None]:
@@ -143,8 +105,9 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, re
     part = dest.with_name(dest.name + ".part")
     total: int | None = None
     breaks = 0
-    bar = _DownloadBar(f"Downloading {dest.name}") if progress else _NullBar()
-    with bar:
+    # Shown also when stderr is not a terminal, as before; kept on screen when done.
+    with progress_bar(progress, f"Downloading {dest.name}", None, terminal_only=False, transient=False,
+                      unit="bytes") as bar:
         while True:
             offset = part.stat().st_size if part.is_file() else 0
             headers = {"User-Agent": "forgelab"}
@@ -177,7 +140,7 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, re
                         length = resp.headers.get("Content-Length")
                         total = int(length) if length and length.isdigit() else None
                     done = offset
-                    bar.update(done, total)
+                    bar.update(completed=done, total=total)
                     with open(part, mode) as f:
                         while True:
                             block = resp.read(CHUNK)
@@ -185,7 +148,7 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, re
                                 break
                             f.write(block)
                             done += len(block)
-                            bar.update(done, total)
+                            bar.update(completed=done, total=total)
                 if total is None or done == total:
                     break
                 if done > total:

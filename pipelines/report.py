@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.names import is_plain_name
 from pipelines.runfolder import RunFolder, read_json, write_bytes, write_text
 
 REPORT_FILE = "report.html"
@@ -106,9 +107,7 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
         names = sorted(p.stem for p in spectra_dir.glob("*.npz") if p.stem != "real")
         plan = {"name": run.name, "generators": [{"name": n} for n in names]}
     names = [g["name"] for g in plan.get("generators", [])]
-    from pipelines.study import NAME_PATTERN
-
-    bad = [n for n in names if not isinstance(n, str) or not NAME_PATTERN.match(n)]
+    bad = [n for n in names if not is_plain_name(n)]
     if bad:  # names become file names below: a tampered study.json must not lead outside the folder
         raise ValueError(
             f"{run / 'study.json'} lists the generator name {bad[0]!r}, which is not a plain name; "

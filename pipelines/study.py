@@ -20,9 +20,6 @@ Config layout (every section but [study] and one of [grid] / [[generators]] is o
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import re
 import shutil
 import time
 import types
@@ -35,7 +32,11 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 import numpy as np
 import torch
 
-from pipelines.runfolder import RunFolder, atomic_path, read_json, write_json, write_text
+from pipelines.names import NAME_RULE, RESERVED_NAMES, ROW_KINDS, is_plain_name
+from pipelines.runfolder import RunFolder
+from plumbing.devices import device_name, resolve_device
+from plumbing.digests import json_digest, tensor_digest
+from plumbing.files import atomic_path, read_json, write_json, write_text
 
 try:  # Python >= 3.11
     import tomllib
@@ -52,9 +53,6 @@ SECTIONS = ("study", "train", "grid", "generators", "generate", "quality", "tran
 STUDY_OWNED_TRAIN_KEYS = ("resolution", "device")
 # Fields of TrainConfig that change how often things are logged, not what is learned.
 TRAIN_KEYS_NOT_HASHED = ("ckpt_every", "sample_every", "log_every", "device")
-TRANSFER_ROWS = ("each", "all", "loo")
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-RESERVED_NAMES = ("real", "all")  # the real set's files and the transfer matrix's union row
 
 
 # --------------------------------------------------------------------------- config sections
@@ -321,8 +319,8 @@ def parse_config(raw: dict[str, Any], source: str = "<dict>", text: str | None =
         raise ValueError(f"[study] n_real = {study.n_real} must be at least 2; fix it in the config.")
     if study.threads is not None and study.threads < 1:
         raise ValueError(f"[study] threads = {study.threads} must be at least 1 (or left out for torch's default).")
-    if not NAME_PATTERN.match(study.name):
-        raise ValueError(f"[study] name = {study.name!r} must be letters, digits, '-', '_' or '.'; rename it.")
+    if not is_plain_name(study.name):
+        raise ValueError(f"[study] name = {study.name!r} must {NAME_RULE}; rename it.")
 
     keys = train_keys()
     hints = get_type_hints(_train_config_class())
@@ -377,9 +375,9 @@ def parse_config(raw: dict[str, Any], source: str = "<dict>", text: str | None =
         )
     seen: set[str] = set()
     for g in generators:
-        if not NAME_PATTERN.match(g.name) or g.name in RESERVED_NAMES:
+        if not is_plain_name(g.name) or g.name in RESERVED_NAMES:
             raise ValueError(
-                f"Generator name {g.name!r} is not allowed; use letters, digits, '-', '_' or '.' (and not {' or '.join(RESERVED_NAMES)})."
+                f"Generator name {g.name!r} is not allowed; it must {NAME_RULE} (and not be {' or '.join(RESERVED_NAMES)})."
             )
         if g.name in seen:
             raise ValueError(f"Two generators are both named {g.name!r}; give the [[generators]] entry its own name = \"...\".")
@@ -403,8 +401,8 @@ def parse_config(raw: dict[str, Any], source: str = "<dict>", text: str | None =
         for spec in transfer.detectors:
             check_spec(spec)
         for row in transfer.rows:
-            if row not in TRANSFER_ROWS:
-                raise ValueError(f"[transfer] rows contains {row!r}; choose from: {', '.join(TRANSFER_ROWS)}.")
+            if row not in ROW_KINDS:
+                raise ValueError(f"[transfer] rows contains {row!r}; choose from: {', '.join(ROW_KINDS)}.")
         if abs(sum(transfer.fractions) - 1.0) > 1e-6 or min(transfer.fractions) <= 0:
             raise ValueError(
                 f"[transfer] fractions = {list(transfer.fractions)} must be three positive numbers (train, validation, test) summing to 1."
@@ -498,16 +496,8 @@ def train_config_from(study: StudyOptions, gen: GeneratorSpec) -> Any:
 
 
 def digest(inputs: Any) -> str:
-    """A short stable hash of JSON-able ``inputs``."""
-    blob = json.dumps({"v": STEP_VERSION, "inputs": inputs}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def tensor_digest(x: torch.Tensor) -> str:
-    """A short hash of a tensor's shape, dtype and bytes (identifies the real data set)."""
-    h = hashlib.sha256(f"{tuple(x.shape)}{x.dtype}".encode())
-    h.update(x.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
+    """A short stable hash of JSON-able ``inputs`` (the key of a finished step in steps.json)."""
+    return json_digest(inputs, version=STEP_VERSION)
 
 
 class StepLog:
@@ -629,13 +619,6 @@ def mean_spectra(images: torch.Tensor, batch_size: int = 512) -> dict[str, np.nd
 # --------------------------------------------------------------------------- running a study
 
 
-def resolve_device(device: str) -> str:
-    """'auto' -> 'cuda' when available, else 'cpu'; other names unchanged."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 def _echo(progress: bool) -> Callable[[str], None]:
     if not progress:
         return lambda _msg: None
@@ -684,7 +667,7 @@ def _open_folder(out: Path, cfg: StudyConfig, overwrite: bool, data_label: str |
             f"{out} is not empty and is not a study folder; choose another --out or pass --overwrite."
         )
     return folder.start(
-        "study", cfg.to_dict(), seed=cfg.study.seed, device=resolve_device(cfg.study.device),
+        "study", cfg.to_dict(), seed=cfg.study.seed, device=device_name(cfg.study.device),
         data=data_label, overwrite=overwrite, resume=not overwrite,
     )
 
@@ -875,18 +858,7 @@ def _quality_step(cfg: StudyConfig, out: Path, name: str, real: torch.Tensor) ->
         except (OSError, ValueError, RuntimeError, ImportError) as e:
             # Offline machines have no Inception weights: record why and keep going.
             result["fid_kid_unavailable"] = str(e).splitlines()[0] if str(e) else type(e).__name__
-    write_json(out / "quality" / f"{name}.json", _plain(result))
-
-
-def _plain(obj: Any) -> Any:
-    """Numbers from numpy/torch as plain Python floats, so JSON stays readable."""
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, (np.generic, torch.Tensor)):
-        return obj.item()
-    return obj
+    write_json(out / "quality" / f"{name}.json", result)  # numpy/torch numbers become plain JSON
 
 
 def _transfer_step(cfg: StudyConfig, out: Path, real: Any, resume: bool, progress: bool) -> None:

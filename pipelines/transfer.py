@@ -35,10 +35,8 @@ attribution, ``attribution/<detector>.csv|png`` and ``attribution.json``.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
-import math
 import os
 import re
 import time
@@ -52,15 +50,16 @@ import numpy as np
 import torch
 
 from pipelines.data import ImageSet, perturb, split_indices
-from pipelines.runfolder import read_json, write_bytes, write_json, write_text
+from pipelines.names import NAME_RULE, RESERVED_NAMES, ROW_KINDS, is_plain_name
+from plumbing.digests import json_digest, tensor_digest
+from plumbing.files import read_json, write_bytes, write_json, write_text
+from plumbing.progress import progress_bar
 
-ROW_KINDS = ("each", "all", "loo")
 CELL_VERSION = 1
 # Metrics that get a heatmap (the contract's five; every metric is in matrix.csv).
 HEATMAP_METRICS = ("ap", "auc", "acc", "acc_cal", "eer")
 # Metrics where lower is better (their heatmaps use a reversed colour map).
 LOWER_IS_BETTER = ("eer",)
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 SetSpec = ImageSet | tuple[ImageSet, ImageSet]
 
@@ -97,21 +96,11 @@ def _sample(n_have: int, n_take: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n_have, n_take, replace=False))
 
 
-def _digest(images: torch.Tensor) -> str:
-    """Content hash of a uint8 image tensor (shape included)."""
-    h = hashlib.blake2b(digest_size=12)
-    h.update(str(tuple(images.shape)).encode())
-    h.update(np.ascontiguousarray(images.cpu().numpy()).data)
-    return h.hexdigest()
-
-
 def check_source_name(name: str) -> str:
     """Return ``name`` if it can name a fake source (and a file), else raise a ValueError."""
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise ValueError(
-            f"Fake source name {name!r} must start with a letter or digit and use only letters, digits, '_', '.', '+' or '-'."
-        )
-    if name == "all" or name == "real":
+    if not is_plain_name(name):
+        raise ValueError(f"Fake source name {name!r} must {NAME_RULE}.")
+    if name in RESERVED_NAMES:
         raise ValueError(f"Fake source name {name!r} is reserved; choose another name.")
     return name
 
@@ -171,12 +160,12 @@ def make_splits(spec: SetSpec, name: str, fractions: Sequence[float], seed: int,
             raise ValueError("fractions for train and validation must not both be 0.")
         tr, va = split_indices(len(train_set), (fr[0] / (fr[0] + fr[1]), fr[1] / (fr[0] + fr[1])), _seed(seed, name, "split"))
         train, val, test = train_set.images[tr], train_set.images[va], test_set.images
-        digest = _digest(train_set.images) + _digest(test_set.images)
+        digest = tensor_digest(train_set.images) + tensor_digest(test_set.images)
     else:
         s = _check_set(spec, name)
         tr, va, te = split_indices(len(s), fr, _seed(seed, name, "split"))
         train, val, test = s.images[tr], s.images[va], s.images[te]
-        digest = _digest(s.images)
+        digest = tensor_digest(s.images)
     for part, x in (("train", train), ("validation", val), ("test", test)):
         if x.shape[0] < 2:
             raise ValueError(
@@ -224,44 +213,6 @@ class _TestFeatures:
 
 # ---------------------------------------------------------------------------------------------
 # The run
-
-
-def _config_hash(payload: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
-
-
-class _Bar:
-    """A rich progress bar over (detector, row) tasks, or nothing."""
-
-    def __init__(self, enabled: bool, total: int):
-        self.p = None
-        if enabled:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-            )
-
-            self.p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-            self.task = self.p.add_task("Transfer matrix", total=total)
-
-    def __enter__(self):
-        if self.p is not None:
-            self.p.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        return self.p.__exit__(*exc) if self.p is not None else False
-
-    def step(self, description: str) -> None:
-        if self.p is not None:
-            self.p.update(self.task, description=description)
-
-    def advance(self) -> None:
-        if self.p is not None:
-            self.p.advance(self.task)
 
 
 def run_transfer(real: SetSpec, fakes: dict[str, SetSpec], detectors: list[str], out_dir: str | os.PathLike,
@@ -331,10 +282,10 @@ def run_transfer(real: SetSpec, fakes: dict[str, SetSpec], detectors: list[str],
             return (spec, kw, names, real_s, fake_s, real_test, fake_test, out, base, seed)
         return (spec, kw, row, row_map[row], names, real_s, fake_s, real_test, fake_test, y_test, out, base, seed)
 
-    with _Bar(progress, len(tasks)) as bar:
+    with progress_bar(progress, "Transfer matrix", len(tasks), terminal_only=False, transient=False) as bar:
         if jobs == 1 or len(tasks) == 1:
             for spec, row in tasks:
-                bar.step(f"{spec} · {row.lstrip('@')}")
+                bar.update(description=f"{spec} · {row.lstrip('@')}")
                 cells[(spec, row)] = _compute_cell(row == "@attribution", cell_args(spec, row), feats)
                 bar.advance()
         else:
@@ -389,7 +340,7 @@ def _compute_cells_in_parallel(tasks: list[tuple[str, str]], cell_args, jobs: in
         for fut in as_completed(futures):
             spec, row = futures[fut]
             cells[(spec, row)] = fut.result()
-            bar.step(f"{spec} · {row.lstrip('@')}")
+            bar.update(description=f"{spec} · {row.lstrip('@')}")
             bar.advance()
     return cells
 
@@ -414,7 +365,7 @@ def _matrix_cell(Detector, spec: str, kw: dict, row: str, sources: list[str], na
     """Fit ``spec`` on one row's sources and evaluate it on every column (or reuse the saved cell)."""
     from detectors.metrics import evaluate
 
-    config_hash = _config_hash({**base, "detector": spec, "options": kw, "row": row, "sources": sources})
+    config_hash = json_digest({**base, "detector": spec, "options": kw, "row": row, "sources": sources})
     path = _cell_path(out, spec, row)
     cell = _cached(path, config_hash)
     if cell is not None:
@@ -451,7 +402,7 @@ def _attribution_cell(Detector, spec: str, kw: dict, names: list[str], real_s: S
     """Fit ``spec`` as one (K+1)-class model and return its confusion matrix on the test sets."""
     from sklearn.metrics import confusion_matrix
 
-    config_hash = _config_hash({**base, "detector": spec, "options": kw, "row": "@attribution"})
+    config_hash = json_digest({**base, "detector": spec, "options": kw, "row": "@attribution"})
     path = _cell_path(out, spec, "attribution")
     cell = _cached(path, config_hash)
     if cell is not None:
@@ -508,7 +459,7 @@ def _write_outputs(out: Path, records: list[dict], specs: list[str], rows: list[
         "row_sources": row_map,
         "columns": names,
         "metrics": metrics,
-        "matrix": _json_safe(nested),
+        "matrix": nested,  # write_json turns NaN into null: strict JSON
         "sizes": sizes,
         "config": base,
     })
@@ -517,15 +468,6 @@ def _write_outputs(out: Path, records: list[dict], specs: list[str], rows: list[
             values = np.array([[nested[spec][metric][r][c] for c in names] for r in rows], dtype=np.float64)
             png = heatmap_png(values, rows, names, f"{spec} · {metric}", reverse=metric in LOWER_IS_BETTER)
             write_bytes(out / "heatmaps" / f"{slug(spec)}_{metric}.png", png)
-
-
-def _json_safe(obj: Any) -> Any:
-    """NaN -> None, so matrix.json stays strict JSON."""
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def heatmap_png(values: np.ndarray, rows: Sequence[str], cols: Sequence[str], title: str, *,

@@ -48,7 +48,8 @@ def metrics(
     quiet: bool = typer.Option(False, "--quiet", help="No progress output."),
 ) -> None:
     """Measure how good FAKE images are against REAL ones (default: --fid --kid --spectral)."""
-    from pipelines.quality import metric_rows, quality_metrics, to_jsonable
+    from pipelines.quality import metric_rows, quality_metrics
+    from plumbing.files import json_safe
 
     chosen = {"fid": fid, "kid": kid, "isc": isc, "prc": prc, "spectral": spectral}
     if not any(chosen.values()):
@@ -71,7 +72,7 @@ def metrics(
         progress=not quiet and not as_json,
     )
     if as_json:
-        typer.echo(json.dumps(to_jsonable(result), indent=2))
+        typer.echo(json.dumps(json_safe(result), indent=2))
         return
     from rich.console import Console
     from rich.table import Table

@@ -21,8 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.arrays import load_arrays
 from pipelines.names import is_plain_name
 from pipelines.runfolder import RunFolder, read_json, write_bytes, write_text
+from pipelines.steps import StepLog
 
 REPORT_FILE = "report.html"
 FIGURE_DIR = "report"
@@ -114,8 +116,6 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
             "refusing to read files outside the study folder (restore study.json or rerun the study)."
         )
 
-    from pipelines.study import load_arrays
-
     spectra = {}
     for name in ["real", *names]:
         p = spectra_dir / f"{name}.npz"
@@ -128,7 +128,7 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
         "plan": plan,
         "names": names,
         "manifest": _read_json_or(run / "manifest.json", {}),
-        "steps": _read_json_or(run / "steps.json", {}).get("steps", {}),
+        "steps": StepLog(run).steps,
         "spectra": spectra,
         "samples": {n: run / "samples" / f"{n}.png" for n in ["real", *names] if (run / "samples" / f"{n}.png").is_file()},
         "quality": quality,

@@ -25,7 +25,8 @@ def study(
     quiet: bool = typer.Option(False, "--quiet", help="No progress output."),
 ) -> None:
     """Run a study from a TOML config: train, generate, spectra, metrics, transfer matrix, report (resumable)."""
-    from pipelines.study import load_config, run_study
+    from pipelines.study import run_study
+    from pipelines.study_config import load_config
 
     cfg = load_config(config, overrides=tuple(set_ or ()))
     target = out if out is not None else Path("outputs") / cfg.study.name

@@ -24,6 +24,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from pipelines.data import imagewoof_split
 from plumbing.progress import progress_bar
 
 IMAGEWOOF_BASE_URL = "https://s3.amazonaws.com/fast-ai-imageclas"
@@ -237,11 +238,9 @@ def extract_archive(archive: str | os.PathLike, root: str | os.PathLike, *, prog
                     f"{root / clash[0]} already exists; move it away or choose another --root before extracting {archive.name}."
                 )
             kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-            if progress:
-                from rich.progress import track
-
-                members = track(members, description=f"Extracting {archive.name}", total=len(members))
-            tar.extractall(tmp, members=members, **kwargs)
+            with progress_bar(progress, f"Extracting {archive.name}", len(members), terminal_only=False,
+                              transient=False) as bar:
+                tar.extractall(tmp, members=_counted(members, bar), **kwargs)
         for t in tops:
             os.replace(tmp / t, root / t)
         return [root / t for t in tops]
@@ -251,13 +250,18 @@ def extract_archive(archive: str | os.PathLike, root: str | os.PathLike, *, prog
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _counted(items, bar):
+    """``items`` one by one, advancing ``bar`` after each."""
+    for item in items:
+        yield item
+        bar.advance()
+
+
 # ---------------------------------------------------------------------------------------------
 # ImageWoof
 
 
 def _is_imagewoof(folder: Path) -> bool:
-    from pipelines.data import imagewoof_split
-
     try:
         imagewoof_split(folder, "train")
         imagewoof_split(folder, "val")

@@ -43,10 +43,12 @@ from typing import Any
 
 import torch
 import torch_fidelity
+from PIL import Image
 from torch.utils.data import Dataset
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
 from detectors.fidelity import spectral_fidelity
+from gans.networks import RESOLUTIONS
 from pipelines.data import (
     EMBEDDED,
     ImageSet,
@@ -168,16 +170,12 @@ def _manifest_resolution(folder: Path) -> int | None:
         value = json.loads(manifest.read_text(encoding="utf-8")).get("resolution")
     except (OSError, ValueError, AttributeError):
         return None
-    from gans.networks import RESOLUTIONS
-
     # Only a size a generator can have: an edited manifest must not make the loader allocate for 10^5 px.
     return int(value) if isinstance(value, int) and value in RESOLUTIONS else None
 
 
 def _first_image_side(folder: Path) -> int | None:
     """The side of the first image of a folder when it is square (fake sets), else None."""
-    from PIL import Image
-
     files = list_images(folder) if folder.is_dir() else []
     if not files:
         return None

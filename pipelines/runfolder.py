@@ -9,6 +9,7 @@ import shutil
 import sys
 import time
 from collections.abc import Iterable
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,6 @@ def versions() -> dict[str, str]:
         except Exception:  # a missing optional library is not an error here
             pass
     try:
-        from importlib.metadata import version
-
         out["forgelab"] = version("forgelab")
     except Exception:
         pass

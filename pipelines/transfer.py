@@ -42,13 +42,20 @@ import re
 import time
 import zlib
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.multiprocessing as tmp
+from rich.console import Console
+from rich.table import Table
+from sklearn.metrics import confusion_matrix
 
+from detectors.detector import Detector, check_spec
+from detectors.metrics import evaluate
 from pipelines.data import ImageSet, perturb, split_indices
 from pipelines.names import NAME_RULE, RESERVED_NAMES, ROW_KINDS, is_plain_name
 from plumbing.digests import json_digest, tensor_digest
@@ -230,8 +237,6 @@ def run_transfer(real: SetSpec, fakes: dict[str, SetSpec], detectors: list[str],
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be a positive integer, got {jobs!r}.")
-    from detectors.detector import check_spec
-
     if not fakes:
         raise ValueError("No fake sources given; pass at least one NAME=SPEC.")
     names = [check_source_name(n) for n in fakes]
@@ -312,8 +317,6 @@ def run_transfer(real: SetSpec, fakes: dict[str, SetSpec], detectors: list[str],
 
 def _compute_cell(attribution: bool, args: tuple, feats: _TestFeatures | None = None) -> dict[str, Any]:
     """One (detector, row) cell: a fitted matrix row, or the attribution model (also a worker entry)."""
-    from detectors.detector import Detector
-
     if attribution:
         return _attribution_cell(Detector, *args)
     spec, kw, row, sources, names, real_s, fake_s, real_test, fake_test, y_test, out, base, seed = args
@@ -327,10 +330,6 @@ def _worker_init(threads: int) -> None:
 
 def _compute_cells_in_parallel(tasks: list[tuple[str, str]], cell_args, jobs: int, bar) -> dict:
     """Fit cells in ``jobs`` worker processes (spawned: torch does not survive fork safely)."""
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    import torch.multiprocessing as tmp
-
     threads = max(1, torch.get_num_threads() // jobs)
     cells = {}
     with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=tmp.get_context("spawn"),
@@ -363,8 +362,6 @@ def _matrix_cell(Detector, spec: str, kw: dict, row: str, sources: list[str], na
                  fake_s: dict[str, Splits], real_test: torch.Tensor, fake_test: dict[str, torch.Tensor],
                  y_test: np.ndarray, feats: _TestFeatures, out: Path, base: dict, seed: int) -> dict[str, Any]:
     """Fit ``spec`` on one row's sources and evaluate it on every column (or reuse the saved cell)."""
-    from detectors.metrics import evaluate
-
     config_hash = json_digest({**base, "detector": spec, "options": kw, "row": row, "sources": sources})
     path = _cell_path(out, spec, row)
     cell = _cached(path, config_hash)
@@ -400,8 +397,6 @@ def _attribution_cell(Detector, spec: str, kw: dict, names: list[str], real_s: S
                       real_test: torch.Tensor, fake_test: dict[str, torch.Tensor], out: Path, base: dict,
                       seed: int) -> dict[str, Any]:
     """Fit ``spec`` as one (K+1)-class model and return its confusion matrix on the test sets."""
-    from sklearn.metrics import confusion_matrix
-
     config_hash = json_digest({**base, "detector": spec, "options": kw, "row": "@attribution"})
     path = _cell_path(out, spec, "attribution")
     cell = _cached(path, config_hash)
@@ -475,6 +470,7 @@ def heatmap_png(values: np.ndarray, rows: Sequence[str], cols: Sequence[str], ti
                 xlabel: str = "tested on", ylabel: str = "trained on") -> bytes:
     """An annotated heatmap (rows x cols) as PNG bytes (matplotlib, Agg backend)."""
     # A bare Figure renders with the Agg canvas and never touches pyplot's global state.
+    # Lazy for start-up time: matplotlib takes about a second to import and only heatmaps need it.
     from matplotlib.figure import Figure
 
     n_r, n_c = values.shape
@@ -525,9 +521,6 @@ def _write_attribution(out: Path, cells: dict[str, dict[str, Any]], heatmaps: bo
 
 def print_matrix(records: list[dict], metric: str = "ap", console=None) -> None:
     """Print one rich table per detector: rows = trained on, columns = tested on, values = ``metric``."""
-    from rich.console import Console
-    from rich.table import Table
-
     console = console or Console()
     dets = list(dict.fromkeys(r["detector"] for r in records))
     for spec in dets:

@@ -16,7 +16,8 @@ from detectors.detector import Detector
 from pipelines import transfer as transfer_mod
 from pipelines.cli import app
 from pipelines.data import ImageSet, load_images
-from pipelines.transfer import HEATMAP_METRICS, make_splits, parse_rows, row_sources, run_transfer
+from pipelines.transfer import make_splits, parse_rows, row_sources, run_transfer
+from pipelines.transfer_outputs import HEATMAP_METRICS
 
 N, R = 60, 32
 

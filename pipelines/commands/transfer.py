@@ -90,7 +90,8 @@ def transfer(
     from detectors.detector import check_spec
     from pipelines.data import load_data, load_images
     from pipelines.runfolder import RunFolder
-    from pipelines.transfer import parse_rows, print_matrix, run_transfer
+    from pipelines.transfer import parse_rows, run_transfer
+    from pipelines.transfer_outputs import print_matrix
 
     if jobs < 1:
         raise ValueError(f"--jobs must be at least 1, got {jobs}.")

@@ -21,29 +21,38 @@ def metrics(
     spectral: bool = typer.Option(False, "--spectral", help="Spectral fidelity: radial/x/y L1 and cloaking score (no weights)."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON instead of a table."),
     resolution: int | None = typer.Option(
-        None, "--resolution", help="Working resolution R (default: the fake set's manifest or image size)."
+        None, "--resolution", help="Working resolution R.",
+        show_default="the fake set's manifest or image size"
     ),
-    limit: int | None = typer.Option(None, "--limit", help="Use at most this many images of each set."),
+    limit: int | None = typer.Option(None, "--limit", help="Use at most this many images of each set.", show_default="all"),
     feature_extractor: str | None = typer.Option(
-        None, "--feature-extractor", help="A torch-fidelity feature extractor for all metrics (default: Inception; VGG16 for --prc)."
+        None, "--feature-extractor", help="A torch-fidelity feature extractor for all metrics.",
+        show_default="Inception; VGG16 for --prc"
     ),
     feature_extractor_weights: Path | None = typer.Option(
-        None, "--feature-extractor-weights", help="Local weights file for the feature extractor (offline machines)."
+        None, "--feature-extractor-weights", help="Local weights file for the feature extractor (offline machines).",
+        show_default="torch.hub's download"
     ),
     prc_weights: Path | None = typer.Option(
-        None, "--prc-weights", help="Local VGG16 weights file (vgg16-397923af.pth) for --prc (offline machines)."
+        None, "--prc-weights", help="Local VGG16 weights file (vgg16-397923af.pth) for --prc (offline machines).",
+        show_default="torch.hub's download"
     ),
     cache_dir: Path | None = typer.Option(
-        None, "--cache-dir", help="Where real-set features are cached (default: $FORGELAB_CACHE/fidelity)."
+        None, "--cache-dir", help="Where real-set features are cached.",
+        show_default="$FORGELAB_CACHE/fidelity"
     ),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the real-set cache."),
     kid_subset_size: int | None = typer.Option(
-        None, "--kid-subset-size", help="KID subset size (default 1000, clamped to the smaller set)."
+        None, "--kid-subset-size", help="KID subset size, clamped to the smaller set.",
+        # pipelines.quality.DEFAULT_KID_SUBSET_SIZE, written out: importing torch-fidelity for --help
+        # costs seconds (tests/test_cli_help.py checks that the two agree).
+        show_default="1000"
     ),
     batch_size: int = typer.Option(64, "--batch-size", help="Images per feature-extractor batch."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     seed: int | None = typer.Option(
-        None, "--seed", help="Seed of KID subsets, IS splits and cloaking folds (default: torch-fidelity's, and 0)."
+        None, "--seed", help="Seed of KID subsets, IS splits and cloaking folds.",
+        show_default="torch-fidelity's, and 0 for cloaking"
     ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress output."),
 ) -> None:

@@ -106,8 +106,8 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, re
     part = dest.with_name(dest.name + ".part")
     total: int | None = None
     breaks = 0
-    # Shown also when stderr is not a terminal, as before; kept on screen when done.
-    with progress_bar(progress, f"Downloading {dest.name}", None, terminal_only=False, transient=False,
+    # On a terminal only (a log gets no bar); kept on screen when done.
+    with progress_bar(progress, f"Downloading {dest.name}", None, transient=False,
                       unit="bytes") as bar:
         while True:
             offset = part.stat().st_size if part.is_file() else 0
@@ -238,7 +238,7 @@ def extract_archive(archive: str | os.PathLike, root: str | os.PathLike, *, prog
                     f"{root / clash[0]} already exists; move it away or choose another --root before extracting {archive.name}."
                 )
             kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-            with progress_bar(progress, f"Extracting {archive.name}", len(members), terminal_only=False,
+            with progress_bar(progress, f"Extracting {archive.name}", len(members),
                               transient=False) as bar:
                 tar.extractall(tmp, members=_counted(members, bar), **kwargs)
         for t in tops:

@@ -302,14 +302,15 @@ def run_transfer(real: SetSpec, fakes: dict[str, SetSpec], detectors: list[str],
         return TransferCell(spec, dict(options.get(spec, {})), row, row_map.get(row, names), names, real_s,
                             fake_s, real_test, fake_test, out, base, seed)
 
-    with progress_bar(progress, "Transfer matrix", len(tasks), terminal_only=False, transient=False) as bar:
+    with progress_bar(progress, "Transfer matrix", len(tasks), transient=False) as bar:
         if jobs == 1 or len(tasks) == 1:
             for spec, row in tasks:
                 bar.update(description=f"{spec} · {row.lstrip('@')}")
                 cells[(spec, row)] = _compute_cell(cell(spec, row), feats)
                 bar.advance()
         else:
-            cells.update(_compute_cells_in_parallel([cell(spec, row) for spec, row in tasks], jobs, bar))
+            done = _compute_cells_in_parallel([cell(spec, row) for spec, row in tasks], jobs, bar)
+            cells.update((task, done[task]) for task in tasks)  # task order, not finishing order
 
     records = [
         {"detector": spec, "train": row, "test": test, "metric": metric, "value": value}

@@ -153,6 +153,8 @@ def test_parallel_cells_equal_sequential_cells(sources, tmp_path: Path):
     two = run_transfer(real, fakes, specs, tmp_path / "two", rows="each", attribute=True, heatmaps=False, jobs=2)
     key = lambda r: (r["detector"], r["train"], r["test"], r["metric"])  # noqa: E731
     assert sorted(two, key=key) == sorted(one, key=key)
+    # The same rows in the same order, whichever worker finished first.
+    assert (tmp_path / "one" / "matrix.csv").read_bytes() == (tmp_path / "two" / "matrix.csv").read_bytes()
     assert (tmp_path / "one" / "attribution" / "xy-svm.csv").read_text() == (
         tmp_path / "two" / "attribution" / "xy-svm.csv").read_text()
     with pytest.raises(ValueError, match="jobs must be a positive integer"):

@@ -5,13 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from pipelines.errors import friendly
+from plumbing.files import json_safe
 
 detect_app = typer.Typer(help="Fit, apply and evaluate fake-image detectors (FEATURE:CLASSIFIER).", no_args_is_help=True)
 
@@ -50,11 +50,6 @@ def _load_sets(folders: list[Path], resolution: int, limit: int | None, progress
         if s.skipped:
             typer.echo(f"Skipped {len(s.skipped)} unreadable file(s) in {s.source} (first: {s.skipped[0][0]}: {s.skipped[0][1]}).", err=True)
     return sets
-
-
-def _jsonable_metrics(metrics: dict[str, float]) -> dict[str, float | None]:
-    """NaN (a metric that was not computed) becomes null so the output is strict JSON."""
-    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
 
 
 @detect_app.command("fit")
@@ -122,7 +117,7 @@ def fit(
     )
     det.save(out)
     counts = {"real": len(real_set), "fake": [len(s) for s in fake_sets]}
-    run.finish(threshold=det.threshold, validation=_jsonable_metrics(det.validation), counts=counts)
+    run.finish(threshold=det.threshold, validation=det.validation, counts=counts)
     v = det.validation
     typer.echo(
         f"Fitted {det.spec} on {len(real_set)} real and {sum(counts['fake'])} fake images at {resolution} px; "
@@ -196,8 +191,8 @@ def evaluate_cmd(
     metrics = evaluate(y, scores, det.threshold)
     if as_json:
         payload = {"detector": det.spec, "model": str(model), "n_real": len(real_set), "n_fake": int(y.sum()),
-                   "threshold": det.threshold, "metrics": _jsonable_metrics(metrics)}
-        typer.echo(json.dumps(payload, indent=2))
+                   "threshold": det.threshold, "metrics": metrics}
+        typer.echo(json.dumps(json_safe(payload), indent=2))
         return
     from rich.console import Console
     from rich.table import Table

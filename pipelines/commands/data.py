@@ -1,4 +1,8 @@
-"""``forgelab data ...``: prepare data sets and inspect image folders."""
+"""``forgelab data ...``: prepare data sets and inspect image folders.
+
+Lazy imports: the modules that do the work are imported inside each command, for start-up
+time (every ``forgelab`` call, ``--help`` included, loads all command modules).
+"""
 
 from __future__ import annotations
 

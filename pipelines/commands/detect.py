@@ -1,4 +1,8 @@
-"""``forgelab detect ...``: fit a FEATURE:CLASSIFIER detector on image folders, score images, evaluate."""
+"""``forgelab detect ...``: fit a FEATURE:CLASSIFIER detector on image folders, score images, evaluate.
+
+Lazy imports: the modules that do the work are imported inside each command, for start-up
+time (every ``forgelab`` call, ``--help`` included, loads all command modules).
+"""
 
 from __future__ import annotations
 

@@ -4,6 +4,9 @@ Options are layered, lowest first: the config a resumed run was started with
 (``RUN_DIR/train_config.json``), then ``--config FILE.toml``, then the options given on the
 command line. The TOML file holds the keys of :class:`gans.training.TrainConfig` plus ``data``
 and ``limit`` (flat, or inside a ``[train]`` table).
+
+Lazy imports: the modules that do the work are imported inside each command, for start-up
+time (every ``forgelab`` call, ``--help`` included, loads all command modules).
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""``forgelab metrics REAL FAKE``: generator quality (FID, KID, IS, precision/recall) and spectral fidelity."""
+"""``forgelab metrics REAL FAKE``: generator quality (FID, KID, IS, precision/recall) and spectral fidelity.
+
+Lazy imports: the modules that do the work are imported inside each command, for start-up
+time (every ``forgelab`` call, ``--help`` included, loads all command modules).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from pathlib import Path
 import typer
 
 from pipelines.errors import friendly
+from plumbing.files import json_safe
 
 
 @friendly
@@ -58,7 +63,6 @@ def metrics(
 ) -> None:
     """Measure how good FAKE images are against REAL ones (default: --fid --kid --spectral)."""
     from pipelines.quality import metric_rows, quality_metrics
-    from plumbing.files import json_safe
 
     chosen = {"fid": fid, "kid": kid, "isc": isc, "prc": prc, "spectral": spectral}
     if not any(chosen.values()):

@@ -1,4 +1,8 @@
-"""Commands ``forgelab study``, ``forgelab quickstart`` and ``forgelab report``."""
+"""Commands ``forgelab study``, ``forgelab quickstart`` and ``forgelab report``.
+
+Lazy imports: the modules that do the work are imported inside each command, for start-up
+time (every ``forgelab`` call, ``--help`` included, loads all command modules).
+"""
 
 from __future__ import annotations
 

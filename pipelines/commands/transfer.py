@@ -1,4 +1,8 @@
-"""``forgelab transfer``: detectors trained on some fake sources, tested on every source."""
+"""``forgelab transfer``: detectors trained on some fake sources, tested on every source.
+
+Lazy imports: the modules that do the work are imported inside each command, for start-up
+time (every ``forgelab`` call, ``--help`` included, loads all command modules).
+"""
 
 from __future__ import annotations
 

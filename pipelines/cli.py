@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import typer
 
 from pipelines.errors import state
@@ -21,10 +23,8 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show full traceback
 
 
 def _register() -> None:
-    # Each module adds its commands to ``app``; the imports are here so that the
-    # modules stay small and each one owns one group of commands.
-    import importlib
-
+    # Each module adds its commands to ``app``, so that the modules stay small and each one
+    # owns one group of commands.
     for name in ("gan", "detect", "data", "transfer", "study", "metrics"):
         importlib.import_module(f"pipelines.commands.{name}").register(app)
 

@@ -51,6 +51,7 @@ import torch
 from PIL import Image, ImageOps
 
 from pipelines.runfolder import atomic_path
+from plumbing.progress import progress_bar
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 RESAMPLE = Image.Resampling.BICUBIC
@@ -320,48 +321,6 @@ def _write_cache(cache_dir: Path, key: str, folder: Path, s: ImageSet) -> None:
         warnings.warn(f"Could not write the image cache in {cache_dir} ({e}); continuing without it.", stacklevel=3)
 
 
-def _progress_bar(enabled: bool, description: str, total: int):
-    """A rich progress bar (or a no-op) whose ``advance(n)`` moves it on."""
-    from rich.console import Console
-
-    # A transient bar leaves only a blank line in a log file, so bars are for terminals.
-    if not enabled or not Console(stderr=True).is_terminal:
-        class _Null:
-            def __enter__(self):
-                return self
-
-            def __exit__(self, *a):
-                return False
-
-            def advance(self, n: int = 1) -> None:
-                pass
-
-        return _Null()
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    class _Bar:
-        def __enter__(self):
-            self.p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                              TimeRemainingColumn(), transient=True, console=Console(stderr=True))
-            self.p.__enter__()
-            self.task = self.p.add_task(description, total=total)
-            return self
-
-        def __exit__(self, *a):
-            return self.p.__exit__(*a)
-
-        def advance(self, n: int = 1) -> None:
-            self.p.advance(self.task, n)
-
-    return _Bar()
-
-
 def default_workers() -> int:
     """Threads for decoding: a few per core, since Pillow releases the GIL while it decodes."""
     return max(2, min(16, 2 * (os.cpu_count() or 1)))
@@ -446,7 +405,7 @@ def _decode_folder(folder: Path, files: list[Path], resolution: int, limit: int 
     kept: list[int] = []
     skipped: list[tuple[int, str]] = []
     pos = 0
-    with _progress_bar(progress, f"Decoding {folder.name}", n_want) as bar:
+    with progress_bar(progress, f"Decoding {folder.name}", n_want) as bar:
         while len(kept) < n_want and pos < len(order):
             need = n_want - len(kept)
             chunk = order[pos : pos + need]
@@ -502,7 +461,7 @@ def scan_images(path: str | os.PathLike, *, progress: bool = False, workers: int
     formats: Counter[str] = Counter()
     sizes: Counter[tuple[int, int]] = Counter()
     skipped: list[tuple[str, str]] = []
-    with warnings.catch_warnings(), _progress_bar(progress, f"Scanning {folder.name}", len(files)) as bar:
+    with warnings.catch_warnings(), progress_bar(progress, f"Scanning {folder.name}", len(files)) as bar:
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
             for p, (mode, fmt, size, reason) in zip(files, pool.map(one, files), strict=True):
@@ -670,11 +629,6 @@ def imagewoof_split(root: str | os.PathLike, split: str = "train") -> Path:
         f"{root} does not look like ImageWoof in fast.ai's layout (expected {folder}/<wnid>/*.JPEG){hint}; "
         "run 'forgelab data prepare imagewoof --root DIR' or pass the folder that holds train/ and val/."
     )
-
-
-def imagewoof_class(file: str | os.PathLike) -> str | None:
-    """The breed of an ImageWoof file from its <wnid> parent folder, or None when it is not one."""
-    return IMAGEWOOF_CLASSES.get(Path(file).parent.name)
 
 
 # ---------------------------------------------------------------------------------------------

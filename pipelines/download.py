@@ -24,6 +24,9 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from pipelines.data import imagewoof_split
+from plumbing.progress import progress_bar
+
 IMAGEWOOF_BASE_URL = "https://s3.amazonaws.com/fast-ai-imageclas"
 # --size -> archive stem (also the folder the archive unpacks to).
 IMAGEWOOF_ARCHIVES: dict[str, str] = {
@@ -49,46 +52,6 @@ def check_size(size: str) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # Download
-
-
-class _NullBar:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
-
-    def update(self, completed: int, total: int | None) -> None:
-        pass
-
-
-class _DownloadBar:
-    """A rich progress bar in bytes, with speed and time left."""
-
-    def __init__(self, description: str):
-        self.description = description
-
-    def __enter__(self):
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
-
-        self.p = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                          TransferSpeedColumn(), TimeRemainingColumn())
-        self.p.__enter__()
-        self.task = self.p.add_task(self.description, total=None)
-        return self
-
-    def __exit__(self, *a):
-        return self.p.__exit__(*a)
-
-    def update(self, completed: int, total: int | None) -> None:
-        self.p.update(self.task, completed=completed, total=total)
 
 
 def _total_from_content_range(value: str | None) -> tuple[int | None, int | None]:
@@ -143,8 +106,9 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, re
     part = dest.with_name(dest.name + ".part")
     total: int | None = None
     breaks = 0
-    bar = _DownloadBar(f"Downloading {dest.name}") if progress else _NullBar()
-    with bar:
+    # On a terminal only (a log gets no bar); kept on screen when done.
+    with progress_bar(progress, f"Downloading {dest.name}", None, transient=False,
+                      unit="bytes") as bar:
         while True:
             offset = part.stat().st_size if part.is_file() else 0
             headers = {"User-Agent": "forgelab"}
@@ -177,7 +141,7 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, re
                         length = resp.headers.get("Content-Length")
                         total = int(length) if length and length.isdigit() else None
                     done = offset
-                    bar.update(done, total)
+                    bar.update(completed=done, total=total)
                     with open(part, mode) as f:
                         while True:
                             block = resp.read(CHUNK)
@@ -185,7 +149,7 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, re
                                 break
                             f.write(block)
                             done += len(block)
-                            bar.update(done, total)
+                            bar.update(completed=done, total=total)
                 if total is None or done == total:
                     break
                 if done > total:
@@ -274,11 +238,9 @@ def extract_archive(archive: str | os.PathLike, root: str | os.PathLike, *, prog
                     f"{root / clash[0]} already exists; move it away or choose another --root before extracting {archive.name}."
                 )
             kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-            if progress:
-                from rich.progress import track
-
-                members = track(members, description=f"Extracting {archive.name}", total=len(members))
-            tar.extractall(tmp, members=members, **kwargs)
+            with progress_bar(progress, f"Extracting {archive.name}", len(members),
+                              transient=False) as bar:
+                tar.extractall(tmp, members=_counted(members, bar), **kwargs)
         for t in tops:
             os.replace(tmp / t, root / t)
         return [root / t for t in tops]
@@ -288,13 +250,18 @@ def extract_archive(archive: str | os.PathLike, root: str | os.PathLike, *, prog
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _counted(items, bar):
+    """``items`` one by one, advancing ``bar`` after each."""
+    for item in items:
+        yield item
+        bar.advance()
+
+
 # ---------------------------------------------------------------------------------------------
 # ImageWoof
 
 
 def _is_imagewoof(folder: Path) -> bool:
-    from pipelines.data import imagewoof_split
-
     try:
         imagewoof_split(folder, "train")
         imagewoof_split(folder, "val")

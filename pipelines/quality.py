@@ -28,7 +28,6 @@ this module only brings our inputs to it and names the results:
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import math
@@ -42,13 +41,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch_fidelity
+from PIL import Image
 from torch.utils.data import Dataset
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
 from detectors.fidelity import spectral_fidelity
+from gans.networks import RESOLUTIONS
 from pipelines.data import (
     EMBEDDED,
     ImageSet,
@@ -59,6 +59,8 @@ from pipelines.data import (
     resolve_data,
 )
 from pipelines.runfolder import fingerprint_files
+from plumbing.devices import resolve_device
+from plumbing.digests import tensor_digest
 
 ImagesLike = str | os.PathLike | torch.Tensor | ImageSet
 
@@ -148,13 +150,6 @@ def default_cache_dir() -> Path:
     return cache_root() / "fidelity"
 
 
-def images_fingerprint(images: torch.Tensor) -> str:
-    """SHA-256 (first 24 hex digits) of a uint8 image tensor's shape and pixels."""
-    h = hashlib.sha256(f"{tuple(images.shape)}\n".encode())
-    h.update(memoryview(images.detach().cpu().contiguous().numpy()).cast("B"))
-    return h.hexdigest()[:24]
-
-
 def _check_tensor(images: torch.Tensor, name: str) -> torch.Tensor:
     if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(
@@ -175,16 +170,12 @@ def _manifest_resolution(folder: Path) -> int | None:
         value = json.loads(manifest.read_text(encoding="utf-8")).get("resolution")
     except (OSError, ValueError, AttributeError):
         return None
-    from gans.networks import RESOLUTIONS
-
     # Only a size a generator can have: an edited manifest must not make the loader allocate for 10^5 px.
     return int(value) if isinstance(value, int) and value in RESOLUTIONS else None
 
 
 def _first_image_side(folder: Path) -> int | None:
     """The side of the first image of a folder when it is square (fake sets), else None."""
-    from PIL import Image
-
     files = list_images(folder) if folder.is_dir() else []
     if not files:
         return None
@@ -234,19 +225,6 @@ def as_images(x: ImagesLike, name: str, resolution: int, limit: int | None = Non
     if isinstance(x, (str, os.PathLike)):
         return load_data(x, resolution, limit=limit, progress=progress).images
     raise TypeError(f"{name} must be a folder, 'embedded', an ImageSet or a uint8 tensor, got {type(x).__name__}.")
-
-
-def _resolve_device(device: str) -> bool:
-    """True when torch-fidelity should run on CUDA."""
-    if device == "auto":
-        return torch.cuda.is_available()
-    if device == "cpu":
-        return False
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu or auto.")
-        return True
-    raise ValueError(f"Unknown device {device!r}; choose one of: auto, cpu, cuda.")
 
 
 def _check_extractor(name: str) -> str:
@@ -299,7 +277,7 @@ def _cache_name(real: torch.Tensor, cache_key: str | None, weights: Path | None)
                 f"cache_key {cache_key!r} may hold only letters, digits, '.', '_' and '-'; choose another."
             )
         return f"forgelab-{cache_key}"
-    key = images_fingerprint(real)
+    key = tensor_digest(real)
     if weights is not None:
         key += "-w" + fingerprint_files([weights])[:8]
     return f"forgelab-{key}"
@@ -389,7 +367,7 @@ def quality_metrics(
         raise ValueError("No metric chosen; ask for at least one of fid, kid, isc, prc, spectral.")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
-    cuda = _resolve_device(device)
+    cuda = resolve_device(device).type == "cuda"  # torch-fidelity takes a flag, not a device
     if feature_extractor is not None:
         _check_extractor(feature_extractor)
     weights = check_weights_file(feature_extractor_weights) if feature_extractor_weights else None
@@ -491,8 +469,3 @@ def metric_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
     for key in ("n_real", "n_fake", "resolution"):
         rows.append((key, str(result[key])))
     return rows
-
-
-def to_jsonable(result: dict[str, Any]) -> dict[str, Any]:
-    """The result with numpy scalars turned into Python numbers, for json.dumps."""
-    return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in result.items()}

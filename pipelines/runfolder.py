@@ -3,47 +3,20 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import platform
 import shutil
 import sys
 import time
 from collections.abc import Iterable
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from plumbing.files import atomic_path
+# Re-exported: pipelines modules write their files through these (atomic, strict JSON).
+from plumbing.files import atomic_path, read_json, write_bytes, write_json, write_text  # noqa: F401
 
 MANIFEST = "manifest.json"
-
-
-def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-    return Path(path)
-
-
-def write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically."""
-    return write_bytes(path, text.encode("utf-8"))
-
-
-def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON to ``path`` atomically."""
-    return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
-
-
-def read_json(path: str | os.PathLike) -> Any:
-    """Read a JSON file, with a readable error when it is missing or damaged."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist.")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON ({e.msg if hasattr(e, 'msg') else e}); delete it or restore it from a backup.") from None
 
 
 def versions() -> dict[str, str]:
@@ -55,8 +28,6 @@ def versions() -> dict[str, str]:
         except Exception:  # a missing optional library is not an error here
             pass
     try:
-        from importlib.metadata import version
-
         out["forgelab"] = version("forgelab")
     except Exception:
         pass

@@ -27,40 +27,39 @@ Protocol (one matrix per detector):
   model (real + every source, Yu et al. 2019); its confusion matrix on the test splits is
   written as CSV and PNG.
 
-Outputs: ``matrix.csv`` (detector, train, test, metric, value), ``matrix.json``,
+Outputs (written by ``pipelines.transfer_outputs``): ``matrix.csv`` (detector, train, test, metric,
+value), ``matrix.json``,
 ``heatmaps/<detector>_<metric>.png`` (``:`` in a detector name becomes ``-``) and, with
 attribution, ``attribution/<detector>.csv|png`` and ``attribution.json``.
 """
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import io
 import json
-import math
 import os
-import re
 import time
 import zlib
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.multiprocessing as tmp
+from sklearn.metrics import confusion_matrix
 
+from detectors.detector import Detector, check_spec
+from detectors.metrics import evaluate
 from pipelines.data import ImageSet, perturb, split_indices
-from pipelines.runfolder import read_json, write_bytes, write_json, write_text
+from pipelines.names import NAME_RULE, RESERVED_NAMES, ROW_KINDS, is_plain_name
+from pipelines.transfer_outputs import slug, write_attribution, write_outputs
+from plumbing.digests import json_digest, tensor_digest
+from plumbing.files import read_json, write_json
+from plumbing.progress import progress_bar
 
-ROW_KINDS = ("each", "all", "loo")
 CELL_VERSION = 1
-# Metrics that get a heatmap (the contract's five; every metric is in matrix.csv).
-HEATMAP_METRICS = ("ap", "auc", "acc", "acc_cal", "eer")
-# Metrics where lower is better (their heatmaps use a reversed colour map).
-LOWER_IS_BETTER = ("eer",)
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 SetSpec = ImageSet | tuple[ImageSet, ImageSet]
 
@@ -75,13 +74,38 @@ class Splits:
     digest: str
 
 
+ATTRIBUTION = "@attribution"  # the task name of a detector's multi-class attribution model
+
+
+@dataclass(frozen=True)
+class TransferCell:
+    """One (detector, row) of a transfer run and everything fitting it needs (picklable for workers).
+
+    ``row`` is a row name (``nearest``, ``all``, ``loo:nearest``) or ``ATTRIBUTION``; ``sources``
+    are the fake sources the row trains on (every source for attribution); ``names`` are the
+    columns; ``base`` is what every cell's hash shares (data digests, seed, split, perturbation).
+    """
+
+    spec: str
+    options: dict[str, Any]
+    row: str
+    sources: list[str]
+    names: list[str]
+    real: Splits
+    fakes: dict[str, Splits]
+    real_test: torch.Tensor
+    fake_test: dict[str, torch.Tensor]
+    out: Path
+    base: dict[str, Any]
+    seed: int
+
+    @property
+    def attribution(self) -> bool:
+        return self.row == ATTRIBUTION
+
+
 # ---------------------------------------------------------------------------------------------
 # Small helpers
-
-
-def slug(name: str) -> str:
-    """A file-name-safe form of a detector or row name (``radial:svm`` -> ``radial-svm``)."""
-    return re.sub(r"[^A-Za-z0-9_.+-]", "-", name)
 
 
 def _seed(seed: int, *parts: str) -> int:
@@ -97,21 +121,11 @@ def _sample(n_have: int, n_take: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n_have, n_take, replace=False))
 
 
-def _digest(images: torch.Tensor) -> str:
-    """Content hash of a uint8 image tensor (shape included)."""
-    h = hashlib.blake2b(digest_size=12)
-    h.update(str(tuple(images.shape)).encode())
-    h.update(np.ascontiguousarray(images.cpu().numpy()).data)
-    return h.hexdigest()
-
-
 def check_source_name(name: str) -> str:
     """Return ``name`` if it can name a fake source (and a file), else raise a ValueError."""
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise ValueError(
-            f"Fake source name {name!r} must start with a letter or digit and use only letters, digits, '_', '.', '+' or '-'."
-        )
-    if name == "all" or name == "real":
+    if not is_plain_name(name):
+        raise ValueError(f"Fake source name {name!r} must {NAME_RULE}.")
+    if name in RESERVED_NAMES:
         raise ValueError(f"Fake source name {name!r} is reserved; choose another name.")
     return name
 
@@ -171,12 +185,12 @@ def make_splits(spec: SetSpec, name: str, fractions: Sequence[float], seed: int,
             raise ValueError("fractions for train and validation must not both be 0.")
         tr, va = split_indices(len(train_set), (fr[0] / (fr[0] + fr[1]), fr[1] / (fr[0] + fr[1])), _seed(seed, name, "split"))
         train, val, test = train_set.images[tr], train_set.images[va], test_set.images
-        digest = _digest(train_set.images) + _digest(test_set.images)
+        digest = tensor_digest(train_set.images) + tensor_digest(test_set.images)
     else:
         s = _check_set(spec, name)
         tr, va, te = split_indices(len(s), fr, _seed(seed, name, "split"))
         train, val, test = s.images[tr], s.images[va], s.images[te]
-        digest = _digest(s.images)
+        digest = tensor_digest(s.images)
     for part, x in (("train", train), ("validation", val), ("test", test)):
         if x.shape[0] < 2:
             raise ValueError(
@@ -226,44 +240,6 @@ class _TestFeatures:
 # The run
 
 
-def _config_hash(payload: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
-
-
-class _Bar:
-    """A rich progress bar over (detector, row) tasks, or nothing."""
-
-    def __init__(self, enabled: bool, total: int):
-        self.p = None
-        if enabled:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-            )
-
-            self.p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-            self.task = self.p.add_task("Transfer matrix", total=total)
-
-    def __enter__(self):
-        if self.p is not None:
-            self.p.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        return self.p.__exit__(*exc) if self.p is not None else False
-
-    def step(self, description: str) -> None:
-        if self.p is not None:
-            self.p.update(self.task, description=description)
-
-    def advance(self) -> None:
-        if self.p is not None:
-            self.p.advance(self.task)
-
-
 def run_transfer(real: SetSpec, fakes: dict[str, SetSpec], detectors: list[str], out_dir: str | os.PathLike,
                  rows: str | Sequence[str] = ("each",), seed: int = 0,
                  fractions: Sequence[float] = (0.6, 0.2, 0.2), jpeg: int | None = None, attribute: bool = False,
@@ -279,8 +255,6 @@ def run_transfer(real: SetSpec, fakes: dict[str, SetSpec], detectors: list[str],
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be a positive integer, got {jobs!r}.")
-    from detectors.detector import check_spec
-
     if not fakes:
         raise ValueError("No fake sources given; pass at least one NAME=SPEC.")
     names = [check_source_name(n) for n in fakes]
@@ -311,7 +285,6 @@ def run_transfer(real: SetSpec, fakes: dict[str, SetSpec], detectors: list[str],
     n_test = min([real_s.test.shape[0]] + [s.test.shape[0] for s in fake_s.values()])
     real_test = real_s.test[_sample(real_s.test.shape[0], n_test, _seed(seed, "test", "real"))]
     fake_test = {n: s.test[_sample(s.test.shape[0], n_test, _seed(seed, "test", n))] for n, s in fake_s.items()}
-    y_test = np.concatenate([np.zeros(n_test, np.int64), np.ones(n_test, np.int64)])
 
     base = {
         "version": CELL_VERSION,
@@ -323,26 +296,25 @@ def run_transfer(real: SetSpec, fakes: dict[str, SetSpec], detectors: list[str],
     }
     feats = _TestFeatures()
     cells: dict[tuple[str, str], dict[str, Any]] = {}
-    tasks = [(d, r) for d in specs for r in row_map] + ([(d, "@attribution") for d in specs] if attribute else [])
+    tasks = [(d, r) for d in specs for r in row_map] + ([(d, ATTRIBUTION) for d in specs] if attribute else [])
 
-    def cell_args(spec: str, row: str) -> tuple:
-        kw = dict(options.get(spec, {}))
-        if row == "@attribution":
-            return (spec, kw, names, real_s, fake_s, real_test, fake_test, out, base, seed)
-        return (spec, kw, row, row_map[row], names, real_s, fake_s, real_test, fake_test, y_test, out, base, seed)
+    def cell(spec: str, row: str) -> TransferCell:
+        return TransferCell(spec, dict(options.get(spec, {})), row, row_map.get(row, names), names, real_s,
+                            fake_s, real_test, fake_test, out, base, seed)
 
-    with _Bar(progress, len(tasks)) as bar:
+    with progress_bar(progress, "Transfer matrix", len(tasks), transient=False) as bar:
         if jobs == 1 or len(tasks) == 1:
             for spec, row in tasks:
-                bar.step(f"{spec} · {row.lstrip('@')}")
-                cells[(spec, row)] = _compute_cell(row == "@attribution", cell_args(spec, row), feats)
+                bar.update(description=f"{spec} · {row.lstrip('@')}")
+                cells[(spec, row)] = _compute_cell(cell(spec, row), feats)
                 bar.advance()
         else:
-            cells.update(_compute_cells_in_parallel(tasks, cell_args, jobs, bar))
+            done = _compute_cells_in_parallel([cell(spec, row) for spec, row in tasks], jobs, bar)
+            cells.update((task, done[task]) for task in tasks)  # task order, not finishing order
 
     records = [
         {"detector": spec, "train": row, "test": test, "metric": metric, "value": value}
-        for (spec, row), cell in cells.items() if row != "@attribution"
+        for (spec, row), cell in cells.items() if row != ATTRIBUTION
         for test in names
         for metric, value in cell["results"][test].items()
     ]
@@ -351,47 +323,38 @@ def run_transfer(real: SetSpec, fakes: dict[str, SetSpec], detectors: list[str],
         "real": {"train": int(real_s.train.shape[0]), "val": int(real_s.val.shape[0]), "test": int(real_s.test.shape[0])},
         "fakes": {n: {"train": int(s.train.shape[0]), "val": int(s.val.shape[0]), "test": int(s.test.shape[0])}
                   for n, s in fake_s.items()},
-        "rows": {f"{spec}|{row}": cell.get("n_train") for (spec, row), cell in cells.items() if row != "@attribution"},
+        "rows": {f"{spec}|{row}": cell.get("n_train") for (spec, row), cell in cells.items() if row != ATTRIBUTION},
     }
-    _write_outputs(out, records, specs, list(row_map), names, sizes, base, row_map, heatmaps)
+    write_outputs(out, records, specs, list(row_map), names, sizes, base, row_map, heatmaps)
     if attribute:
-        _write_attribution(out, {spec: cells[(spec, "@attribution")] for spec in specs}, heatmaps)
+        write_attribution(out, {spec: cells[(spec, ATTRIBUTION)] for spec in specs}, heatmaps)
     return records
 
 
-def _compute_cell(attribution: bool, args: tuple, feats: _TestFeatures | None = None) -> dict[str, Any]:
+def _compute_cell(cell: TransferCell, feats: _TestFeatures | None = None) -> dict[str, Any]:
     """One (detector, row) cell: a fitted matrix row, or the attribution model (also a worker entry)."""
-    from detectors.detector import Detector
-
-    if attribution:
-        return _attribution_cell(Detector, *args)
-    spec, kw, row, sources, names, real_s, fake_s, real_test, fake_test, y_test, out, base, seed = args
-    return _matrix_cell(Detector, spec, kw, row, sources, names, real_s, fake_s, real_test, fake_test,
-                        y_test, feats or _TestFeatures(), out, base, seed)
+    if cell.attribution:
+        return _attribution_cell(cell)
+    return _matrix_cell(cell, feats or _TestFeatures())
 
 
 def _worker_init(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _compute_cells_in_parallel(tasks: list[tuple[str, str]], cell_args, jobs: int, bar) -> dict:
+def _compute_cells_in_parallel(cells: list[TransferCell], jobs: int, bar) -> dict:
     """Fit cells in ``jobs`` worker processes (spawned: torch does not survive fork safely)."""
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    import torch.multiprocessing as tmp
-
     threads = max(1, torch.get_num_threads() // jobs)
-    cells = {}
-    with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=tmp.get_context("spawn"),
+    done = {}
+    with ProcessPoolExecutor(max_workers=min(jobs, len(cells)), mp_context=tmp.get_context("spawn"),
                              initializer=_worker_init, initargs=(threads,)) as pool:
-        futures = {pool.submit(_compute_cell, row == "@attribution", cell_args(spec, row)): (spec, row)
-                   for spec, row in tasks}
+        futures = {pool.submit(_compute_cell, cell): cell for cell in cells}
         for fut in as_completed(futures):
-            spec, row = futures[fut]
-            cells[(spec, row)] = fut.result()
-            bar.step(f"{spec} · {row.lstrip('@')}")
+            cell = futures[fut]
+            done[(cell.spec, cell.row)] = fut.result()
+            bar.update(description=f"{cell.spec} · {cell.row.lstrip('@')}")
             bar.advance()
-    return cells
+    return done
 
 
 def _cell_path(out: Path, spec: str, row: str) -> Path:
@@ -408,36 +371,35 @@ def _cached(path: Path, config_hash: str) -> dict[str, Any] | None:
     return cell if isinstance(cell, dict) and cell.get("config_hash") == config_hash else None
 
 
-def _matrix_cell(Detector, spec: str, kw: dict, row: str, sources: list[str], names: list[str], real_s: Splits,
-                 fake_s: dict[str, Splits], real_test: torch.Tensor, fake_test: dict[str, torch.Tensor],
-                 y_test: np.ndarray, feats: _TestFeatures, out: Path, base: dict, seed: int) -> dict[str, Any]:
-    """Fit ``spec`` on one row's sources and evaluate it on every column (or reuse the saved cell)."""
-    from detectors.metrics import evaluate
-
-    config_hash = _config_hash({**base, "detector": spec, "options": kw, "row": row, "sources": sources})
-    path = _cell_path(out, spec, row)
+def _matrix_cell(c: TransferCell, feats: _TestFeatures) -> dict[str, Any]:
+    """Fit the cell's detector on its row's sources and evaluate it on every column (or reuse the saved cell)."""
+    config_hash = json_digest({**c.base, "detector": c.spec, "options": c.options, "row": c.row,
+                               "sources": c.sources})
+    path = _cell_path(c.out, c.spec, c.row)
     cell = _cached(path, config_hash)
     if cell is not None:
         return cell
     t0 = time.perf_counter()
-    tr_real, tr_fake = _balanced(real_s.train, [fake_s[s].train for s in sources], seed, row, "train")
-    va_real, va_fake = _balanced(real_s.val, [fake_s[s].val for s in sources], seed, row, "val")
-    det = Detector(spec, seed=seed, **kw).fit(tr_real, tr_fake, va_real, va_fake)
+    tr_real, tr_fake = _balanced(c.real.train, [c.fakes[s].train for s in c.sources], c.seed, c.row, "train")
+    va_real, va_fake = _balanced(c.real.val, [c.fakes[s].val for s in c.sources], c.seed, c.row, "val")
+    det = Detector(c.spec, seed=c.seed, **c.options).fit(tr_real, tr_fake, va_real, va_fake)
     fit_s = time.perf_counter() - t0
-    s_real = feats.score(det, "real", real_test)
+    s_real = feats.score(det, "real", c.real_test)
+    n_test = c.real_test.shape[0]
+    y_test = np.concatenate([np.zeros(n_test, np.int64), np.ones(n_test, np.int64)])
     results = {}
-    for n in names:
-        scores = np.concatenate([s_real, feats.score(det, n, fake_test[n])])
+    for n in c.names:
+        scores = np.concatenate([s_real, feats.score(det, n, c.fake_test[n])])
         results[n] = {k: float(v) for k, v in evaluate(y_test, scores, threshold=det.threshold).items()}
     cell = {
         "config_hash": config_hash,
-        "detector": spec,
-        "train": row,
-        "sources": sources,
+        "detector": c.spec,
+        "train": c.row,
+        "sources": c.sources,
         "threshold": float(det.threshold),
         "n_train": {"real": int(tr_real.shape[0]), "fake": int(tr_fake.shape[0])},
         "n_val": {"real": int(va_real.shape[0]), "fake": int(va_fake.shape[0])},
-        "n_test_per_class": int(real_test.shape[0]),
+        "n_test_per_class": int(n_test),
         "fit_seconds": round(fit_s, 3),
         "results": results,
     }
@@ -445,158 +407,39 @@ def _matrix_cell(Detector, spec: str, kw: dict, row: str, sources: list[str], na
     return cell
 
 
-def _attribution_cell(Detector, spec: str, kw: dict, names: list[str], real_s: Splits, fake_s: dict[str, Splits],
-                      real_test: torch.Tensor, fake_test: dict[str, torch.Tensor], out: Path, base: dict,
-                      seed: int) -> dict[str, Any]:
-    """Fit ``spec`` as one (K+1)-class model and return its confusion matrix on the test sets."""
-    from sklearn.metrics import confusion_matrix
-
-    config_hash = _config_hash({**base, "detector": spec, "options": kw, "row": "@attribution"})
-    path = _cell_path(out, spec, "attribution")
+def _attribution_cell(c: TransferCell) -> dict[str, Any]:
+    """Fit the cell's detector as one (K+1)-class model and return its confusion matrix on the test sets."""
+    config_hash = json_digest({**c.base, "detector": c.spec, "options": c.options, "row": ATTRIBUTION})
+    path = _cell_path(c.out, c.spec, "attribution")
     cell = _cached(path, config_hash)
     if cell is not None:
         return cell
     # One class per source, each as large as the smallest (real included): balanced classes.
-    m_tr = min([real_s.train.shape[0]] + [fake_s[n].train.shape[0] for n in names])
-    m_va = min([real_s.val.shape[0]] + [fake_s[n].val.shape[0] for n in names])
+    names = c.names
+    m_tr = min([c.real.train.shape[0]] + [c.fakes[n].train.shape[0] for n in names])
+    m_va = min([c.real.val.shape[0]] + [c.fakes[n].val.shape[0] for n in names])
 
     def take(x: torch.Tensor, m: int, *tag: str) -> torch.Tensor:
-        return x[_sample(x.shape[0], m, _seed(seed, "attribution", *tag))]
+        return x[_sample(x.shape[0], m, _seed(c.seed, "attribution", *tag))]
 
-    det = Detector(spec, seed=seed, **kw).fit(
-        take(real_s.train, m_tr, "train", "real"), [take(fake_s[n].train, m_tr, "train", n) for n in names],
-        take(real_s.val, m_va, "val", "real"), [take(fake_s[n].val, m_va, "val", n) for n in names],
+    det = Detector(c.spec, seed=c.seed, **c.options).fit(
+        take(c.real.train, m_tr, "train", "real"), [take(c.fakes[n].train, m_tr, "train", n) for n in names],
+        take(c.real.val, m_va, "val", "real"), [take(c.fakes[n].val, m_va, "val", n) for n in names],
         multiclass=True, fake_names=names,
     )
     labels = ["real", *names]
-    images = torch.cat([real_test, *[fake_test[n] for n in names]])
-    y_true = np.repeat(np.arange(len(labels)), real_test.shape[0])
+    images = torch.cat([c.real_test, *[c.fake_test[n] for n in names]])
+    y_true = np.repeat(np.arange(len(labels)), c.real_test.shape[0])
     y_pred = np.asarray(det.attribute(images))
     cm = confusion_matrix(y_true, y_pred, labels=np.arange(len(labels)))
     cell = {
         "config_hash": config_hash,
-        "detector": spec,
+        "detector": c.spec,
         "labels": labels,
         "confusion": cm.tolist(),
         "accuracy": float(np.trace(cm) / cm.sum()),
         "n_train_per_class": int(m_tr),
-        "n_test_per_class": int(real_test.shape[0]),
+        "n_test_per_class": int(c.real_test.shape[0]),
     }
     write_json(path, cell)
     return cell
-
-
-# ---------------------------------------------------------------------------------------------
-# Outputs
-
-
-def _write_outputs(out: Path, records: list[dict], specs: list[str], rows: list[str], names: list[str],
-                   sizes: dict, base: dict, row_map: dict[str, list[str]], heatmaps: bool) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["detector", "train", "test", "metric", "value"])
-    for r in records:
-        w.writerow([r["detector"], r["train"], r["test"], r["metric"], repr(r["value"])])
-    write_text(out / "matrix.csv", buf.getvalue())
-    metrics = list(dict.fromkeys(r["metric"] for r in records))
-    nested: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
-    for r in records:
-        nested.setdefault(r["detector"], {}).setdefault(r["metric"], {}).setdefault(r["train"], {})[r["test"]] = r["value"]
-    write_json(out / "matrix.json", {
-        "detectors": specs,
-        "rows": rows,
-        "row_sources": row_map,
-        "columns": names,
-        "metrics": metrics,
-        "matrix": _json_safe(nested),
-        "sizes": sizes,
-        "config": base,
-    })
-    for spec in specs if heatmaps else ():
-        for metric in (m for m in metrics if m in HEATMAP_METRICS):
-            values = np.array([[nested[spec][metric][r][c] for c in names] for r in rows], dtype=np.float64)
-            png = heatmap_png(values, rows, names, f"{spec} · {metric}", reverse=metric in LOWER_IS_BETTER)
-            write_bytes(out / "heatmaps" / f"{slug(spec)}_{metric}.png", png)
-
-
-def _json_safe(obj: Any) -> Any:
-    """NaN -> None, so matrix.json stays strict JSON."""
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-def heatmap_png(values: np.ndarray, rows: Sequence[str], cols: Sequence[str], title: str, *,
-                reverse: bool = False, vmin: float = 0.0, vmax: float = 1.0, fmt: str = "{:.2f}",
-                xlabel: str = "tested on", ylabel: str = "trained on") -> bytes:
-    """An annotated heatmap (rows x cols) as PNG bytes (matplotlib, Agg backend)."""
-    # A bare Figure renders with the Agg canvas and never touches pyplot's global state.
-    from matplotlib.figure import Figure
-
-    n_r, n_c = values.shape
-    fig = Figure(figsize=(1.6 + 0.9 * max(n_c, 2), 1.4 + 0.6 * max(n_r, 2)), dpi=110)
-    ax = fig.add_subplot()
-    cmap = "viridis_r" if reverse else "viridis"
-    im = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
-    ax.set_xticks(range(n_c), labels=list(cols), rotation=30, ha="right")
-    ax.set_yticks(range(n_r), labels=list(rows))
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    norm = im.norm
-    for i in range(n_r):
-        for j in range(n_c):
-            v = values[i, j]
-            if not np.isfinite(v):
-                ax.text(j, i, "–", ha="center", va="center", color="grey")
-                continue
-            shade = norm(v)
-            dark = (shade > 0.6) if reverse else (shade < 0.6)
-            ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=9, color="white" if dark else "black")
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
-
-
-def _write_attribution(out: Path, cells: dict[str, dict[str, Any]], heatmaps: bool) -> None:
-    summary = {}
-    for spec, cell in cells.items():
-        labels, cm = cell["labels"], np.asarray(cell["confusion"], dtype=np.int64)
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["true \\ predicted", *labels])
-        for lab, row in zip(labels, cm.tolist(), strict=True):
-            w.writerow([lab, *row])
-        write_text(out / "attribution" / f"{slug(spec)}.csv", buf.getvalue())
-        if heatmaps:
-            frac = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-            png = heatmap_png(frac, labels, labels, f"{spec} · attribution (acc {cell['accuracy']:.2f})",
-                              xlabel="predicted", ylabel="true")
-            write_bytes(out / "attribution" / f"{slug(spec)}.png", png)
-        summary[spec] = {"labels": labels, "confusion": cell["confusion"], "accuracy": cell["accuracy"]}
-    write_json(out / "attribution.json", summary)
-
-
-def print_matrix(records: list[dict], metric: str = "ap", console=None) -> None:
-    """Print one rich table per detector: rows = trained on, columns = tested on, values = ``metric``."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = console or Console()
-    dets = list(dict.fromkeys(r["detector"] for r in records))
-    for spec in dets:
-        recs = [r for r in records if r["detector"] == spec and r["metric"] == metric]
-        rows = list(dict.fromkeys(r["train"] for r in recs))
-        cols = list(dict.fromkeys(r["test"] for r in recs))
-        val = {(r["train"], r["test"]): r["value"] for r in recs}
-        table = Table(title=f"{spec} · {metric}", caption="rows: train · columns: test")
-        table.add_column("train \\ test")
-        for c in cols:
-            table.add_column(c, justify="right")
-        for r in rows:
-            table.add_row(r, *(f"{val[(r, c)]:.3f}" for c in cols))
-        console.print(table)

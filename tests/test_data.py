@@ -17,7 +17,6 @@ from pipelines import data
 from pipelines.data import (
     IMAGEWOOF_CLASSES,
     embedded_images,
-    imagewoof_class,
     imagewoof_split,
     load_data,
     load_images,
@@ -29,6 +28,11 @@ from pipelines.data import (
 )
 
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
+
+
+def imagewoof_class(file: str | os.PathLike) -> str | None:
+    """The breed of an ImageWoof file from its <wnid> parent folder, or None when it is not one."""
+    return IMAGEWOOF_CLASSES.get(Path(file).parent.name)
 
 
 def _blocks(width_blocks: int, side: int, vertical: bool = False) -> Image.Image:

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from detectors.fidelity import spectral_fidelity
 from pipelines import quality
 from pipelines.quality import UInt8Images, quality_metrics
+from plumbing.digests import tensor_digest
 
 TINY = "forgelab-test-tiny"
 
@@ -133,7 +134,7 @@ def test_real_set_statistics_are_cached_by_fingerprint(real_images, tmp_path):
     TinyFeatures.seen = 0
     first = quality_metrics(real_images, fake, **kw)
     assert TinyFeatures.seen == 128
-    key = quality.images_fingerprint(real_images)
+    key = tensor_digest(real_images)
     assert sorted(p.name for p in cache.iterdir()) == sorted([
         f"forgelab-{key}-{TINY}-features-64.pt", f"forgelab-{key}-{TINY}-stat-fid-64.pt",
     ])
@@ -150,7 +151,7 @@ def test_real_set_statistics_are_cached_by_fingerprint(real_images, tmp_path):
 def test_a_cache_file_with_foreign_objects_is_refused(real_images, tmp_path):
     cache = tmp_path / "fid-cache"
     cache.mkdir()
-    name = f"forgelab-{quality.images_fingerprint(real_images)}-{TINY}-stat-fid-64.pt"
+    name = f"forgelab-{tensor_digest(real_images)}-{TINY}-stat-fid-64.pt"
     torch.save({"mu": torch.zeros(2), "payload": Payload()}, cache / name)
     with pytest.raises(ValueError, match="holds objects other than tensors.*Payload"):
         quality_metrics(real_images, real_images, fid=True, kid=False, spectral=False, feature_extractor=TINY,

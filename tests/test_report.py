@@ -14,9 +14,11 @@ import torch
 from conftest import smooth_images
 from PIL import Image
 
-from pipelines.report import _grid, _half, load_run, read_matrix, write_report
+from pipelines.arrays import load_arrays, mean_spectra, save_arrays, write_grid
+from pipelines.report import load_run, read_matrix, write_report
+from pipelines.report_figures import half_spectrum as _half
+from pipelines.report_figures import matrix_grid as _grid
 from pipelines.runfolder import write_json
-from pipelines.study import load_arrays, mean_spectra, save_arrays, write_grid
 
 IMG = re.compile(r'<img[^>]*src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
 

@@ -19,16 +19,14 @@ import pipelines.report
 from detectors.features import radial_profile
 from detectors.fidelity import spectral_fidelity
 from gans.upsamplers import UPSAMPLERS
-from pipelines.study import (
-    StepLog,
+from pipelines.arrays import load_arrays, load_fakes
+from pipelines.steps import StepLog, digest
+from pipelines.study import run_study
+from pipelines.study_config import (
     apply_overrides,
-    digest,
-    load_arrays,
     load_config,
-    load_fakes,
     packaged_configs,
     parse_config,
-    run_study,
     train_keys,
 )
 
@@ -78,6 +76,25 @@ def test_unknown_key_in_a_section_lists_its_valid_keys(section, key):
         assert k in str(e.value)
     if section == "train":  # study-level keys are not offered as training options
         assert "resolution" not in str(e.value)
+
+
+def test_type_errors_name_key_value_and_expected_type():
+    """The pydantic schema's errors, in one sentence each (strict: 1 is not true, "3" is not 3)."""
+    cases = [
+        (tiny(transfer={"detectors": ["radial:lr"], "fractions": [0.5, 0.5]}),
+         "[transfer] fractions = [0.5, 0.5] must be a list of 3 numbers; fix it in the config."),
+        (tiny(grid={"upsamplers": ["nearest", 3]}),
+         "[grid] upsamplers = ['nearest', 3] must be a list of strings or a string; fix it in the config."),
+        (tiny(study={"seed": "3"}), "[study] seed = '3' must be an integer; fix it in the config."),
+        (tiny(train={"betas": 0.5}), "[train] betas = 0.5 must be a list of 2 numbers; fix it in the config."),
+    ]
+    for cfg, message in cases:
+        with pytest.raises(ValueError) as e:
+            parse_config(cfg)
+        assert str(e.value) == message
+    # Integers fill float fields and arrays fill tuples, as TOML authors expect.
+    cfg = parse_config(tiny(train={"lr": 1, "betas": [0, 0.9]}))
+    assert cfg.train["lr"] == 1.0 and isinstance(cfg.train["lr"], float) and cfg.train["betas"] == (0.0, 0.9)
 
 
 def test_unknown_key_in_generators_entry():

@@ -16,7 +16,8 @@ from detectors.detector import Detector
 from pipelines import transfer as transfer_mod
 from pipelines.cli import app
 from pipelines.data import ImageSet, load_images
-from pipelines.transfer import HEATMAP_METRICS, make_splits, parse_rows, row_sources, run_transfer
+from pipelines.transfer import make_splits, parse_rows, row_sources, run_transfer
+from pipelines.transfer_outputs import HEATMAP_METRICS
 
 N, R = 60, 32
 
@@ -152,6 +153,8 @@ def test_parallel_cells_equal_sequential_cells(sources, tmp_path: Path):
     two = run_transfer(real, fakes, specs, tmp_path / "two", rows="each", attribute=True, heatmaps=False, jobs=2)
     key = lambda r: (r["detector"], r["train"], r["test"], r["metric"])  # noqa: E731
     assert sorted(two, key=key) == sorted(one, key=key)
+    # The same rows in the same order, whichever worker finished first.
+    assert (tmp_path / "one" / "matrix.csv").read_bytes() == (tmp_path / "two" / "matrix.csv").read_bytes()
     assert (tmp_path / "one" / "attribution" / "xy-svm.csv").read_text() == (
         tmp_path / "two" / "attribution" / "xy-svm.csv").read_text()
     with pytest.raises(ValueError, match="jobs must be a positive integer"):

@@ -1,4 +1,8 @@
-"""``forgelab data ...``: prepare data sets and inspect image folders."""
+"""``forgelab data ...``: prepare data sets and inspect image folders.
+
+Lazy imports: the modules that do the work are imported inside each command, for start-up
+time (every ``forgelab`` call, ``--help`` included, loads all command modules).
+"""
 
 from __future__ import annotations
 
@@ -17,9 +21,12 @@ def prepare(
     dataset: str = typer.Argument(..., help="Data set to prepare: imagewoof."),
     root: Path = typer.Option(..., "--root", help="Folder to put the data set in."),
     size: str = typer.Option("160", "--size", help="Image size of the archive: 160, 320 or full."),
-    archive: Path | None = typer.Option(None, "--archive", help="Use this local archive instead of downloading."),
-    sha256: str | None = typer.Option(None, "--sha256", help="Expected SHA-256 of the archive, checked when given."),
-    url: str | None = typer.Option(None, "--url", help="Download from this mirror instead of fast.ai's URL."),
+    archive: Path | None = typer.Option(None, "--archive", help="Use this local archive instead of downloading.",
+                                         show_default="download"),
+    sha256: str | None = typer.Option(None, "--sha256", help="Expected SHA-256 of the archive, checked when given.",
+                                      show_default="not checked"),
+    url: str | None = typer.Option(None, "--url", help="Download from this mirror instead of fast.ai's URL.",
+                                   show_default="fast.ai's URL"),
     keep_archive: bool = typer.Option(False, "--keep-archive", help="Keep the downloaded archive after extracting."),
 ) -> None:
     """Download (or take --archive), verify and extract a data set; print where it is."""

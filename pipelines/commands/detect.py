@@ -1,17 +1,21 @@
-"""``forgelab detect ...``: fit a FEATURE:CLASSIFIER detector on image folders, score images, evaluate."""
+"""``forgelab detect ...``: fit a FEATURE:CLASSIFIER detector on image folders, score images, evaluate.
+
+Lazy imports: the modules that do the work are imported inside each command, for start-up
+time (every ``forgelab`` call, ``--help`` included, loads all command modules).
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from pipelines.errors import friendly
+from plumbing.files import json_safe
 
 detect_app = typer.Typer(help="Fit, apply and evaluate fake-image detectors (FEATURE:CLASSIFIER).", no_args_is_help=True)
 
@@ -70,11 +74,6 @@ def _model_preprocess(model: Path, given: str | None) -> str:
         return "resize"
 
 
-def _jsonable_metrics(metrics: dict[str, float]) -> dict[str, float | None]:
-    """NaN (a metric that was not computed) becomes null so the output is strict JSON."""
-    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
-
-
 @detect_app.command("fit")
 @friendly
 def fit(
@@ -84,17 +83,22 @@ def fit(
     out: Path = typer.Option(..., "--out", help="Model folder to write."),
     resolution: int = typer.Option(64, "--resolution", "-r", help="Image side length in pixels."),
     preprocess: str = typer.Option("resize", "--preprocess", help=PREPROCESS_HELP),
-    limit: int | None = typer.Option(None, "--limit", help="At most this many images per folder."),
-    val_real: Path | None = typer.Option(None, "--val-real", help="Validation real images (default: hold out 20% of training)."),
-    val_fake: list[Path] | None = typer.Option(None, "--val-fake", help="Validation fake images; repeat per source."),
+    limit: int | None = typer.Option(None, "--limit", help="At most this many images per folder.", show_default="all"),
+    val_real: Path | None = typer.Option(None, "--val-real", help="Validation real images.",
+                                        show_default="20% of the training images, held out"),
+    val_fake: list[Path] | None = typer.Option(None, "--val-fake", help="Validation fake images; repeat per source.",
+                                              show_default="held out like --val-real"),
     multiclass: bool = typer.Option(False, "--multiclass", help="One class per --fake folder (attribution)."),
-    param: list[str] | None = typer.Option(None, "--param", "-p", help="Classifier parameter KEY=VALUE, e.g. -p C=10."),
-    option: list[str] | None = typer.Option(None, "--option", "-o", help="Feature option KEY=VALUE, e.g. -o length=32."),
+    param: list[str] | None = typer.Option(None, "--param", "-p", help="Classifier parameter KEY=VALUE, e.g. -p C=10.",
+                                            show_default="the classifier's"),
+    option: list[str] | None = typer.Option(None, "--option", "-o", help="Feature option KEY=VALUE, e.g. -o length=32.",
+                                             show_default="the feature's"),
     grid: bool = typer.Option(False, "--grid", help="Grid-search the classifier's hyper-parameters (classical ones)."),
     seed: int = typer.Option(0, "--seed", help="Seed for the validation split and the classifier."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     feature_batch_size: int | None = typer.Option(
-        None, "--feature-batch-size", help="Images per feature batch (default 32 on CPU, 512 on CUDA)."
+        None, "--feature-batch-size", help="Images per feature batch.",
+        show_default="512 (detectors.detector.Detector)"
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished model in --out."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
@@ -145,8 +149,7 @@ def fit(
     )
     det.save(out)
     counts = {"real": len(real_set), "fake": [len(s) for s in fake_sets]}
-    run.finish(threshold=det.threshold, validation=_jsonable_metrics(det.validation), counts=counts,
-               parity_warnings=parity)
+    run.finish(threshold=det.threshold, validation=det.validation, counts=counts, parity_warnings=parity)
     v = det.validation
     typer.echo(
         f"Fitted {det.spec} on {len(real_set)} real and {sum(counts['fake'])} fake images at {resolution} px; "
@@ -161,8 +164,8 @@ def score(
     model: Path = typer.Argument(..., help="Model folder written by `forgelab detect fit`."),
     folders: list[Path] = typer.Argument(..., help="One or more folders of images to score."),
     out: Path = typer.Option(..., "--out", help="CSV file to write (path, score, label)."),
-    limit: int | None = typer.Option(None, "--limit", help="At most this many images per folder."),
-    preprocess: str | None = typer.Option(None, "--preprocess", help=PREPROCESS_HELP + " Default: as fitted."),
+    limit: int | None = typer.Option(None, "--limit", help="At most this many images per folder.", show_default="all"),
+    preprocess: str | None = typer.Option(None, "--preprocess", help=PREPROCESS_HELP, show_default="as fitted"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
@@ -203,8 +206,8 @@ def evaluate_cmd(
     model: Path = typer.Argument(..., help="Model folder written by `forgelab detect fit`."),
     real: Path = typer.Option(..., "--real", help="Folder of real test images."),
     fake: list[Path] = typer.Option(..., "--fake", help="Folder of fake test images; repeat for several."),
-    limit: int | None = typer.Option(None, "--limit", help="At most this many images per folder."),
-    preprocess: str | None = typer.Option(None, "--preprocess", help=PREPROCESS_HELP + " Default: as fitted."),
+    limit: int | None = typer.Option(None, "--limit", help="At most this many images per folder.", show_default="all"),
+    preprocess: str | None = typer.Option(None, "--preprocess", help=PREPROCESS_HELP, show_default="as fitted"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
@@ -223,8 +226,8 @@ def evaluate_cmd(
     metrics = evaluate(y, scores, det.threshold)
     if as_json:
         payload = {"detector": det.spec, "model": str(model), "n_real": len(real_set), "n_fake": int(y.sum()),
-                   "threshold": det.threshold, "metrics": _jsonable_metrics(metrics)}
-        typer.echo(json.dumps(payload, indent=2))
+                   "threshold": det.threshold, "metrics": metrics}
+        typer.echo(json.dumps(json_safe(payload), indent=2))
         return
     from rich.console import Console
     from rich.table import Table

@@ -4,6 +4,9 @@ Options are layered, lowest first: the config a resumed run was started with
 (``RUN_DIR/train_config.json``), then ``--config FILE.toml``, then the options given on the
 command line. The TOML file holds the keys of :class:`gans.training.TrainConfig` plus ``data``
 and ``limit`` (flat, or inside a ``[train]`` table).
+
+Lazy imports: the modules that do the work are imported inside each command, for start-up
+time (every ``forgelab`` call, ``--help`` included, loads all command modules).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import typer
 from gans import distributed
 from gans.checkpoint import load_checkpoint
 from gans.training import CHECKPOINT, CONFIG, TrainConfig, TrainingDiverged, train
+from pipelines.commands.defaults import train_default, train_flag_default
 from pipelines.errors import fail, friendly
 from pipelines.runfolder import RunFolder
 
@@ -69,33 +73,49 @@ def _saved_settings(out: Path) -> dict[str, Any]:
 
 
 def train_command(
-    arch: str | None = typer.Option(None, "--arch", help="Architecture: dcgan or sngan."),
+    arch: str | None = typer.Option(None, "--arch", help="Architecture: dcgan or sngan.", show_default=train_default("arch")),
     upsampler: str | None = typer.Option(
-        None, "--upsampler", help="transposed, nearest, bilinear, bicubic, pixelshuffle or bed_of_nails."),
+        None, "--upsampler", help="transposed, nearest, bilinear, bicubic, pixelshuffle or bed_of_nails.",
+        show_default=train_default("upsampler")),
     upsample_layers: str | None = typer.Option(
-        None, "--upsample-layers", help="Use the upsampler in 'all' upsampling layers or the 'last' only."),
+        None, "--upsample-layers", help="Use the upsampler in 'all' upsampling layers or the 'last' only.",
+        show_default=train_default("upsample_layers")),
     spectral_d: bool | None = typer.Option(
-        None, "--spectral-d/--no-spectral-d", help="Train a spectral discriminator beside D (Jung & Keuper)."),
+        None, "--spectral-d/--no-spectral-d", help="Train a spectral discriminator beside D (Jung & Keuper).",
+        show_default=train_flag_default("spectral_d", "spectral-d")),
     spectral_d_weight: float | None = typer.Option(
-        None, "--spectral-d-weight", help="Weight of the spectral discriminator in G's loss, in [0, 1]."),
+        None, "--spectral-d-weight", help="Weight of the spectral discriminator in G's loss, in [0, 1].",
+        show_default=train_default("spectral_d_weight")),
     spectral_reg: float | None = typer.Option(
-        None, "--spectral-reg", help="Weight W of Durall et al.'s spectral regulariser (0 = off)."),
+        None, "--spectral-reg", help="Weight W of Durall et al.'s spectral regulariser (0 = off).",
+        show_default=train_default("spectral_reg")),
     data: str | None = typer.Option(
-        None, "--data", help="Image folder, or 'embedded' for the bundled photos (default: $FORGELAB_DATA)."),
-    limit: int | None = typer.Option(None, "--limit", help="Use at most this many images."),
+        None, "--data", help="Image folder, or 'embedded' for the bundled photos.",
+        show_default="$FORGELAB_DATA"),
+    limit: int | None = typer.Option(None, "--limit", help="Use at most this many images.", show_default="all"),
     preprocess: str | None = typer.Option(
-        None, "--preprocess", help="How real images become R x R: resize (default) or crop (native pixels)."),
-    resolution: int | None = typer.Option(None, "--resolution", help="Image size: 32, 64 or 128."),
-    steps: int | None = typer.Option(None, "--steps", help="Number of generator steps."),
-    batch_size: int | None = typer.Option(None, "--batch-size", help="Global batch size."),
-    width: int | None = typer.Option(None, "--width", help="Channel width of G and D (default: the arch's)."),
-    ema: float | None = typer.Option(None, "--ema", help="EMA decay of G's weights, e.g. 0.999 (0 = off)."),
-    amp: bool | None = typer.Option(None, "--amp/--no-amp", help="bf16 autocast on CUDA."),
-    ckpt_every: int | None = typer.Option(None, "--ckpt-every", help="Checkpoint every N steps."),
-    sample_every: int | None = typer.Option(None, "--sample-every", help="Sample grid every N steps."),
-    seed: int | None = typer.Option(None, "--seed", help="Random seed."),
-    device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda."),
-    config: Path | None = typer.Option(None, "--config", help="TOML file with defaults for these options."),
+        None, "--preprocess", help="How real images become R x R: resize or crop (native pixels).",
+        show_default="resize"),
+    resolution: int | None = typer.Option(None, "--resolution", help="Image size: 32, 64 or 128.",
+                                         show_default=train_default("resolution")),
+    steps: int | None = typer.Option(None, "--steps", help="Number of generator steps.", show_default=train_default("steps")),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Global batch size.",
+                                         show_default=train_default("batch_size")),
+    width: int | None = typer.Option(None, "--width", help="Channel width of G and D.",
+                                    show_default=train_default("width", none="the arch's")),
+    ema: float | None = typer.Option(None, "--ema", help="EMA decay of G's weights, e.g. 0.999 (0 = off).",
+                                      show_default=train_default("ema", none="off")),
+    amp: bool | None = typer.Option(None, "--amp/--no-amp", help="bf16 autocast on CUDA.",
+                                      show_default=train_flag_default("amp", "amp")),
+    ckpt_every: int | None = typer.Option(None, "--ckpt-every", help="Checkpoint every N steps.",
+                                             show_default=train_default("ckpt_every")),
+    sample_every: int | None = typer.Option(None, "--sample-every", help="Sample grid every N steps.",
+                                               show_default=train_default("sample_every")),
+    seed: int | None = typer.Option(None, "--seed", help="Random seed.", show_default=train_default("seed")),
+    device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda.",
+                                      show_default=train_default("device")),
+    config: Path | None = typer.Option(None, "--config", help="TOML file with defaults for these options.",
+                                        show_default="none"),
     out: Path = typer.Option(..., "--out", help="Run folder to write."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished run in --out."),

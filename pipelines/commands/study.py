@@ -1,4 +1,8 @@
-"""Commands ``forgelab study``, ``forgelab quickstart`` and ``forgelab report``."""
+"""Commands ``forgelab study``, ``forgelab quickstart`` and ``forgelab report``.
+
+Lazy imports: the modules that do the work are imported inside each command, for start-up
+time (every ``forgelab`` call, ``--help`` included, loads all command modules).
+"""
 
 from __future__ import annotations
 
@@ -18,14 +22,18 @@ def _study_options_help() -> str:
 @friendly
 def study(
     config: str = typer.Argument(..., help=_study_options_help()),
-    out: Path = typer.Option(None, "--out", help="Study folder (default: outputs/<study name>)."),
-    data: str = typer.Option(None, "--data", help="Real images: a folder or 'embedded' (default: the config's, else $FORGELAB_DATA)."),
+    out: Path = typer.Option(None, "--out", help="Study folder.",
+                              show_default="outputs/<study name>"),
+    data: str = typer.Option(None, "--data", help="Real images: a folder or 'embedded'.",
+                              show_default="the config's, else $FORGELAB_DATA"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete a finished study in --out and run it again."),
-    set_: list[str] = typer.Option(None, "--set", help="Override a config value, e.g. --set train.steps=1500 (repeatable)."),
+    set_: list[str] = typer.Option(None, "--set", help="Override a config value, e.g. --set train.steps=1500 (repeatable).",
+                                show_default="none"),
     quiet: bool = typer.Option(False, "--quiet", help="No progress output."),
 ) -> None:
     """Run a study from a TOML config: train, generate, spectra, metrics, transfer matrix, report (resumable)."""
-    from pipelines.study import load_config, run_study
+    from pipelines.study import run_study
+    from pipelines.study_config import load_config
 
     cfg = load_config(config, overrides=tuple(set_ or ()))
     target = out if out is not None else Path("outputs") / cfg.study.name
@@ -36,7 +44,8 @@ def study(
 @friendly
 def quickstart(
     out: Path = typer.Option(QUICKSTART_OUT, "--out", help="Study folder."),
-    data: str = typer.Option(None, "--data", help="Real images instead of the embedded sample photos: a folder."),
+    data: str = typer.Option(None, "--data", help="Real images instead of the embedded sample photos: a folder.",
+                              show_default="embedded"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete a finished quickstart in --out and run it again."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress output."),
 ) -> None:

@@ -1,4 +1,8 @@
-"""``forgelab transfer``: detectors trained on some fake sources, tested on every source."""
+"""``forgelab transfer``: detectors trained on some fake sources, tested on every source.
+
+Lazy imports: the modules that do the work are imported inside each command, for start-up
+time (every ``forgelab`` call, ``--help`` included, loads all command modules).
+"""
 
 from __future__ import annotations
 
@@ -73,14 +77,17 @@ def transfer(
     fake: list[str] = typer.Option(..., "--fake", help="A fake source as NAME=FOLDER or NAME=TRAIN_DIR,TEST_DIR (repeat)."),
     detector: list[str] = typer.Option(..., "--detector", help="A detector FEATURE:CLASSIFIER, e.g. radial:svm (repeat)."),
     out: Path = typer.Option(..., "--out", help="Run folder for the matrix, heatmaps and manifest."),
-    resolution: int | None = typer.Option(None, "--resolution", help="Image size; default: the first fake set's."),
+    resolution: int | None = typer.Option(None, "--resolution", help="Image size.",
+                                         show_default="the first fake set's"),
     rows: list[str] = typer.Option(["each"], "--rows", help="Rows: each, all, loo (repeat or comma list)."),
     fractions: str = typer.Option("0.6,0.2,0.2", "--fractions", help="Train,validation,test fractions of one-folder sets."),
-    jpeg: int | None = typer.Option(None, "--jpeg", help="JPEG-compress every real and fake image at this quality."),
-    preprocess: str = typer.Option("resize", "--preprocess", help="resize (antialiased, default) or crop (centred "
+    jpeg: int | None = typer.Option(None, "--jpeg", help="JPEG-compress every real and fake image at this quality.",
+                                   show_default="no compression"),
+    preprocess: str = typer.Option("resize", "--preprocess", help="resize (antialiased) or crop (centred "
                                    "native pixels at an even offset, keeps the 2x2 grid)."),
     attribute: bool = typer.Option(False, "--attribute", help="Also fit one multi-class model per detector (which source?)."),
-    limit: int | None = typer.Option(None, "--limit", help="Use at most N images of each folder (fixed-seed subset)."),
+    limit: int | None = typer.Option(None, "--limit", help="Use at most N images of each folder (fixed-seed subset).",
+                                    show_default="all"),
     seed: int = typer.Option(0, "--seed", help="Seed for splits, subsets and classifiers."),
     metric: str = typer.Option("ap", "--metric", help="Metric of the printed table: ap, auc, acc, acc_cal, eer."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first unreadable image instead of skipping it."),
@@ -93,7 +100,8 @@ def transfer(
     from pipelines.data import check_preprocess, load_data, load_images
     from pipelines.parity import parity_warnings
     from pipelines.runfolder import RunFolder
-    from pipelines.transfer import parse_rows, print_matrix, run_transfer
+    from pipelines.transfer import parse_rows, run_transfer
+    from pipelines.transfer_outputs import print_matrix
 
     if jobs < 1:
         raise ValueError(f"--jobs must be at least 1, got {jobs}.")

@@ -1,0 +1,16 @@
+"""The one rule for names that become file names: generators, fake sources, transfer rows."""
+
+from __future__ import annotations
+
+import re
+
+# Letters, digits, '_', '.', '+' and '-', starting with a letter or digit: safe as a file name.
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+NAME_RULE = "start with a letter or digit and use only letters, digits, '_', '.', '+' or '-'"
+RESERVED_NAMES = ("real", "all")  # the real set's files and the transfer matrix's union row
+ROW_KINDS = ("each", "all", "loo")  # transfer-matrix rows: one per source, their union, leave-one-out
+
+
+def is_plain_name(name: object) -> bool:
+    """True when ``name`` is a string that follows the name rule (reserved names included)."""
+    return isinstance(name, str) and NAME_PATTERN.match(name) is not None

@@ -51,6 +51,7 @@ from gans.networks import (
     check_upsample_layers,
 )
 from gans.sampling import derive_seed, latents
+from gans.sngan import check_shortcut
 from gans.spectral import SpectralDiscriminator, real_mean_profile, spectral_regularization
 from gans.upsamplers import check_upsampler
 
@@ -84,6 +85,7 @@ class TrainConfig:
     batch_size: int = 64
     z_dim: int = 128
     width: int | None = None
+    shortcut: str = "1x1"  # SNGAN's residual shortcut: "1x1" (the paper's) or "upsampler"
     loss: str | None = None
     lr: float | None = None
     betas: tuple[float, float] | None = None
@@ -131,6 +133,7 @@ class TrainConfig:
         check_upsampler(self.upsampler)
         check_upsample_layers(self.upsample_layers)
         check_resolution(self.resolution)
+        check_shortcut(self.shortcut)
         distributed.check_device(self.device)
         for name in ("steps", "batch_size", "z_dim"):
             _int_at_least(getattr(self, name), name, 1)
@@ -300,7 +303,7 @@ class Trainer:
         self.amp = cfg.amp and dev.type == "cuda"
         torch.manual_seed(cfg.seed)  # network initialisation; identical on every rank
         G = build_generator(cfg.arch, cfg.resolution, cfg.upsampler, cfg.upsample_layers,
-                            z_dim=cfg.z_dim, width=cfg.width)
+                            z_dim=cfg.z_dim, width=cfg.width, shortcut=cfg.shortcut)
         D = build_discriminator(cfg.arch, cfg.resolution, width=cfg.width)
         SD = SpectralDiscriminator(cfg.resolution) if cfg.spectral_d else None
         self.z_dim = G.z_dim

@@ -42,6 +42,7 @@ from gans.checkpoint import (
     save_checkpoint,
     write_atomically,
 )
+from gans.ema import standing_bn_statistics, standing_latents, update_ema
 from gans.networks import (
     ARCH_DEFAULTS,
     build_discriminator,
@@ -315,6 +316,11 @@ class Trainer:
         decay = LR_SCHEDULES[cfg.lr_decay](cfg.steps)
         self.sched_G = torch.optim.lr_scheduler.LambdaLR(self.opt_G, decay)
         self.sched_D = torch.optim.lr_scheduler.LambdaLR(self.opt_D, decay)
+        # The spectral D follows the same schedule as G and D (it must not keep learning at
+        # the base rate while they decay to zero).
+        self.sched_SD = torch.optim.lr_scheduler.LambdaLR(self.opt_SD, decay) if SD is not None else None
+        # Fixed latents for the EMA generator's standing BatchNorm statistics (gans.ema).
+        self.standing_z = standing_latents(cfg.seed, G.z_dim, self.local_batch) if G_ema is not None else None
 
         self.sampler = EpochSampler(self.images_cpu.shape[0], derive_seed(cfg.seed, "data"))
         # Each rank draws its own latents; the data permutation is shared and sliced per rank.
@@ -364,6 +370,8 @@ class Trainer:
         self.opt_D.load_state_dict(state["opt_D"])
         self.sched_G.load_state_dict(state["sched_G"])
         self.sched_D.load_state_dict(state["sched_D"])
+        if self.sched_SD is not None and state.get("sched_SD") is not None:
+            self.sched_SD.load_state_dict(state["sched_SD"])
         self.sampler.load_state_dict(state["sampler"])
         rng = state["rng"]
         torch.set_rng_state(rng["torch"])
@@ -394,6 +402,7 @@ class Trainer:
             "opt_SD": self.opt_SD.state_dict() if self.opt_SD is not None else None,
             "sched_G": self.sched_G.state_dict(),
             "sched_D": self.sched_D.state_dict(),
+            "sched_SD": self.sched_SD.state_dict() if self.sched_SD is not None else None,
             "sampler": self.sampler.state_dict(),
             "rng": {
                 "torch": torch.get_rng_state(),
@@ -412,13 +421,15 @@ class Trainer:
 
     def _sync_buffers(self) -> None:
         # Buffers are rank 0's by DDP's convention (it broadcasts them at each forward); the
-        # EMA copies each rank's own BatchNorm statistics, so it needs the same broadcast.
+        # EMA's standing statistics are the same on every rank, the broadcast only removes
+        # kernel-level float noise between GPUs.
         for m in (self.G, self.D, self.SD, self.G_ema):
             if m is not None:
                 distributed.broadcast_buffers(_unwrap(m), self.info)
 
     def save(self) -> Path:
         """Write checkpoint.pt atomically (rank 0), with every rank's state gathered first."""
+        self.refresh_ema_statistics()
         self._sync_buffers()
         state = self.state_dict()
         if self.info.is_main:
@@ -499,6 +510,8 @@ class Trainer:
         out["loss_g"] = loss_g.detach()
         self.sched_G.step()
         self.sched_D.step()
+        if self.sched_SD is not None:
+            self.sched_SD.step()
         if self.G_ema is not None:
             self._update_ema()
         return out
@@ -514,11 +527,13 @@ class Trainer:
     def _update_ema(self) -> None:
         # Ramp the decay up from 0.1 so early EMA weights are not dominated by the random init.
         beta = min(self.cfg.ema, (1.0 + self.step) / (10.0 + self.step))
-        src = _unwrap(self.G)
-        for pe, p in zip(self.G_ema.parameters(), src.parameters(), strict=True):
-            pe.lerp_(p.detach(), 1.0 - beta)
-        for be, b in zip(self.G_ema.buffers(), src.buffers(), strict=True):
-            be.copy_(b)
+        # Weights only: the EMA network's BatchNorm statistics are its own (refresh_ema_statistics).
+        update_ema(self.G_ema, _unwrap(self.G), beta)
+
+    def refresh_ema_statistics(self) -> None:
+        """Re-estimate the EMA generator's BatchNorm statistics on its current weights (gans.ema)."""
+        if self.G_ema is not None:
+            standing_bn_statistics(self.G_ema, self.standing_z)
 
     # ----------------------------------------------------------------------------- outputs
     @torch.no_grad()
@@ -526,6 +541,7 @@ class Trainer:
         """Write an 8x8 grid of the generator's (EMA's) images from fixed latents to samples/."""
         from torchvision.utils import save_image
 
+        self.refresh_ema_statistics()
         G = self.G_ema if self.G_ema is not None else _unwrap(self.G)
         was_training = G.training
         G.eval()

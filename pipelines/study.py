@@ -864,6 +864,10 @@ def _quality_step(cfg: StudyConfig, out: Path, name: str, real: torch.Tensor) ->
         from detectors.fidelity import spectral_fidelity
 
         result.update(spectral_fidelity(real, fake))
+    # Mode-collapse alarm for every fake set (cheap, no weights): detectors.diversity.
+    from detectors.diversity import diversity
+
+    result["diversity"] = diversity(fake, real)["diversity"]
     if q.fid or q.kid:
         try:
             from pipelines.quality import quality_metrics

@@ -269,6 +269,9 @@ def test_study_numbers_match_direct_computation(study_dir):
     want = spectral_fidelity(real, fakes)
     for k, v in want.items():
         assert quality[k] == pytest.approx(v, abs=1e-9)
+    from detectors.diversity import diversity
+
+    assert quality["diversity"] == pytest.approx(diversity(fakes, real)["diversity"], abs=1e-12)
 
 
 def test_saved_fake_pngs_hold_the_same_bytes(study_dir):

@@ -155,6 +155,10 @@ def test_packaged_configs_load():
     s = load_config("imagewoof-sngan64.toml")
     assert s.study.resolution == 64 and len(s.generators) == 2 * len(UPSAMPLERS) and s.generate.n >= 5000
     assert all(g.arch == "sngan" and g.train["steps"] >= 10000 for g in s.generators)
+    # The paper's channel plan (torch-mimicry's SNGAN-64: 1024 channels at the widest = 16 x 64).
+    from gans.sngan import DEFAULT_WIDTH, G_CHANNELS
+
+    assert all(g.train.get("width", DEFAULT_WIDTH) * max(G_CHANNELS[64]) == 1024 for g in s.generators)
     d = load_config("imagewoof-dcgan32", overrides=["train.steps=50"])
     assert all(g.train["steps"] == 50 for g in d.generators) and "train.steps=50" in d.text
 

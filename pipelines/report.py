@@ -254,6 +254,26 @@ def _summary_section(d: dict[str, Any]) -> str:
     return "<h2 id='summary'>At a glance</h2>" + _table(header, rows, name_cols=4) + caption + note_html
 
 
+def _diversity_section(d: dict[str, Any]) -> str:
+    """Each fake set's diversity relative to the real set, with a warning below the level."""
+    from detectors.diversity import DIVERSITY_WARNING
+
+    values = {n: d["quality"].get(n, {}).get("diversity") for n in d["names"]}
+    values = {n: v for n, v in values.items() if isinstance(v, (int, float))}
+    if not values:
+        return ""
+    low = [n for n, v in values.items() if v < DIVERSITY_WARNING]
+    rows = [[n, v, "⚠ likely mode collapse" if n in low else "ok"] for n, v in values.items()]
+    warn = (f"<p class='note'>⚠ {html.escape(', '.join(low))}: diversity below {DIVERSITY_WARNING:g} — the "
+            "samples are nearly alike (mode collapse); their spectra and detection results describe one "
+            "pattern, not a generator.</p>" if low else "")
+    caption = ("<p class='muted'>Mean pairwise L2 distance between 8×8 area-averaged samples, divided by "
+               f"the same for the real images: 1 = as varied as the real set, 0 = every sample identical; "
+               f"warning below {DIVERSITY_WARNING:g} (detectors/diversity.py).</p>")
+    return ("<h2 id='diversity'>Diversity</h2>" + warn
+            + _table(["generator", "diversity", "status"], rows) + caption)
+
+
 def _samples_section(d: dict[str, Any]) -> str:
     cards = []
     for n in ["real", *d["names"]]:
@@ -448,6 +468,7 @@ def render_html(d: dict[str, Any], figdir: Path) -> str:
     """The report page for the data returned by :func:`load_run`."""
     sections = [
         ("summary", "At a glance", _summary_section(d)),
+        ("diversity", "Diversity", _diversity_section(d)),
         ("samples", "Samples", _samples_section(d)),
         ("spectra", "Spectra", _spectra_section(d, figdir)),
         ("transfer", "Transfer matrices", _transfer_section(d, figdir)),

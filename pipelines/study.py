@@ -279,6 +279,10 @@ def _quality_step(cfg: StudyConfig, out: Path, name: str, real: torch.Tensor, _r
     result: dict[str, Any] = {}
     if q.spectral:
         result.update(spectral_fidelity(real, fake))
+    # Mode-collapse alarm for every fake set (cheap, no weights): detectors.diversity.
+    from detectors.diversity import diversity
+
+    result["diversity"] = diversity(fake, real)["diversity"]
     if q.fid or q.kid:
         try:
             # Lazy for start-up time: torch-fidelity is heavy and only FID/KID need it.

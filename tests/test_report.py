@@ -163,3 +163,21 @@ def test_zero_insertion_lifts_high_frequencies_in_saved_spectra(tmp_path):
     real, near, zero = (d["spectra"][n]["radial"] for n in ("real", "nearest", "bed_of_nails"))
     assert zero[-1] > real[-1] > near[-1]
     assert load_arrays(run / "spectra" / "real.npz")["spectrum2d"].shape == (32, 32)
+
+
+def test_report_shows_diversity_and_warns_below_the_level(tmp_path):
+    from detectors.diversity import DIVERSITY_WARNING
+    from plumbing.files import read_json
+
+    run = make_study_folder(tmp_path / "run")
+    for name, value in (("nearest", 0.91), ("bed_of_nails", DIVERSITY_WARNING / 2)):
+        q = read_json(run / "quality" / f"{name}.json")
+        write_json(run / "quality" / f"{name}.json", {**q, "diversity": value})
+    page = write_report(run).read_text(encoding="utf-8")
+    section = page[page.index("id='diversity'"):page.index("id='samples'")]
+    assert "0.910" in section and f"{DIVERSITY_WARNING / 2:.3f}" in section
+    assert "⚠ bed_of_nails: diversity below" in section and "⚠ nearest" not in section
+    # No figure recorded (an older run): no section.
+    for name in ("nearest", "bed_of_nails"):
+        write_json(run / "quality" / f"{name}.json", {"radial_l1": 0.1})
+    assert "id='diversity'" not in write_report(run).read_text(encoding="utf-8")

@@ -167,11 +167,15 @@ def test_packaged_configs_load():
     q = load_config("quickstart")
     assert q.study.data == "embedded" and q.study.resolution == 32
     assert {g.upsampler for g in q.generators} == set(UPSAMPLERS)
-    assert sum(g.spectral_d for g in q.generators) == 1 and len(q.generators) == 7
+    assert sum(g.spectral_d for g in q.generators) == 1 and len(q.generators) == len(UPSAMPLERS) + 1
     assert len(q.transfer.detectors) == 4 and q.text and "[study]" in q.text
     s = load_config("imagewoof-sngan64.toml")
-    assert s.study.resolution == 64 and len(s.generators) == 12 and s.generate.n >= 5000
+    assert s.study.resolution == 64 and len(s.generators) == 2 * len(UPSAMPLERS) and s.generate.n >= 5000
     assert all(g.arch == "sngan" and g.train["steps"] >= 10000 for g in s.generators)
+    # The paper's channel plan (torch-mimicry's SNGAN-64: 1024 channels at the widest = 16 x 64).
+    from gans.sngan import DEFAULT_WIDTH, G_CHANNELS
+
+    assert all(g.train.get("width", DEFAULT_WIDTH) * max(G_CHANNELS[64]) == 1024 for g in s.generators)
     d = load_config("imagewoof-dcgan32", overrides=["train.steps=50"])
     assert all(g.train["steps"] == 50 for g in d.generators) and "train.steps=50" in d.text
 
@@ -286,6 +290,9 @@ def test_study_numbers_match_direct_computation(study_dir):
     want = spectral_fidelity(real, fakes)
     for k, v in want.items():
         assert quality[k] == pytest.approx(v, abs=1e-9)
+    from detectors.diversity import diversity
+
+    assert quality["diversity"] == pytest.approx(diversity(fakes, real)["diversity"], abs=1e-12)
 
 
 def test_saved_fake_pngs_hold_the_same_bytes(study_dir):

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from detectors.diversity import DIVERSITY_WARNING
 from pipelines.arrays import load_arrays
 from pipelines.names import is_plain_name
 from pipelines.report_figures import (
@@ -256,8 +257,6 @@ def _summary_section(d: dict[str, Any]) -> str:
 
 def _diversity_section(d: dict[str, Any]) -> str:
     """Each fake set's diversity relative to the real set, with a warning below the level."""
-    from detectors.diversity import DIVERSITY_WARNING
-
     values = {n: d["quality"].get(n, {}).get("diversity") for n in d["names"]}
     values = {n: v for n, v in values.items() if isinstance(v, (int, float))}
     if not values:

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
+from detectors.diversity import diversity
 from detectors.fidelity import spectral_fidelity
 from gans import training
 from gans.sampling import generate_tensor, load_generator, write_fake_set
@@ -280,8 +281,6 @@ def _quality_step(cfg: StudyConfig, out: Path, name: str, real: torch.Tensor, _r
     if q.spectral:
         result.update(spectral_fidelity(real, fake))
     # Mode-collapse alarm for every fake set (cheap, no weights): detectors.diversity.
-    from detectors.diversity import diversity
-
     result["diversity"] = diversity(fake, real)["diversity"]
     if q.fid or q.kid:
         try:

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from pipelines.runfolder import RunFolder, atomic_path, read_json, write_json, write_text
+from plumbing.locks import folder_contents
 
 try:  # Python >= 3.11
     import tomllib
@@ -679,7 +680,7 @@ def _open_folder(out: Path, cfg: StudyConfig, overwrite: bool, data_label: str |
             raise FileExistsError(
                 f"{out} already holds a finished study; pass --overwrite to redo it or choose another --out."
             )
-    elif folder.path.is_dir() and any(folder.path.iterdir()) and not overwrite:
+    elif folder.path.is_dir() and folder_contents(folder.path) and not overwrite:
         raise FileExistsError(
             f"{out} is not empty and is not a study folder; choose another --out or pass --overwrite."
         )

@@ -12,6 +12,7 @@ from typing import Any
 import typer
 
 from pipelines.errors import friendly
+from pipelines.runfolder import locked
 
 detect_app = typer.Typer(help="Fit, apply and evaluate fake-image detectors (FEATURE:CLASSIFIER).", no_args_is_help=True)
 
@@ -59,6 +60,7 @@ def _jsonable_metrics(metrics: dict[str, float]) -> dict[str, float | None]:
 
 @detect_app.command("fit")
 @friendly
+@locked("detect fit")
 def fit(
     detector: str = typer.Option("radial:svm", "--detector", "-d", help="FEATURE:CLASSIFIER, see `forgelab detect list`."),
     real: Path = typer.Option(..., "--real", help="Folder of real images."),

@@ -1,0 +1,347 @@
+"""Run a study's steps: one after another in this process (``local``), or as Ray tasks (``ray``).
+
+Both executors keep the same bookkeeping through a step log (``steps.json``), written by
+this process (the driver) alone, so a study started with one executor resumes with the
+other, and a finished step is never redone. The step log needs four things:
+
+* ``root``: the study folder (the steps' ``outputs`` are relative to it);
+* ``is_done(key, hash) -> bool``: the step finished from these inputs and its files exist;
+* ``start(key, hash) -> resume``: mark the step running; True when an earlier attempt from
+  the same inputs was interrupted, so the step may continue from its partial files;
+* ``finish(key, hash, outputs, seconds)``: mark it done (after every output was written).
+
+and, optionally, ``digest(inputs) -> str``, the hash of a step's inputs (by default
+:func:`plumbing.digests.json_digest`).
+
+With Ray, every step is a task with the step's ``resources`` (one GPU for training and
+generation on CUDA, else one CPU), submitted once the steps it depends on are done, so
+independent steps run at the same time on whatever CPUs and GPUs the runtime has. A task
+whose worker process dies is retried once by Ray (``max_retries=1``); a step that still
+fails stops the study with a sentence naming the step and its log. Ctrl-C cancels the
+running tasks; their steps stay "running" in steps.json and resume on the next run.
+
+The study folder must be on storage that every node of the Ray cluster sees: tasks write
+their outputs straight into it. :func:`check_shared_folder` checks this before any step runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from pipelines.steps import Step
+from plumbing.digests import json_digest
+
+EXECUTORS = ("local", "ray")
+RAY_INSTALL = "pip install 'forgelab[ray]'"
+LOG_DIR = "logs"
+
+
+class StepLogLike(Protocol):
+    """What an executor needs of ``steps.json`` (see the module docstring)."""
+
+    root: Path
+
+    def is_done(self, key: str, hash_: str) -> bool: ...
+
+    def start(self, key: str, hash_: str) -> bool: ...
+
+    def finish(self, key: str, hash_: str, outputs: list[str], seconds: float) -> None: ...
+
+
+class RayMissing(ImportError, ValueError):
+    """Ray is not installed (a ValueError too, so the CLI prints it as one sentence)."""
+
+
+class StepFailed(RuntimeError):
+    """A step raised, or its worker died twice; the message names the step and its log."""
+
+
+class FolderNotShared(OSError):
+    """A Ray worker cannot see the study folder."""
+
+
+def check_executor(name: str) -> str:
+    """Return ``name`` when it is a known executor, else stop with the valid names."""
+    if name not in EXECUTORS:
+        raise ValueError(f"Unknown executor {name!r}; choose one of: {', '.join(EXECUTORS)}.")
+    return name
+
+
+def require_ray() -> Any:
+    """Import Ray, or stop with one sentence naming the install command."""
+    try:
+        import ray
+    except ImportError:
+        raise RayMissing(f"The ray executor needs Ray, which is not installed; install it with: {RAY_INSTALL}") from None
+    return ray
+
+
+def step_log_path(root: str | os.PathLike, key: str) -> Path:
+    """Where a Ray task writes the output of step ``key`` (``logs/<key>.log`` in the study folder)."""
+    return Path(root) / LOG_DIR / f"{key}.log"
+
+
+def check_order(steps: Sequence[Step]) -> None:
+    """Stop when keys repeat or a step depends on a step that is not listed before it."""
+    seen: set[str] = set()
+    for s in steps:
+        if s.key in seen:
+            raise ValueError(f"Step {s.key!r} is listed twice; every step needs its own key.")
+        missing = [d for d in s.deps if d not in seen]
+        if missing:
+            raise ValueError(f"Step {s.key!r} depends on {', '.join(map(repr, missing))}, which is not listed "
+                             "before it; list every step after the steps it depends on.")
+        seen.add(s.key)
+
+
+def run_steps(steps: Sequence[Step], steplog: StepLogLike, executor: str = "local", address: str | None = None,
+              *, progress: bool = True, echo: Callable[[str], None] | None = None) -> dict[str, str]:
+    """Run every step that is not done yet, in dependency order; return each step's final state.
+
+    ``executor`` is ``local`` (in order, in this process) or ``ray`` (tasks on a Ray runtime:
+    this machine's when ``address`` is None, else the cluster at ``address``, e.g. ``auto`` or
+    ``ray://HOST:10001``). States are ``skipped`` (done earlier) and ``done``.
+    """
+    check_executor(executor)
+    check_order(steps)
+    digest = getattr(steplog, "digest", None) or json_digest
+    hashes = {s.key: digest(s.inputs) for s in steps}
+    if executor == "local":
+        return _run_local(steps, steplog, hashes, echo or (lambda _m: None))
+    ray = require_ray()
+    return _run_ray(ray, steps, steplog, hashes, address, progress)
+
+
+def _check_outputs(step: Step, root: Path) -> None:
+    missing = [p for p in step.outputs if not (root / p).exists()]
+    if missing:
+        raise StepFailed(f"Step {step.key} finished without writing {', '.join(missing)}.")
+
+
+def _run_local(steps: Sequence[Step], steplog: StepLogLike, hashes: dict[str, str],
+               echo: Callable[[str], None]) -> dict[str, str]:
+    states: dict[str, str] = {}
+    for step in steps:
+        h = hashes[step.key]
+        if steplog.is_done(step.key, h):
+            states[step.key] = "skipped"
+            echo(f"[dim]skip[/]  {step.key} (finished earlier)")
+            continue
+        resume = steplog.start(step.key, h)
+        echo(f"[bold]{'resume' if resume else 'run'}[/]   {step.key}")
+        t0 = time.perf_counter()
+        step.run(resume)
+        _check_outputs(step, steplog.root)
+        seconds = time.perf_counter() - t0
+        steplog.finish(step.key, h, list(step.outputs), seconds)
+        states[step.key] = "done"
+        echo(f"[green]done[/]  {step.key} ({seconds:.1f} s)")
+    return states
+
+
+# --------------------------------------------------------------------------- Ray
+
+
+def start_ray(ray: Any, address: str | None) -> bool:
+    """Start (``address`` None) or join a Ray runtime unless one is running; True when this call did."""
+    if ray.is_initialized():
+        return False
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+    if address is None:
+        # This machine only: every core, loopback addresses, no dashboard, no usage reports.
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        ray.init(num_cpus=os.cpu_count() or 1, _node_ip_address="127.0.0.1", **kwargs)
+    else:
+        try:
+            ray.init(address=address, **{k: v for k, v in kwargs.items() if k != "include_dashboard"})
+        except ConnectionError as e:
+            raise ConnectionError(f"Cannot join the Ray cluster at {address} ({e}); start it with `ray start --head` "
+                                  "or check the address.") from None
+    return True
+
+
+def _where() -> str:
+    gpus = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return f"{socket.gethostname()}:{os.getpid()}" + (f" gpu {gpus}" if gpus else "")
+
+
+def _probe(path: str, token: str) -> tuple[bool, str]:
+    p = Path(path)
+    return (p.is_file() and p.read_text(encoding="utf-8") == token), socket.gethostname()
+
+
+def check_shared_folder(ray: Any, root: Path) -> None:
+    """Stop unless a worker on every node of the runtime sees a file the driver wrote into ``root``."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    root.mkdir(parents=True, exist_ok=True)
+    token = uuid.uuid4().hex
+    probe_file = root / f".probe-{token}"
+    probe_file.write_text(token, encoding="utf-8")
+    try:
+        probe = ray.remote(num_cpus=0, max_retries=0)(_probe)
+        nodes = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
+        refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False))
+                .remote(str(probe_file.resolve()), token) for n in nodes]
+        for seen, host in ray.get(refs):
+            if not seen:
+                raise FolderNotShared(
+                    f"Ray workers on {host} cannot see the study folder {root.resolve()}; it must be on storage "
+                    "every node sees (a shared file system such as NFS), at the same path on every node."
+                )
+    finally:
+        probe_file.unlink(missing_ok=True)
+
+
+def _task(step_run: Callable[[bool], None], resume: bool, log_path: str, cwd: str) -> Iterator[dict[str, Any]]:
+    """What a Ray worker runs for one step: say where it runs, then run it with its output in its log."""
+    yield {"where": _where()}
+    t0 = time.perf_counter()
+    old_cwd = os.getcwd()
+    if os.path.isdir(cwd):  # relative paths mean the same as in the driver (same cwd on shared storage)
+        os.chdir(cwd)
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(log_path, "a", encoding="utf-8") as log, contextlib.redirect_stdout(log), \
+                contextlib.redirect_stderr(log):
+            print(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} on {_where()} (resume={resume})", flush=True)
+            try:
+                step_run(resume)
+            except BaseException:
+                traceback.print_exc()
+                raise
+    finally:
+        os.chdir(old_cwd)
+    yield {"seconds": time.perf_counter() - t0, "where": _where()}
+
+
+@dataclass
+class _Row:
+    state: str = "waiting"
+    where: str = ""
+    started: float = 0.0
+    seconds: float | None = None
+
+
+def _table(rows: dict[str, _Row]) -> Any:
+    from rich.table import Table
+
+    colour = {"waiting": "dim", "running": "yellow", "done": "green", "skipped": "dim green", "failed": "red",
+              "cancelled": "magenta"}
+    t = Table(title="steps")
+    for col in ("step", "state", "where", "time"):
+        t.add_column(col)
+    now = time.perf_counter()
+    for key, r in rows.items():
+        secs = r.seconds if r.seconds is not None else (now - r.started if r.state == "running" else None)
+        t.add_row(key, f"[{colour[r.state]}]{r.state}[/]", r.where, "" if secs is None else f"{secs:.1f} s")
+    return t
+
+
+def _run_ray(ray: Any, steps: Sequence[Step], steplog: StepLogLike, hashes: dict[str, str],
+             address: str | None, progress: bool) -> dict[str, str]:
+    from rich.console import Console
+    from rich.live import Live
+
+    root = Path(steplog.root)
+    rows = {s.key: _Row() for s in steps}
+    waiting: dict[str, Step] = {}
+    for s in steps:
+        if steplog.is_done(s.key, hashes[s.key]):
+            rows[s.key].state = "skipped"
+        else:
+            waiting[s.key] = s
+    if not waiting:
+        return {k: r.state for k, r in rows.items()}
+    start_ray(ray, address)
+    check_shared_folder(ray, root)
+    remote = ray.remote(max_retries=1, retry_exceptions=False, num_returns="streaming")(_task)
+    running: dict[str, tuple[Any, Step]] = {}  # key -> (the task's result stream, step)
+    cwd = os.getcwd()
+    live = Live(_table(rows), console=Console(stderr=True), auto_refresh=False, transient=False) \
+        if progress else contextlib.nullcontext()
+
+    def submit_ready() -> None:
+        for key, step in list(waiting.items()):
+            if all(rows[d].state in ("done", "skipped") for d in step.deps):
+                del waiting[key]
+                resume = steplog.start(key, hashes[key])  # the driver writes steps.json, before submitting
+                stream = remote.options(name=key, **_ray_options(step)).remote(
+                    step.run, resume, str(step_log_path(root, key)), cwd)
+                running[key] = (stream, step)
+                rows[key].state, rows[key].started, rows[key].where = "running", time.perf_counter(), "(queued)"
+
+    def stop_all(state: str) -> None:
+        for key, (stream, _step) in running.items():
+            with contextlib.suppress(Exception):
+                ray.cancel(stream, force=True)
+            rows[key].state = state
+        running.clear()
+
+    with live:
+        try:
+            submit_ready()
+            while running:
+                streams = {id(stream): key for key, (stream, _s) in running.items()}
+                ready, _ = ray.wait([s for s, _ in running.values()], num_returns=1, timeout=0.5)
+                for stream in ready:
+                    key = streams[id(stream)]
+                    step = running[key][1]
+                    try:
+                        value = ray.get(next(stream))
+                    except Exception as e:  # the step raised, or its worker died on both attempts
+                        running.pop(key)
+                        rows[key].state = "failed"
+                        stop_all("cancelled")
+                        raise StepFailed(_failure(key, e, step_log_path(root, key))) from None
+                    if "seconds" not in value:  # the task started; its result comes next
+                        rows[key].where = value["where"]
+                        continue
+                    running.pop(key)
+                    try:
+                        _check_outputs(step, root)
+                    except StepFailed:
+                        rows[key].state = "failed"
+                        stop_all("cancelled")
+                        raise
+                    steplog.finish(key, hashes[key], list(step.outputs), value["seconds"])
+                    rows[key].state, rows[key].seconds, rows[key].where = "done", value["seconds"], value["where"]
+                    submit_ready()
+                if progress:
+                    live.update(_table(rows), refresh=True)
+        except KeyboardInterrupt:
+            stop_all("cancelled")
+            raise
+        finally:
+            if progress:
+                live.update(_table(rows), refresh=True)
+    return {k: r.state for k, r in rows.items()}
+
+
+def _ray_options(step: Step) -> dict[str, Any]:
+    res = dict(step.resources)
+    opts = {k: res.pop(k) for k in ("num_cpus", "num_gpus", "memory") if k in res}
+    if res:
+        opts["resources"] = res
+    return opts
+
+
+def _failure(key: str, error: BaseException, log: Path) -> str:
+    cause = getattr(error, "cause", None)
+    if cause is not None:  # a RayTaskError wraps the step's own exception
+        reason = f"{type(cause).__name__}: {cause}".splitlines()[0]
+    else:
+        name = type(error).__name__
+        reason = "its worker process died twice (Ray retried it once)" if "Worker" in name or "Died" in name \
+            else f"{name}: {str(error).splitlines()[0] if str(error) else ''}"
+    return f"Step {key} failed ({reason}); see its log {log}. Finished steps are kept: run the study again to resume."
+

@@ -192,14 +192,19 @@ def check_shared_folder(ray: Any, root: Path) -> None:
         nodes = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
         refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False))
                 .remote(str(probe_file.resolve()), token) for n in nodes]
-        for seen, host in ray.get(refs):
-            if not seen:
-                raise FolderNotShared(
-                    f"Ray workers on {host} cannot see the study folder {root.resolve()}; it must be on storage "
-                    "every node sees (a shared file system such as NFS), at the same path on every node."
-                )
+        check_probes(ray.get(refs), root)
     finally:
         probe_file.unlink(missing_ok=True)
+
+
+def check_probes(results: list[tuple[bool, str]], root: Path) -> None:
+    """Stop with one sentence when a node's probe (seen, host) did not see the driver's file."""
+    for seen, host in results:
+        if not seen:
+            raise FolderNotShared(
+                f"Ray workers on {host} cannot see the study folder {root.resolve()}; it must be on storage "
+                "every node sees (a shared file system such as NFS), at the same path on every node."
+            )
 
 
 def _task(step_run: Callable[[bool], None], resume: bool, log_path: str, cwd: str) -> Iterator[dict[str, Any]]:

@@ -274,3 +274,34 @@ def _state(pid: int) -> str:
     except OSError:
         return "Z"
 
+
+
+def test_shared_folder_probe(tmp_path):
+    from pipelines.executors import FolderNotShared, _probe, check_probes
+
+    f = tmp_path / ".probe"
+    f.write_text("token")
+    assert _probe(str(f), "token")[0] and not _probe(str(f), "other")[0]
+    assert not _probe(str(tmp_path / "missing"), "token")[0]
+    check_probes([(True, "node1"), (True, "node2")], tmp_path)
+    with pytest.raises(FolderNotShared) as e:
+        check_probes([(True, "node1"), (False, "node2")], tmp_path)
+    assert str(e.value) == (f"Ray workers on node2 cannot see the study folder {tmp_path.resolve()}; it must be on "
+                            "storage every node sees (a shared file system such as NFS), at the same path on every node.")
+
+
+def test_live_table_shows_each_step_state_and_where():
+    from rich.console import Console
+
+    from pipelines.executors import _Row, _table
+
+    rows = {"train/a": _Row("done", "vm:12 gpu 0", seconds=3.25), "train/b": _Row("running", "vm:13", time.perf_counter() - 7),
+            "generate/a": _Row("waiting"), "transfer": _Row("failed", "vm:14", seconds=0.5)}
+    console = Console(record=True, width=100)
+    console.print(_table(rows))
+    lines = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:5]]
+             for line in console.export_text().splitlines() if line.count("│") == 5}
+    running_for = float(lines["train/b"].pop().removesuffix(" s"))
+    assert 7 <= running_for < 60  # time since the step started
+    assert lines == {"train/a": ["done", "vm:12 gpu 0", "3.2 s"], "train/b": ["running", "vm:13"],
+                     "generate/a": ["waiting", "", ""], "transfer": ["failed", "vm:14", "0.5 s"]}

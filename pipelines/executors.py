@@ -20,8 +20,17 @@ whose worker process dies is retried once by Ray (``max_retries=1``); a step tha
 fails stops the study with a sentence naming the step and its log. Ctrl-C cancels the
 running tasks; their steps stay "running" in steps.json and resume on the next run.
 
-The study folder must be on storage that every node of the Ray cluster sees: tasks write
-their outputs straight into it. :func:`check_shared_folder` checks this before any step runs.
+The study folder must be on storage that every node of the Ray cluster sees, at the same path
+(tasks write their outputs straight into it, and run in the driver's working directory when
+it exists there). :func:`check_shared_folder` checks this before any step runs. A cluster of
+two machines sharing ``/shared`` (NFS), with forgelab installed on both::
+
+    machine1$ ray start --head --port=6379
+    machine2$ ray start --address=MACHINE1:6379
+    machine1$ forgelab study CONFIG --executor ray --address auto --out /shared/studies/NAME
+
+(``--address ray://MACHINE1:10001`` drives the cluster from a third machine through Ray
+Client; that machine needs ``/shared`` too, as it writes steps.json.)
 """
 
 from __future__ import annotations
@@ -240,23 +249,20 @@ class _Row:
 def _table(rows: dict[str, _Row]) -> Any:
     from rich.table import Table
 
-    colour = {"waiting": "dim", "running": "yellow", "done": "green", "skipped": "dim green", "failed": "red",
+    colour = {"waiting": "dim", "queued": "cyan", "running": "yellow", "done": "green", "skipped": "dim green", "failed": "red",
               "cancelled": "magenta"}
     t = Table(title="steps")
     for col in ("step", "state", "where", "time"):
         t.add_column(col)
     now = time.perf_counter()
     for key, r in rows.items():
-        secs = r.seconds if r.seconds is not None else (now - r.started if r.state == "running" else None)
+        secs = r.seconds if r.seconds is not None else (now - r.started if r.state in ("queued", "running") else None)
         t.add_row(key, f"[{colour[r.state]}]{r.state}[/]", r.where, "" if secs is None else f"{secs:.1f} s")
     return t
 
 
 def _run_ray(ray: Any, steps: Sequence[Step], steplog: StepLogLike, hashes: dict[str, str],
              address: str | None, progress: bool) -> dict[str, str]:
-    from rich.console import Console
-    from rich.live import Live
-
     root = Path(steplog.root)
     rows = {s.key: _Row() for s in steps}
     waiting: dict[str, Step] = {}
@@ -267,8 +273,23 @@ def _run_ray(ray: Any, steps: Sequence[Step], steplog: StepLogLike, hashes: dict
             waiting[s.key] = s
     if not waiting:
         return {k: r.state for k, r in rows.items()}
-    start_ray(ray, address)
-    check_shared_folder(ray, root)
+    started = start_ray(ray, address)
+    try:
+        check_resources(list(waiting.values()), ray.cluster_resources())
+        check_shared_folder(ray, root)
+        _schedule(ray, waiting, rows, steplog, hashes, root, progress)
+    finally:
+        if started:  # a runtime this call started ends with it; a joined cluster stays up
+            ray.shutdown()
+    return {k: r.state for k, r in rows.items()}
+
+
+def _schedule(ray: Any, waiting: dict[str, Step], rows: dict[str, _Row], steplog: StepLogLike,
+              hashes: dict[str, str], root: Path, progress: bool) -> None:
+    """Submit each step once its dependencies are done; record results as they come."""
+    from rich.console import Console
+    from rich.live import Live
+
     remote = ray.remote(max_retries=1, retry_exceptions=False, num_returns="streaming")(_task)
     running: dict[str, tuple[Any, Step]] = {}  # key -> (the task's result stream, step)
     cwd = os.getcwd()
@@ -283,7 +304,7 @@ def _run_ray(ray: Any, steps: Sequence[Step], steplog: StepLogLike, hashes: dict
                 stream = remote.options(name=key, **_ray_options(step)).remote(
                     step.run, resume, str(step_log_path(root, key)), cwd)
                 running[key] = (stream, step)
-                rows[key].state, rows[key].started, rows[key].where = "running", time.perf_counter(), "(queued)"
+                rows[key].state, rows[key].started = "queued", time.perf_counter()
 
     def stop_all(state: str) -> None:
         for key, (stream, _step) in running.items():
@@ -309,7 +330,8 @@ def _run_ray(ray: Any, steps: Sequence[Step], steplog: StepLogLike, hashes: dict
                         stop_all("cancelled")
                         raise StepFailed(_failure(key, e, step_log_path(root, key))) from None
                     if "seconds" not in value:  # the task started; its result comes next
-                        rows[key].where = value["where"]
+                        rows[key].state, rows[key].where = "running", value["where"]
+                        rows[key].started = time.perf_counter()
                         continue
                     running.pop(key)
                     try:
@@ -329,7 +351,27 @@ def _run_ray(ray: Any, steps: Sequence[Step], steplog: StepLogLike, hashes: dict
         finally:
             if progress:
                 live.update(_table(rows), refresh=True)
-    return {k: r.state for k, r in rows.items()}
+
+
+RESOURCE_NAMES = {"num_cpus": "CPU", "num_gpus": "GPU", "memory": "memory"}
+
+
+def check_resources(steps: Sequence[Step], available: dict[str, float]) -> None:
+    """Stop before submitting when a step asks for more of a resource than the whole runtime has.
+
+    Ray would otherwise keep such a task waiting for ever (an "infeasible" task).
+    """
+    for step in steps:
+        for name, amount in step.resources.items():
+            ray_name = RESOURCE_NAMES.get(name, name)
+            have = available.get(ray_name, 0)
+            if amount > have:
+                unit = {"CPU": " CPU", "GPU": " GPU"}.get(ray_name)
+                what = f"{amount:g}{unit}{'s' if amount != 1 else ''}" if unit else f"{amount:g} of {ray_name!r}"
+                raise ValueError(
+                    f"Step {step.key} needs {what} but the Ray runtime has {have:g}; run it where "
+                    "they are (for GPUs: --device cuda on a machine or cluster with GPUs), or use --device cpu."
+                )
 
 
 def _ray_options(step: Step) -> dict[str, Any]:

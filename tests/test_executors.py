@@ -6,6 +6,7 @@ The Ray tests use one local Ray runtime limited to 2 CPUs, started once for this
 from __future__ import annotations
 
 import _thread
+import dataclasses
 import functools
 import json
 import os
@@ -147,6 +148,20 @@ def test_bad_step_lists_are_refused():
         run_steps([], None, executor="dask")
 
 
+def test_resources_beyond_the_runtime_are_refused():
+    from pipelines.executors import check_resources
+
+    s = functools.partial(print)
+    have = {"CPU": 2.0, "memory": 1e9}
+    check_resources([Step("a", {}, [], s, resources={"num_cpus": 2}), Step("b", {}, [], s)], have)
+    with pytest.raises(ValueError) as e:
+        check_resources([Step("train/x", {}, [], s, resources={"num_cpus": 1, "num_gpus": 1})], have)
+    assert str(e.value) == ("Step train/x needs 1 GPU but the Ray runtime has 0; run it where they are (for GPUs: "
+                            "--device cuda on a machine or cluster with GPUs), or use --device cpu.")
+    with pytest.raises(ValueError, match="needs 3 CPUs but the Ray runtime has 2"):
+        check_resources([Step("a", {}, [], s, resources={"num_cpus": 3})], have)
+
+
 def test_ray_missing_names_the_install_command(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
     with pytest.raises(RayMissing) as e:
@@ -183,6 +198,14 @@ def test_ray_gives_the_same_files_as_local(ray_runtime, tmp_path):
     assert step_log_path(remote, "step/d").read_text().startswith("--- ")
     again = run_steps(make_steps(remote), ShimStepLog(remote), "ray", progress=False)
     assert set(again.values()) == {"skipped"} and all(len(runs(remote, n)) == 1 for n in EXPECTED)
+
+
+def test_ray_refuses_a_gpu_step_without_gpus_before_submitting(ray_runtime, tmp_path):
+    steps = make_steps(tmp_path)
+    steps[1] = dataclasses.replace(steps[1], resources={"num_cpus": 1, "num_gpus": 1})
+    with pytest.raises(ValueError, match="Step step/b needs 1 GPU but the Ray runtime has 0"):
+        run_steps(steps, ShimStepLog(tmp_path), "ray", progress=False)
+    assert not (tmp_path / "steps.json").exists() and not (tmp_path / "out").exists()
 
 
 def test_ray_runs_independent_steps_at_once(ray_runtime, tmp_path):
@@ -296,7 +319,8 @@ def test_live_table_shows_each_step_state_and_where():
     from pipelines.executors import _Row, _table
 
     rows = {"train/a": _Row("done", "vm:12 gpu 0", seconds=3.25), "train/b": _Row("running", "vm:13", time.perf_counter() - 7),
-            "generate/a": _Row("waiting"), "transfer": _Row("failed", "vm:14", seconds=0.5)}
+            "generate/a": _Row("waiting"), "transfer": _Row("failed", "vm:14", seconds=0.5),
+            "spectra/real": _Row("skipped")}
     console = Console(record=True, width=100)
     console.print(_table(rows))
     lines = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:5]]
@@ -304,4 +328,5 @@ def test_live_table_shows_each_step_state_and_where():
     running_for = float(lines["train/b"].pop().removesuffix(" s"))
     assert 7 <= running_for < 60  # time since the step started
     assert lines == {"train/a": ["done", "vm:12 gpu 0", "3.2 s"], "train/b": ["running", "vm:13"],
-                     "generate/a": ["waiting", "", ""], "transfer": ["failed", "vm:14", "0.5 s"]}
+                     "generate/a": ["waiting", "", ""], "transfer": ["failed", "vm:14", "0.5 s"],
+                     "spectra/real": ["skipped", "", ""]}

@@ -173,3 +173,32 @@ def test_two_study_writers_one_refuses(tmp_path):
     assert [json.loads(x)["step"] for x in logs[0].read_text().splitlines()] == [1, 2, 3, 4]
     steps = json.loads((out / "steps.json").read_text())["steps"]
     assert all(s["status"] == "done" for s in steps.values())
+
+
+def test_every_writing_command_refuses_a_held_folder(tmp_path):
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    folder = tmp_path / "held"
+    holder = start_holder(folder)
+    try:
+        commands = {
+            "train": ["train", "--data", "embedded", "--out", folder],
+            "generate": ["generate", tmp_path / "no-such-run", "--n", "4", "--out", folder],
+            "detect fit": ["detect", "fit", "--real", tmp_path, "--fake", tmp_path, "--out", folder],
+            "transfer": ["transfer", "--real", "embedded", "--fake", f"a={tmp_path}", "--detector", "radial:lr",
+                         "--out", folder],
+            "study": ["study", "quickstart", "--out", folder],
+            "quickstart": ["quickstart", "--out", folder],
+        }
+        for name, args in commands.items():
+            r = CliRunner().invoke(app, [str(a) for a in args])
+            assert r.exit_code == 1, (name, r.output)
+            assert r.output.strip() == (f"Error: {folder} is being written by process {holder.pid} on host "
+                                        f"{socket.gethostname()} (forgelab holder, since {read_holder(folder)['since']}); "
+                                        "wait for it to finish or stop it, or choose another output folder."), name
+        assert [p.name for p in folder.iterdir()] == [LOCK_FILE]  # nothing was written
+    finally:
+        holder.kill()
+        holder.wait()

@@ -10,8 +10,8 @@ other, and a finished step is never redone. The step log needs four things:
   the same inputs was interrupted, so the step may continue from its partial files;
 * ``finish(key, hash, outputs, seconds)``: mark it done (after every output was written).
 
-and, optionally, ``digest(inputs) -> str``, the hash of a step's inputs (by default
-:func:`plumbing.digests.json_digest`).
+It may print progress lines through its ``echo`` (``run``/``done``); the executors add the
+``skip`` line of a step finished earlier (``local``) or the live table (``ray``).
 
 With Ray, every step is a task with the step's ``resources`` (one GPU for training and
 generation on CUDA, else one CPU), submitted once the steps it depends on are done, so
@@ -52,6 +52,9 @@ from plumbing.digests import json_digest
 EXECUTORS = ("local", "ray")
 RAY_INSTALL = "pip install 'forgelab[ray]'"
 LOG_DIR = "logs"
+# The salt of step hashes in steps.json: the study's STEP_VERSION (pipelines.study today,
+# pipelines.steps after the split); kept equal so both executors read the study's steps.json.
+STEP_VERSION = 1
 
 
 class StepLogLike(Protocol):
@@ -112,8 +115,14 @@ def check_order(steps: Sequence[Step]) -> None:
         seen.add(s.key)
 
 
+def step_hash(step: Step) -> str:
+    """The hash of a step's inputs that steps.json records (the study's own rule)."""
+    h = getattr(step, "hash", None)  # Step.hash, once the study split has given Step one
+    return h if isinstance(h, str) else json_digest(step.inputs, version=STEP_VERSION)
+
+
 def run_steps(steps: Sequence[Step], steplog: StepLogLike, executor: str = "local", address: str | None = None,
-              *, progress: bool = True, echo: Callable[[str], None] | None = None) -> dict[str, str]:
+              *, progress: bool = True) -> dict[str, str]:
     """Run every step that is not done yet, in dependency order; return each step's final state.
 
     ``executor`` is ``local`` (in order, in this process) or ``ray`` (tasks on a Ray runtime:
@@ -122,10 +131,9 @@ def run_steps(steps: Sequence[Step], steplog: StepLogLike, executor: str = "loca
     """
     check_executor(executor)
     check_order(steps)
-    digest = getattr(steplog, "digest", None) or json_digest
-    hashes = {s.key: digest(s.inputs) for s in steps}
+    hashes = {s.key: step_hash(s) for s in steps}
     if executor == "local":
-        return _run_local(steps, steplog, hashes, echo or (lambda _m: None))
+        return _run_local(steps, steplog, hashes)
     ray = require_ray()
     return _run_ray(ray, steps, steplog, hashes, address, progress)
 
@@ -136,8 +144,8 @@ def _check_outputs(step: Step, root: Path) -> None:
         raise StepFailed(f"Step {step.key} finished without writing {', '.join(missing)}.")
 
 
-def _run_local(steps: Sequence[Step], steplog: StepLogLike, hashes: dict[str, str],
-               echo: Callable[[str], None]) -> dict[str, str]:
+def _run_local(steps: Sequence[Step], steplog: StepLogLike, hashes: dict[str, str]) -> dict[str, str]:
+    echo = getattr(steplog, "echo", None) or (lambda _m: None)
     states: dict[str, str] = {}
     for step in steps:
         h = hashes[step.key]
@@ -146,14 +154,11 @@ def _run_local(steps: Sequence[Step], steplog: StepLogLike, hashes: dict[str, st
             echo(f"[dim]skip[/]  {step.key} (finished earlier)")
             continue
         resume = steplog.start(step.key, h)
-        echo(f"[bold]{'resume' if resume else 'run'}[/]   {step.key}")
         t0 = time.perf_counter()
         step.run(resume)
         _check_outputs(step, steplog.root)
-        seconds = time.perf_counter() - t0
-        steplog.finish(step.key, h, list(step.outputs), seconds)
+        steplog.finish(step.key, h, list(step.outputs), time.perf_counter() - t0)
         states[step.key] = "done"
-        echo(f"[green]done[/]  {step.key} ({seconds:.1f} s)")
     return states
 
 

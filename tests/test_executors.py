@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from pipelines import executors, study
 from pipelines.executors import (
     RAY_INSTALL,
     RayMissing,
@@ -31,13 +32,11 @@ from pipelines.study import StepLog, digest
 
 
 class ShimStepLog(StepLog):
-    """The study's StepLog with the executor interface (is_done, start, finish, digest).
+    """The study's StepLog with the executor interface (is_done, start, finish).
 
     Temporary: the study split moves StepLog into pipelines/steps.py with these methods; this
     shim mirrors StepLog.run's bookkeeping exactly and goes away then.
     """
-
-    digest = staticmethod(digest)
 
     def start(self, key: str, hash_: str) -> bool:
         prev = self.steps.get(key, {})
@@ -136,6 +135,7 @@ def test_local_runs_in_order_and_skips_finished_steps(tmp_path):
     assert set(again.values()) == {"skipped"} and all(len(runs(tmp_path, n)) == 1 for n in EXPECTED)
     # The hashes are the study's own, so a study's steps.json and the executors' agree.
     assert states(tmp_path)["step/a"] == ("done", digest({"name": "a", "seed": 1}))
+    assert executors.STEP_VERSION == study.STEP_VERSION
 
 
 def test_bad_step_lists_are_refused():

@@ -50,6 +50,7 @@ from pipelines.transfer import run_transfer
 from plumbing.devices import device_name, resolve_device
 from plumbing.digests import tensor_digest
 from plumbing.files import write_json, write_text
+from plumbing.locks import folder_contents
 
 PLAN_FILE = "study.json"
 CONFIG_COPY = "config.toml"
@@ -207,7 +208,7 @@ def _open_folder(out: Path, cfg: StudyConfig, overwrite: bool, data_label: str |
             raise FileExistsError(
                 f"{out} already holds a finished study; pass --overwrite to redo it or choose another --out."
             )
-    elif folder.path.is_dir() and any(folder.path.iterdir()) and not overwrite:
+    elif folder.path.is_dir() and folder_contents(folder.path) and not overwrite:
         raise FileExistsError(
             f"{out} is not empty and is not a study folder; choose another --out or pass --overwrite."
         )

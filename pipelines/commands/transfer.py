@@ -13,6 +13,7 @@ from pathlib import Path
 import typer
 
 from pipelines.errors import friendly
+from pipelines.runfolder import locked
 
 
 def parse_fake(text: str) -> tuple[str, str]:
@@ -185,4 +186,4 @@ def transfer(
 
 def register(app: typer.Typer) -> None:
     """Add the ``transfer`` command to the ``forgelab`` application."""
-    app.command("transfer")(friendly(transfer))
+    app.command("transfer")(friendly(locked("transfer")(transfer)))

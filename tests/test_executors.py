@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import executors, study
+from pipelines import executors
 from pipelines.executors import (
     RAY_INSTALL,
     RayMissing,
@@ -27,8 +27,8 @@ from pipelines.executors import (
     run_steps,
     step_log_path,
 )
-from pipelines.steps import Step
-from pipelines.study import StepLog, digest
+from pipelines.steps import STEP_VERSION as STUDY_STEP_VERSION
+from pipelines.steps import Step, StepLog, digest
 
 
 class ShimStepLog(StepLog):
@@ -135,7 +135,7 @@ def test_local_runs_in_order_and_skips_finished_steps(tmp_path):
     assert set(again.values()) == {"skipped"} and all(len(runs(tmp_path, n)) == 1 for n in EXPECTED)
     # The hashes are the study's own, so a study's steps.json and the executors' agree.
     assert states(tmp_path)["step/a"] == ("done", digest({"name": "a", "seed": 1}))
-    assert executors.STEP_VERSION == study.STEP_VERSION
+    assert executors.STEP_VERSION == STUDY_STEP_VERSION
 
 
 def test_bad_step_lists_are_refused():

@@ -6,7 +6,12 @@ import math
 
 import numpy as np
 import pytest
-from sklearn.metrics import average_precision_score, balanced_accuracy_score, recall_score, roc_auc_score
+from sklearn.metrics import (
+    average_precision_score,
+    balanced_accuracy_score,
+    recall_score,
+    roc_auc_score,
+)
 
 from detectors.metrics import (
     METRICS,

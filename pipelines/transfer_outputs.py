@@ -151,7 +151,7 @@ def write_attribution(out: Path, cells: dict[str, dict[str, Any]], heatmaps: boo
 
 def mean_sd(value: float, sd: float | None, digits: int = 3) -> str:
     """``0.912 ± 0.034``, or the value alone without a standard deviation (one seed)."""
-    if sd is None or not np.isfinite(value):
+    if sd is None or not np.isfinite(sd) or not np.isfinite(value):
         return f"{value:.{digits}f}" if np.isfinite(value) else "–"
     return f"{value:.{digits}f} ± {sd:.{digits}f}"
 

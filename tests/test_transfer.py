@@ -366,7 +366,7 @@ def test_seeds_in_parallel_equal_one_process(sources, tmp_path: Path):
 def test_print_matrix_shows_mean_and_sd():
     from rich.console import Console
 
-    from pipelines.transfer_outputs import print_matrix
+    from pipelines.transfer_outputs import mean_sd, print_matrix
 
     recs = [{"detector": "radial:lr", "train": "a", "test": t, "metric": "auc", "value": v, "sd": e, "n": 3}
             for t, v, e in (("a", 0.9876, 0.0123), ("b", 0.5, 0.25))]
@@ -378,6 +378,7 @@ def test_print_matrix_shows_mean_and_sd():
     print_matrix([{k: v for k, v in r.items() if k not in ("sd", "n")} for r in recs], "auc", console=console)
     text = console.export_text()
     assert "0.988" in text and "±" not in text
+    assert mean_sd(0.5, float("nan")) == "0.500" and mean_sd(float("nan"), 0.1) == "–"
 
 
 def test_seeds_in_study_config_and_cli(tmp_path: Path, monkeypatch):
@@ -400,3 +401,20 @@ def test_seeds_in_study_config_and_cli(tmp_path: Path, monkeypatch):
     r = CliRunner().invoke(app, ["transfer", "--real", "embedded", "--fake", f"x={tmp_path}", "--detector",
                                  "radial:lr", "--out", str(tmp_path / "run"), "--seeds", "0"])
     assert r.exit_code == 1 and "--seeds must be at least 1" in r.output
+
+
+def test_cli_transfer_seeds(tmp_path: Path):
+    write_pngs(smooth_images(40, R, seed=40), tmp_path / "real")
+    write_pngs(_checker(41, 40), tmp_path / "checker")
+    out = tmp_path / "run"
+    res = CliRunner().invoke(app, ["transfer", "--real", str(tmp_path / "real"), "--fake", f"checker={tmp_path / 'checker'}",
+                                 "--detector", "radial:lr", "--out", str(out), "--resolution", str(R), "--no-cache",
+                                 "--seeds", "2", "--metric", "acc_real"])
+    assert res.exit_code == 0, res.output
+    assert "mean ± sd" in res.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["seeds"] == 2 and "repeats.csv" in manifest["outputs"]
+    rows = _read_csv(out / "matrix.csv")
+    assert {r["n"] for r in rows} == {"2"} and {"acc_real", "acc_fake"} <= {r["metric"] for r in rows}
+    cell = next(r for r in rows if r["metric"] == "acc_real")
+    assert f"{float(cell['value']):.3f} ± {float(cell['sd']):.3f}" in res.output  # the printed table

@@ -431,8 +431,14 @@ def _attribution_section(d: dict[str, Any]) -> str:
     figs = []
     for p in sorted(folder.glob("*.png")):
         det = by_slug.get(p.stem, p.stem)
-        acc = (summary.get(det) or {}).get("accuracy")
-        acc_text = f" Accuracy over all test images: {acc:.3f}." if isinstance(acc, (int, float)) else ""
+        info = summary.get(det) or {}
+        acc, sd = info.get("accuracy"), info.get("accuracy_sd")
+        acc_text = ""
+        if isinstance(acc, (int, float)) and isinstance(sd, (int, float)):
+            acc_text = (f" Accuracy over all test images: {mean_sd(acc, sd)} (mean ± sd of {info.get('n')} seeds; "
+                        "the shares are of the counts summed over them).")
+        elif isinstance(acc, (int, float)):
+            acc_text = f" Accuracy over all test images: {acc:.3f}."
         figs.append(_figure_html(
             p.read_bytes(), f"{det} attribution",
             f"<b>{html.escape(det)}</b>: share of each true source's test images (rows) given to each "

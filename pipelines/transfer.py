@@ -32,7 +32,8 @@ Protocol (one matrix per detector):
   contents, splits, seed, perturbation); a rerun skips cells whose hash matches.
 - **Attribution.** With ``attribute=True`` each detector is also fitted as one multi-class
   model (real + every source, Yu et al. 2019); its confusion matrix on the test splits is
-  written as CSV and PNG. It is fitted once, on repeat 0 (the base seed), whatever K.
+  written as CSV and PNG. With K seeds it is fitted once per repeat; the confusion counts are
+  summed over the repeats and the accuracy is their mean (with ``accuracy_sd`` and ``n``).
 
 Outputs (written by ``pipelines.transfer_outputs``, which documents the columns):
 ``matrix.csv`` (``detector, train, test, metric, value``, plus ``sd, n`` when K > 1; ``value`` is
@@ -358,7 +359,7 @@ def run_transfer(real: SetSpec, fakes: dict[str, SetSpec], detectors: list[str],
     cells: dict[tuple[str, str, int], dict[str, Any]] = {}
     # Repeat by repeat, so that one repeat's cached test features can go before the next.
     tasks = [(d, r, k) for k in range(seeds) for d in specs for r in row_map]
-    tasks += [(d, ATTRIBUTION, 0) for d in specs] if attribute else []  # attribution: repeat 0 only
+    tasks += [(d, ATTRIBUTION, k) for k in range(seeds) for d in specs] if attribute else []
 
     def cell(spec: str, row: str, k: int) -> TransferCell:
         rep = reps[k]
@@ -396,8 +397,28 @@ def run_transfer(real: SetSpec, fakes: dict[str, SetSpec], detectors: list[str],
     write_outputs(out, records, specs, list(row_map), names, sizes, rep0.base, row_map, heatmaps,
                   per_repeat=per_repeat, seeds=seed_list)
     if attribute:
-        write_attribution(out, {spec: cells[(spec, ATTRIBUTION, 0)] for spec in specs}, heatmaps)
+        write_attribution(out, {spec: pool_attribution([cells[(spec, ATTRIBUTION, k)] for k in range(seeds)])
+                                for spec in specs}, heatmaps)
     return records
+
+
+def pool_attribution(cells: list[dict[str, Any]]) -> dict[str, Any]:
+    """One detector's attribution over its repeats: confusion counts summed, accuracy as mean (and sd, n).
+
+    One repeat is returned as it is. Every repeat tests as many images per class, so the mean
+    accuracy is also the accuracy of the summed confusion matrix.
+    """
+    if len(cells) == 1:
+        return cells[0]
+    acc = [float(c["accuracy"]) for c in cells]
+    return {
+        "detector": cells[0]["detector"],
+        "labels": cells[0]["labels"],
+        "confusion": np.sum([np.asarray(c["confusion"], dtype=np.int64) for c in cells], axis=0).tolist(),
+        "accuracy": float(np.mean(acc)),
+        "accuracy_sd": float(np.std(acc, ddof=1)),
+        "n": len(cells),
+    }
 
 
 def _compute_cell(cell: TransferCell, feats: _TestFeatures | None = None) -> dict[str, Any]:
@@ -482,7 +503,7 @@ def _matrix_cell(c: TransferCell, feats: _TestFeatures) -> dict[str, Any]:
 def _attribution_cell(c: TransferCell) -> dict[str, Any]:
     """Fit the cell's detector as one (K+1)-class model and return its confusion matrix on the test sets."""
     config_hash = json_digest({**c.base, "detector": c.spec, "options": c.options, "row": ATTRIBUTION})
-    path = _cell_path(c.out, c.spec, "attribution")
+    path = _cell_path(c.out, c.spec, "attribution", c.repeat)
     cell = _cached(path, config_hash)
     if cell is not None:
         return cell

@@ -14,6 +14,9 @@ Schema (K = the number of seeds, ``--seeds`` / ``[transfer] seeds``):
   -> train -> test -> mean), ``sd`` (the same nesting, only when K > 1), ``seeds`` (K),
   ``repeat_seeds`` (the seed of each repeat), ``sizes`` and ``config`` (repeat 0's hash base).
 - ``heatmaps/<detector>_<metric>.png``: the means, titled with K when K > 1.
+- ``attribution/<detector>.csv`` and ``attribution.json``: the confusion counts summed over the
+  repeats; ``attribution.json`` holds each detector's mean ``accuracy`` and, when K > 1,
+  ``accuracy_sd`` and ``n``.
 """
 
 from __future__ import annotations
@@ -142,10 +145,13 @@ def write_attribution(out: Path, cells: dict[str, dict[str, Any]], heatmaps: boo
         write_text(out / "attribution" / f"{slug(spec)}.csv", buf.getvalue())
         if heatmaps:
             frac = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-            png = heatmap_png(frac, labels, labels, f"{spec} · attribution (acc {cell['accuracy']:.2f})",
+            acc = mean_sd(cell["accuracy"], cell.get("accuracy_sd"), 2)
+            seeds = f", {cell['n']} seeds" if cell.get("n", 1) > 1 else ""
+            png = heatmap_png(frac, labels, labels, f"{spec} · attribution (acc {acc}{seeds})",
                               xlabel="predicted", ylabel="true")
             write_bytes(out / "attribution" / f"{slug(spec)}.png", png)
-        summary[spec] = {"labels": labels, "confusion": cell["confusion"], "accuracy": cell["accuracy"]}
+        summary[spec] = {"labels": labels, "confusion": cell["confusion"], "accuracy": cell["accuracy"],
+                         **{k: cell[k] for k in ("accuracy_sd", "n") if k in cell}}
     write_json(out / "attribution.json", summary)
 
 

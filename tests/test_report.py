@@ -229,8 +229,14 @@ def test_report_shows_mean_and_sd_over_seeds(tmp_path):
     rows = read_matrix(run / "transfer" / "matrix.csv")
     assert {(r["sd"], r["n"]) for r in rows if r["detector"] == "xy:svm" and r["train"] == "nearest"
             and r["test"] == "nearest" and r["metric"] == "auc"} == {(0.011, 3)}
+    # An attribution pooled over the 3 seeds (as pipelines.transfer writes it).
+    (run / "transfer" / "attribution").mkdir()
+    write_grid(smooth_images(1, 32, seed=1), run / "transfer" / "attribution" / "radial-lr.png", 1)
+    write_json(run / "transfer" / "attribution.json", {"radial:lr": {
+        "labels": ["real", "nearest"], "confusion": [[30, 6], [3, 33]], "accuracy": 0.875, "accuracy_sd": 0.0416, "n": 3}})
     page = write_report(run).read_text(encoding="utf-8")
     assert "fitted 3 times" in page and "mean ± sd" in page
+    assert "Accuracy over all test images: 0.875 ± 0.042 (mean ± sd of 3 seeds" in page
     parser = _Tables()
     parser.feed(page)
     checked = 0

@@ -354,6 +354,22 @@ def test_one_seed_is_the_single_seed_protocol_and_more_seeds_reuse_it(sources, t
         run_transfer(real, fakes, ["radial:lr"], tmp_path, seeds=0)
 
 
+def test_attribution_over_seeds_sums_counts_and_averages_accuracy(sources, tmp_path: Path):
+    real, fakes = sources
+    run_transfer(real, fakes, ["radial:lr"], tmp_path, rows="each", attribute=True, seeds=2, heatmaps=False)
+    per = [json.loads((tmp_path / "cells" / "radial-lr" / sub / "attribution.json").read_text())
+           for sub in (".", "repeat-1")]
+    summary = json.loads((tmp_path / "attribution.json").read_text())["radial:lr"]
+    acc = [c["accuracy"] for c in per]
+    assert summary["accuracy"] == pytest.approx(np.mean(acc)) and summary["n"] == 2
+    assert summary["accuracy_sd"] == pytest.approx(np.std(acc, ddof=1))
+    total = np.asarray(per[0]["confusion"]) + np.asarray(per[1]["confusion"])
+    assert summary["confusion"] == total.tolist() and (total.sum(axis=1) == 2 * 12).all()
+    assert summary["accuracy"] == pytest.approx(np.trace(total) / total.sum())  # equal test sizes per repeat
+    rows = list(csv.reader(open(tmp_path / "attribution" / "radial-lr.csv")))
+    assert np.array([[int(v) for v in r[1:]] for r in rows[1:]]).tolist() == total.tolist()
+
+
 def test_seeds_in_parallel_equal_one_process(sources, tmp_path: Path):
     real, fakes = sources
     kw = dict(rows="each", seeds=2, heatmaps=False)

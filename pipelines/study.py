@@ -307,7 +307,7 @@ def _transfer_step(cfg: StudyConfig, out: Path, real: ImageSet, progress: bool, 
     fakes = {g.name: _image_set(load_fakes(out, g.name), g.name) for g in cfg.generators}
     run_transfer(real, fakes, list(t.detectors), out / "transfer", rows=tuple(t.rows), seed=cfg.study.seed,
                  fractions=tuple(t.fractions), jpeg=t.jpeg, attribute=t.attribute, progress=progress,
-                 jobs=t.jobs)
+                 jobs=t.jobs, seeds=t.seeds)
 
 
 def _image_set(images: torch.Tensor, name: str) -> ImageSet:

@@ -47,14 +47,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pipelines.steps import Step
-from plumbing.digests import json_digest
 
 EXECUTORS = ("local", "ray")
 RAY_INSTALL = "pip install 'forgelab[ray]'"
 LOG_DIR = "logs"
-# The salt of step hashes in steps.json: the study's STEP_VERSION (pipelines.study today,
-# pipelines.steps after the split); kept equal so both executors read the study's steps.json.
-STEP_VERSION = 1
 
 
 class StepLogLike(Protocol):
@@ -110,15 +106,9 @@ def check_order(steps: Sequence[Step]) -> None:
             raise ValueError(f"Step {s.key!r} is listed twice; every step needs its own key.")
         missing = [d for d in s.deps if d not in seen]
         if missing:
-            raise ValueError(f"Step {s.key!r} depends on {', '.join(map(repr, missing))}, which is not listed "
+            raise ValueError(f"Step {s.key} depends on {', '.join(missing)}, which is not listed "
                              "before it; list every step after the steps it depends on.")
         seen.add(s.key)
-
-
-def step_hash(step: Step) -> str:
-    """The hash of a step's inputs that steps.json records (the study's own rule)."""
-    h = getattr(step, "hash", None)  # Step.hash, once the study split has given Step one
-    return h if isinstance(h, str) else json_digest(step.inputs, version=STEP_VERSION)
 
 
 def run_steps(steps: Sequence[Step], steplog: StepLogLike, executor: str = "local", address: str | None = None,
@@ -131,7 +121,7 @@ def run_steps(steps: Sequence[Step], steplog: StepLogLike, executor: str = "loca
     """
     check_executor(executor)
     check_order(steps)
-    hashes = {s.key: step_hash(s) for s in steps}
+    hashes = {s.key: s.hash for s in steps}  # the executor is no part of a hash
     if executor == "local":
         return _run_local(steps, steplog, hashes)
     ray = require_ray()

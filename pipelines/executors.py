@@ -36,6 +36,7 @@ Client; that machine needs ``/shared`` too, as it writes steps.json.)
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import socket
 import time
@@ -224,13 +225,59 @@ def _task(step_run: Callable[[bool], None], resume: bool, log_path: str, cwd: st
                 contextlib.redirect_stderr(log):
             print(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} on {_where()} (resume={resume})", flush=True)
             try:
-                step_run(resume)
+                _unship(step_run)(resume)
             except BaseException:
                 traceback.print_exc()
                 raise
     finally:
         os.chdir(old_cwd)
     yield {"seconds": time.perf_counter() - t0, "where": _where()}
+
+
+@dataclass(frozen=True)
+class Shipped:
+    """An argument of a step's function that is in Ray's object store (see :func:`ship`)."""
+
+    ref: Any
+
+
+def _is_big(value: Any) -> bool:
+    import torch
+
+    return isinstance(value, torch.Tensor) or isinstance(getattr(value, "images", None), torch.Tensor)
+
+
+def ship(ray: Any, fn: Callable[[bool], None], shared: dict[int, tuple[Any, Any]]) -> Callable[[bool], None]:
+    """``fn`` with its tensor arguments (tensors, image sets) put into Ray's object store once for all steps.
+
+    A study binds the same real images to many steps (``functools.partial``); sent with each
+    task they would be copied once per step. ``shared`` maps ``id(argument)`` to its object ref
+    (and keeps the argument alive, so the id stays its own). The worker gets them back with
+    :func:`_unship`.
+    """
+    if not isinstance(fn, functools.partial):
+        return fn
+
+    def put(value: Any) -> Any:
+        if not _is_big(value):
+            return value
+        if id(value) not in shared:
+            shared[id(value)] = (ray.put(value), value)
+        return Shipped(shared[id(value)][0])
+
+    return functools.partial(fn.func, *map(put, fn.args), **{k: put(v) for k, v in fn.keywords.items()})
+
+
+def _unship(fn: Callable[[bool], None]) -> Callable[[bool], None]:
+    """The inverse of :func:`ship`, in the worker: fetch the shipped arguments from the object store."""
+    if not isinstance(fn, functools.partial):
+        return fn
+    import ray
+
+    def get(value: Any) -> Any:
+        return ray.get(value.ref) if isinstance(value, Shipped) else value
+
+    return functools.partial(fn.func, *map(get, fn.args), **{k: get(v) for k, v in fn.keywords.items()})
 
 
 @dataclass
@@ -287,6 +334,7 @@ def _schedule(ray: Any, waiting: dict[str, Step], rows: dict[str, _Row], steplog
 
     remote = ray.remote(max_retries=1, retry_exceptions=False, num_returns="streaming")(_task)
     running: dict[str, tuple[Any, Step]] = {}  # key -> (the task's result stream, step)
+    shared: dict[int, tuple[Any, Any]] = {}  # id(argument) -> (its object ref, the argument), see _ship
     cwd = os.getcwd()
     live = Live(_table(rows), console=Console(stderr=True), auto_refresh=False, transient=False) \
         if progress else contextlib.nullcontext()
@@ -297,7 +345,7 @@ def _schedule(ray: Any, waiting: dict[str, Step], rows: dict[str, _Row], steplog
                 del waiting[key]
                 resume = steplog.start(key, hashes[key])  # the driver writes steps.json, before submitting
                 stream = remote.options(name=key, **_ray_options(step)).remote(
-                    step.run, resume, str(step_log_path(root, key)), cwd)
+                    ship(ray, step.run, shared), resume, str(step_log_path(root, key)), cwd)
                 running[key] = (stream, step)
                 rows[key].state, rows[key].started = "queued", time.perf_counter()
 

@@ -11,13 +11,14 @@ import functools
 import json
 import os
 import signal
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from pipelines.data import load_data
-from pipelines.executors import Shipped, run_steps, ship
+from pipelines.executors import RAY_INSTALL, Shipped, run_steps, ship
 from pipelines.study import build_steps, run_study
 from pipelines.study_config import load_config
 
@@ -94,6 +95,9 @@ def test_ray_study_gives_the_numbers_of_the_local_study(ray_runtime, local_study
     assert results(out) == results(local_study)
     assert sorted(step_records(out)) == sorted(STEPS)  # in the order they started: two trainings at once
     assert {r["status"] for r in step_records(out).values()} == {"done"}
+    # [study] executor is in no step hash: either executor's steps.json serves the other.
+    assert {k: r["hash"] for k, r in step_records(out).items()} == \
+        {k: r["hash"] for k, r in step_records(local_study).items()}
     # Each Ray task wrote its output to its own log in the study folder.
     assert "resume=False" in (out / "logs" / "train" / "nearest.log").read_text()
 
@@ -141,3 +145,24 @@ def test_the_real_images_are_shipped_to_the_object_store_once(ray_runtime):
     assert sum(isinstance(a, Shipped) for f in shipped for a in f.args) == 1 + 2 + 2 + 1
     first = shipped[0].args[1]  # spectra/real's images
     assert torch.equal(ray_runtime.get(first.ref), real.images)
+
+
+def test_executor_choice_is_checked_before_the_folder_is_touched(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    cfg = tmp_path / "study.toml"
+    cfg.write_text('[study]\nname = "x"\ndata = "embedded"\n[grid]\nupsamplers = ["nearest"]\n')
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    out = tmp_path / "out"
+    for args in (["study", str(cfg), "--executor", "ray"], ["quickstart", "--executor", "ray"]):
+        r = CliRunner().invoke(app, [*args, "--out", str(out), "--quiet"])
+        assert r.exit_code != 0 and f"install it with: {RAY_INSTALL}" in r.output
+    r = CliRunner().invoke(app, ["study", str(cfg), "--executor", "dask", "--out", str(out)])
+    assert r.exit_code != 0 and "Unknown executor 'dask'; choose one of: local, ray." in r.output
+    r = CliRunner().invoke(app, ["study", str(cfg), "--address", "auto", "--out", str(out)])
+    assert r.exit_code != 0 and "--address auto needs --executor ray" in r.output
+    assert not out.exists()
+    with pytest.raises(ValueError, match=r"\[study\] executor = 'dask' is not known; choose one of: local, ray"):
+        load_config({**STUDY, "study": {**STUDY["study"], "executor": "dask"}})

@@ -2,8 +2,9 @@
 
 A study is a list of steps in an order that respects ``deps``. An executor runs them:
 the local executor (:func:`run_steps`) one after another in this process, the Ray executor
-as tasks on a Ray runtime (both in :mod:`pipelines.executors`). Both keep ``steps.json`` through the same bookkeeping,
-written by the driver alone, so a study started with one executor resumes with the other:
+as tasks on a Ray runtime (both in :mod:`pipelines.executors`). Both keep ``steps.json``
+through the same bookkeeping, written by the driver alone, so a study started with one
+executor resumes with the other:
 
     if not log.is_done(step.key, step.hash):
         resume = log.start(step.key, step.hash)

@@ -36,6 +36,7 @@ Client; that machine needs ``/shared`` too, as it writes steps.json.)
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import socket
 import time
@@ -47,14 +48,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pipelines.steps import Step
-from plumbing.digests import json_digest
 
 EXECUTORS = ("local", "ray")
 RAY_INSTALL = "pip install 'forgelab[ray]'"
 LOG_DIR = "logs"
-# The salt of step hashes in steps.json: the study's STEP_VERSION (pipelines.study today,
-# pipelines.steps after the split); kept equal so both executors read the study's steps.json.
-STEP_VERSION = 1
 
 
 class StepLogLike(Protocol):
@@ -110,15 +107,9 @@ def check_order(steps: Sequence[Step]) -> None:
             raise ValueError(f"Step {s.key!r} is listed twice; every step needs its own key.")
         missing = [d for d in s.deps if d not in seen]
         if missing:
-            raise ValueError(f"Step {s.key!r} depends on {', '.join(map(repr, missing))}, which is not listed "
+            raise ValueError(f"Step {s.key} depends on {', '.join(missing)}, which is not listed "
                              "before it; list every step after the steps it depends on.")
         seen.add(s.key)
-
-
-def step_hash(step: Step) -> str:
-    """The hash of a step's inputs that steps.json records (the study's own rule)."""
-    h = getattr(step, "hash", None)  # Step.hash, once the study split has given Step one
-    return h if isinstance(h, str) else json_digest(step.inputs, version=STEP_VERSION)
 
 
 def run_steps(steps: Sequence[Step], steplog: StepLogLike, executor: str = "local", address: str | None = None,
@@ -131,7 +122,7 @@ def run_steps(steps: Sequence[Step], steplog: StepLogLike, executor: str = "loca
     """
     check_executor(executor)
     check_order(steps)
-    hashes = {s.key: step_hash(s) for s in steps}
+    hashes = {s.key: s.hash for s in steps}  # the executor is no part of a hash
     if executor == "local":
         return _run_local(steps, steplog, hashes)
     ray = require_ray()
@@ -234,13 +225,59 @@ def _task(step_run: Callable[[bool], None], resume: bool, log_path: str, cwd: st
                 contextlib.redirect_stderr(log):
             print(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} on {_where()} (resume={resume})", flush=True)
             try:
-                step_run(resume)
+                _unship(step_run)(resume)
             except BaseException:
                 traceback.print_exc()
                 raise
     finally:
         os.chdir(old_cwd)
     yield {"seconds": time.perf_counter() - t0, "where": _where()}
+
+
+@dataclass(frozen=True)
+class Shipped:
+    """An argument of a step's function that is in Ray's object store (see :func:`ship`)."""
+
+    ref: Any
+
+
+def _is_big(value: Any) -> bool:
+    import torch
+
+    return isinstance(value, torch.Tensor) or isinstance(getattr(value, "images", None), torch.Tensor)
+
+
+def ship(ray: Any, fn: Callable[[bool], None], shared: dict[int, tuple[Any, Any]]) -> Callable[[bool], None]:
+    """``fn`` with its tensor arguments (tensors, image sets) put into Ray's object store once for all steps.
+
+    A study binds the same real images to many steps (``functools.partial``); sent with each
+    task they would be copied once per step. ``shared`` maps ``id(argument)`` to its object ref
+    (and keeps the argument alive, so the id stays its own). The worker gets them back with
+    :func:`_unship`.
+    """
+    if not isinstance(fn, functools.partial):
+        return fn
+
+    def put(value: Any) -> Any:
+        if not _is_big(value):
+            return value
+        if id(value) not in shared:
+            shared[id(value)] = (ray.put(value), value)
+        return Shipped(shared[id(value)][0])
+
+    return functools.partial(fn.func, *map(put, fn.args), **{k: put(v) for k, v in fn.keywords.items()})
+
+
+def _unship(fn: Callable[[bool], None]) -> Callable[[bool], None]:
+    """The inverse of :func:`ship`, in the worker: fetch the shipped arguments from the object store."""
+    if not isinstance(fn, functools.partial):
+        return fn
+    import ray
+
+    def get(value: Any) -> Any:
+        return ray.get(value.ref) if isinstance(value, Shipped) else value
+
+    return functools.partial(fn.func, *map(get, fn.args), **{k: get(v) for k, v in fn.keywords.items()})
 
 
 @dataclass
@@ -297,6 +334,7 @@ def _schedule(ray: Any, waiting: dict[str, Step], rows: dict[str, _Row], steplog
 
     remote = ray.remote(max_retries=1, retry_exceptions=False, num_returns="streaming")(_task)
     running: dict[str, tuple[Any, Step]] = {}  # key -> (the task's result stream, step)
+    shared: dict[int, tuple[Any, Any]] = {}  # id(argument) -> (its object ref, the argument), see _ship
     cwd = os.getcwd()
     live = Live(_table(rows), console=Console(stderr=True), auto_refresh=False, transient=False) \
         if progress else contextlib.nullcontext()
@@ -307,7 +345,7 @@ def _schedule(ray: Any, waiting: dict[str, Step], rows: dict[str, _Row], steplog
                 del waiting[key]
                 resume = steplog.start(key, hashes[key])  # the driver writes steps.json, before submitting
                 stream = remote.options(name=key, **_ray_options(step)).remote(
-                    step.run, resume, str(step_log_path(root, key)), cwd)
+                    ship(ray, step.run, shared), resume, str(step_log_path(root, key)), cwd)
                 running[key] = (stream, step)
                 rows[key].state, rows[key].started = "queued", time.perf_counter()
 

@@ -2,8 +2,9 @@
 
 A study is a list of steps in an order that respects ``deps``. An executor runs them:
 the local executor (:func:`run_steps`) one after another in this process, the Ray executor
-(issue 11) as tasks on a Ray runtime. Both keep ``steps.json`` through the same bookkeeping,
-written by the driver alone, so a study started with one executor resumes with the other:
+as tasks on a Ray runtime (both in :mod:`pipelines.executors`). Both keep ``steps.json``
+through the same bookkeeping, written by the driver alone, so a study started with one
+executor resumes with the other:
 
     if not log.is_done(step.key, step.hash):
         resume = log.start(step.key, step.hash)
@@ -131,11 +132,11 @@ class StepLog:
 
 
 def run_steps(steps: Sequence[Step], log: StepLog) -> None:
-    """The local executor: run each unfinished step in order, in this process."""
-    seen: set[str] = set()
-    for step in steps:
-        missing = [d for d in step.deps if d not in seen]
-        if missing:
-            raise ValueError(f"Step {step.key} depends on {', '.join(missing)}, which is not listed before it.")
-        log.run(step.key, step.inputs, step.run, step.outputs)
-        seen.add(step.key)
+    """The local executor: run each unfinished step in order, in this process.
+
+    One implementation for both executors' bookkeeping: this delegates to
+    :func:`pipelines.executors.run_steps` (imported here, as executors imports this module).
+    """
+    from pipelines.executors import run_steps as run
+
+    run(steps, log, "local")

@@ -37,8 +37,10 @@ from gans.training import TrainConfig
 from pipelines import report
 from pipelines.arrays import load_fakes, mean_spectra, save_array, save_arrays, write_grid
 from pipelines.data import ImageSet, load_data, resolve_data, split_indices
+from pipelines.executors import check_executor, require_ray
+from pipelines.executors import run_steps as run_with
 from pipelines.runfolder import RunFolder
-from pipelines.steps import Step, StepLog, run_steps
+from pipelines.steps import Step, StepLog
 from pipelines.study_config import (
     TRAIN_KEYS_NOT_HASHED,
     GeneratorSpec,
@@ -67,23 +69,35 @@ def run_study(
     data: str | Path | None = None,
     overwrite: bool = False,
     progress: bool = True,
-    executor: Executor = run_steps,
+    executor: str | Executor | None = None,
+    address: str | None = None,
 ) -> Path:
-    """Run (or resume) a whole study into ``out_dir`` and return the path of its report.html."""
+    """Run (or resume) a whole study into ``out_dir`` and return the path of its report.html.
+
+    ``executor``: ``local`` or ``ray`` (None: the config's ``[study] executor``), or a function
+    that runs a list of steps with a StepLog; ``address`` is the Ray cluster's (None: a local runtime).
+    """
     cfg = load_config(config)
     threads = torch.get_num_threads()
     if cfg.study.threads is not None:
         torch.set_num_threads(cfg.study.threads)
     try:
-        return _run(cfg, Path(out_dir), data, overwrite, progress, executor)
+        return _run(cfg, Path(out_dir), data, overwrite, progress, executor, address)
     finally:
         torch.set_num_threads(threads)
 
 
 def _run(cfg: StudyConfig, out: Path, data: str | Path | None, overwrite: bool, progress: bool,
-         executor: Executor) -> Path:
+         executor: str | Executor | None, address: str | None) -> Path:
     echo = Console(highlight=False).print if progress else (lambda _msg: None)
     t_start = time.perf_counter()
+    name = cfg.study.executor if executor is None else executor
+    if isinstance(name, str):
+        if check_executor(name) == "ray":
+            require_ray()  # before the data are loaded and the folder is touched
+        executor = partial(run_with, executor=name, address=address, progress=progress)
+    # Under Ray the live table shows the steps; their own bars would only fill the task logs.
+    on_ray = name == "ray"
     # The data are checked before the folder is touched, so a bad path leaves nothing behind.
     real, spec = _load_real(cfg, data, progress)
     check_counts(cfg, int(real.images.shape[0]), str(spec))
@@ -99,7 +113,7 @@ def _run(cfg: StudyConfig, out: Path, data: str | Path | None, overwrite: bool, 
     echo(f"Study [bold]{cfg.study.name}[/]: {len(cfg.generators)} generators, "
          f"{real.images.shape[0]} real images from {spec} -> {out}")
 
-    executor(build_steps(cfg, out, real, data_hash, progress), StepLog(out, echo))
+    executor(build_steps(cfg, out, real, data_hash, progress and not on_ray), StepLog(out, None if on_ray else echo))
 
     folder.update(elapsed_s=round(time.perf_counter() - t_start, 1))
     # The page is written as the finished study's report; the manifest says "finished" only

@@ -2,7 +2,7 @@
 
 Config layout (every section but [study] and one of [grid] / [[generators]] is optional)::
 
-    [study]        name, seed, resolution, data, subset, n_real, device, threads
+    [study]        name, seed, resolution, data, subset, n_real, device, threads, executor
     [train]        defaults for every generator: any field of gans.training.TrainConfig
     [grid]         archs x upsamplers x spectral_d, every combination is one generator
     [[generators]] extra explicit variants: name plus any [train] key
@@ -32,6 +32,7 @@ from detectors.detector import check_spec
 from gans.networks import check_arch, check_resolution
 from gans.training import TrainConfig
 from gans.upsamplers import UPSAMPLERS, check_upsampler
+from pipelines.executors import EXECUTORS
 from pipelines.names import NAME_RULE, RESERVED_NAMES, ROW_KINDS, is_plain_name
 
 try:  # Python >= 3.11
@@ -65,6 +66,7 @@ class StudyOptions(Section):
     n_real: int | None = None  # how many real images to load (None: all; embedded: its default)
     device: str = "auto"
     threads: int | None = None  # torch intra-op CPU threads during the study (None: torch's default)
+    executor: str = "local"  # "local" (this process) or "ray" (Ray tasks); in no step hash
 
 
 class GridOptions(Section):
@@ -285,6 +287,8 @@ def _parse_study(raw: dict[str, Any]) -> StudyOptions:
     if not is_plain_name(study.name):
         raise ValueError(f"[study] name = {study.name!r} must {NAME_RULE}; rename it.")
     check_resolution(study.resolution)
+    if study.executor not in EXECUTORS:
+        raise ValueError(f"[study] executor = {study.executor!r} is not known; choose one of: {', '.join(EXECUTORS)}.")
     return study
 
 

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import executors
 from pipelines.executors import (
     RAY_INSTALL,
     RayMissing,
@@ -27,29 +26,7 @@ from pipelines.executors import (
     run_steps,
     step_log_path,
 )
-from pipelines.steps import STEP_VERSION as STUDY_STEP_VERSION
 from pipelines.steps import Step, StepLog, digest
-
-
-class ShimStepLog(StepLog):
-    """The study's StepLog with the executor interface (is_done, start, finish).
-
-    Temporary: the study split moves StepLog into pipelines/steps.py with these methods; this
-    shim mirrors StepLog.run's bookkeeping exactly and goes away then.
-    """
-
-    def start(self, key: str, hash_: str) -> bool:
-        prev = self.steps.get(key, {})
-        resume = prev.get("status") == "running" and prev.get("hash") == hash_
-        self.steps[key] = {"status": "running", "hash": hash_, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        self._save()
-        return resume
-
-    def finish(self, key: str, hash_: str, outputs: list[str], seconds: float) -> None:
-        self.steps[key] = {"status": "done", "hash": hash_, "seconds": round(seconds, 2), "outputs": outputs,
-                           "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        self._save()
-
 
 # ---------------------------------------------------------------- the steps of a small DAG
 #
@@ -128,19 +105,18 @@ def states(root: Path) -> dict[str, tuple[str, str]]:
 
 
 def test_local_runs_in_order_and_skips_finished_steps(tmp_path):
-    log = ShimStepLog(tmp_path)
+    log = StepLog(tmp_path)
     assert run_steps(make_steps(tmp_path), log) == dict.fromkeys(["step/a", "step/b", "step/c", "step/d"], "done")
     assert results(tmp_path) == EXPECTED
-    again = run_steps(make_steps(tmp_path), ShimStepLog(tmp_path))
+    again = run_steps(make_steps(tmp_path), StepLog(tmp_path))
     assert set(again.values()) == {"skipped"} and all(len(runs(tmp_path, n)) == 1 for n in EXPECTED)
-    # The hashes are the study's own, so a study's steps.json and the executors' agree.
+    # Step.hash: the study's own hashes, so a study's steps.json and the executors' agree.
     assert states(tmp_path)["step/a"] == ("done", digest({"name": "a", "seed": 1}))
-    assert executors.STEP_VERSION == STUDY_STEP_VERSION
 
 
 def test_bad_step_lists_are_refused():
     s = functools.partial(print)
-    with pytest.raises(ValueError, match="'x' depends on 'y', which is not listed before it"):
+    with pytest.raises(ValueError, match="x depends on y, which is not listed before it"):
         check_order([Step("x", {}, [], s, deps=("y",)), Step("y", {}, [], s)])
     with pytest.raises(ValueError, match="'x' is listed twice"):
         check_order([Step("x", {}, [], s), Step("x", {}, [], s)])
@@ -165,7 +141,7 @@ def test_resources_beyond_the_runtime_are_refused():
 def test_ray_missing_names_the_install_command(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
     with pytest.raises(RayMissing) as e:
-        run_steps(make_steps(tmp_path), ShimStepLog(tmp_path), executor="ray")
+        run_steps(make_steps(tmp_path), StepLog(tmp_path), executor="ray")
     assert str(e.value) == f"The ray executor needs Ray, which is not installed; install it with: {RAY_INSTALL}"
     assert isinstance(e.value, ValueError) and RAY_INSTALL == "pip install 'forgelab[ray]'"
     assert not (tmp_path / "steps.json").exists()
@@ -188,15 +164,15 @@ def ray_runtime():
 
 def test_ray_gives_the_same_files_as_local(ray_runtime, tmp_path):
     local, remote = tmp_path / "local", tmp_path / "ray"
-    run_steps(make_steps(local), ShimStepLog(local), "local")
-    run_steps(make_steps(remote), ShimStepLog(remote), "ray", progress=False)
+    run_steps(make_steps(local), StepLog(local), "local")
+    run_steps(make_steps(remote), StepLog(remote), "ray", progress=False)
     assert results(remote) == results(local) == EXPECTED
     assert states(remote) == states(local)
     assert all(len(runs(remote, n)) == 1 for n in EXPECTED)
     assert {p for p, _ in runs(remote, "a")} != {os.getpid()}  # it ran in a worker, not here
     # Each task's output went to its own log in the study folder.
     assert step_log_path(remote, "step/d").read_text().startswith("--- ")
-    again = run_steps(make_steps(remote), ShimStepLog(remote), "ray", progress=False)
+    again = run_steps(make_steps(remote), StepLog(remote), "ray", progress=False)
     assert set(again.values()) == {"skipped"} and all(len(runs(remote, n)) == 1 for n in EXPECTED)
 
 
@@ -204,14 +180,14 @@ def test_ray_refuses_a_gpu_step_without_gpus_before_submitting(ray_runtime, tmp_
     steps = make_steps(tmp_path)
     steps[1] = dataclasses.replace(steps[1], resources={"num_cpus": 1, "num_gpus": 1})
     with pytest.raises(ValueError, match="Step step/b needs 1 GPU but the Ray runtime has 0"):
-        run_steps(steps, ShimStepLog(tmp_path), "ray", progress=False)
+        run_steps(steps, StepLog(tmp_path), "ray", progress=False)
     assert not (tmp_path / "steps.json").exists() and not (tmp_path / "out").exists()
 
 
 def test_ray_runs_independent_steps_at_once(ray_runtime, tmp_path):
     # Each of a and c waits inside its task until the other one has started: only possible when
     # both run at the same time (one after the other, the first would give up after 60 s).
-    run_steps(make_steps(tmp_path, {"a": "meet:c", "c": "meet:a"}), ShimStepLog(tmp_path), "ray", progress=False)
+    run_steps(make_steps(tmp_path, {"a": "meet:c", "c": "meet:a"}), StepLog(tmp_path), "ray", progress=False)
     assert [(tmp_path / "started" / f"{n}.met").read_text() for n in "ac"] == ["True", "True"]
     assert results(tmp_path) == EXPECTED
 
@@ -226,7 +202,7 @@ def test_ray_retries_a_step_whose_worker_is_killed(ray_runtime, tmp_path):
 
     killer = threading.Thread(target=kill_first_attempt)
     killer.start()
-    run_steps(make_steps(tmp_path, {"b": "wait-to-be-killed"}), ShimStepLog(tmp_path), "ray", progress=False)
+    run_steps(make_steps(tmp_path, {"b": "wait-to-be-killed"}), StepLog(tmp_path), "ray", progress=False)
     killer.join()
     attempts = runs(tmp_path, "b")
     assert len(attempts) == 2 and attempts[0][0] != attempts[1][0]  # a second worker ran it again
@@ -236,7 +212,7 @@ def test_ray_retries_a_step_whose_worker_is_killed(ray_runtime, tmp_path):
 
 def test_ray_failure_names_the_step_and_its_log_and_keeps_finished_steps(ray_runtime, tmp_path):
     with pytest.raises(StepFailed) as e:
-        run_steps(make_steps(tmp_path, {"b": "raise"}), ShimStepLog(tmp_path), "ray", progress=False)
+        run_steps(make_steps(tmp_path, {"b": "raise"}), StepLog(tmp_path), "ray", progress=False)
     log = step_log_path(tmp_path, "step/b")
     assert str(e.value) == (f"Step step/b failed (ZeroDivisionError: this step always fails); see its log {log}. "
                             "Finished steps are kept: run the study again to resume.")
@@ -248,9 +224,9 @@ def test_ray_failure_names_the_step_and_its_log_and_keeps_finished_steps(ray_run
 
 def test_local_interrupted_resumes_with_ray(ray_runtime, tmp_path):
     with pytest.raises(KeyboardInterrupt):
-        run_steps(make_steps(tmp_path, {"b": "interrupt-once"}), ShimStepLog(tmp_path), "local")
+        run_steps(make_steps(tmp_path, {"b": "interrupt-once"}), StepLog(tmp_path), "local")
     assert {k: s for k, (s, _) in states(tmp_path).items()} == {"step/a": "done", "step/b": "running"}
-    run_steps(make_steps(tmp_path, {"b": "interrupt-once"}), ShimStepLog(tmp_path), "ray", progress=False)
+    run_steps(make_steps(tmp_path, {"b": "interrupt-once"}), StepLog(tmp_path), "ray", progress=False)
     assert results(tmp_path) == EXPECTED
     assert len(runs(tmp_path, "a")) == 1  # finished before the stop: not redone
     assert [r for _, r in runs(tmp_path, "b")] == [False, True]  # the second attempt resumes
@@ -267,7 +243,7 @@ def test_ray_interrupted_resumes_with_local(ray_runtime, tmp_path):
     t = threading.Thread(target=ctrl_c_when_b_runs)
     t.start()
     with pytest.raises(KeyboardInterrupt):
-        run_steps(make_steps(tmp_path, {"b": "hang-once"}), ShimStepLog(tmp_path), "ray", progress=False)
+        run_steps(make_steps(tmp_path, {"b": "hang-once"}), StepLog(tmp_path), "ray", progress=False)
     t.join()
     st = {k: s for k, (s, _) in states(tmp_path).items()}
     assert st["step/a"] == "done" and st["step/b"] == "running" and "step/d" not in st
@@ -277,7 +253,7 @@ def test_ray_interrupted_resumes_with_local(ray_runtime, tmp_path):
             break
         time.sleep(0.1)
     assert not _alive(pid)
-    run_steps(make_steps(tmp_path, {"b": "hang-once"}), ShimStepLog(tmp_path), "local")
+    run_steps(make_steps(tmp_path, {"b": "hang-once"}), StepLog(tmp_path), "local")
     assert results(tmp_path) == EXPECTED
     assert len(runs(tmp_path, "a")) == 1
     assert [r for _, r in runs(tmp_path, "b")] == [False, True]

@@ -159,7 +159,6 @@ spectral = true
 """
 
 
-@pytest.mark.slow
 def test_two_study_writers_one_refuses(tmp_path):
     data = tmp_path / "data"
     write_pngs(smooth_images(8, 32, seed=3), data)

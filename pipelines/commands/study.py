@@ -30,6 +30,10 @@ def study(
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete a finished study in --out and run it again."),
     set_: list[str] = typer.Option(None, "--set", help="Override a config value, e.g. --set train.steps=1500 (repeatable).",
                                 show_default="none"),
+    executor: str = typer.Option(None, "--executor", help="Run the steps here ('local') or as Ray tasks ('ray').",
+                                  show_default="the config's [study] executor, else local"),
+    address: str = typer.Option(None, "--address", help="The Ray cluster to use with --executor ray, e.g. 'auto'.",
+                                 show_default="a Ray runtime on this machine"),
     quiet: bool = typer.Option(False, "--quiet", help="No progress output."),
 ) -> None:
     """Run a study from a TOML config: train, generate, spectra, metrics, transfer matrix, report (resumable)."""
@@ -37,9 +41,11 @@ def study(
     from pipelines.study_config import load_config
 
     cfg = load_config(config, overrides=tuple(set_ or ()))
+    executor = _check_executor(executor or cfg.study.executor, address)
     target = out if out is not None else Path("outputs") / cfg.study.name
     with folder_lock(target, "study"):
-        report = run_study(cfg, target, data=data, overwrite=overwrite, progress=not quiet)
+        report = run_study(cfg, target, data=data, overwrite=overwrite, progress=not quiet, executor=executor,
+                           address=address)
     typer.echo(f"Report: {report}")
 
 
@@ -49,14 +55,31 @@ def quickstart(
     data: str = typer.Option(None, "--data", help="Real images instead of the embedded sample photos: a folder.",
                               show_default="embedded"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete a finished quickstart in --out and run it again."),
+    executor: str = typer.Option(None, "--executor", help="Run the steps here ('local') or as Ray tasks ('ray').",
+                                  show_default="the config's [study] executor, else local"),
+    address: str = typer.Option(None, "--address", help="The Ray cluster to use with --executor ray, e.g. 'auto'.",
+                                 show_default="a Ray runtime on this machine"),
     quiet: bool = typer.Option(False, "--quiet", help="No progress output."),
 ) -> None:
     """Run the packaged quickstart study (embedded photos, 32 px, six upsamplers; minutes on a CPU)."""
     from pipelines.study import run_study
 
+    executor = _check_executor(executor or "local", address)
     with folder_lock(out, "quickstart"):
-        report = run_study("quickstart", out, data=data, overwrite=overwrite, progress=not quiet)
+        report = run_study("quickstart", out, data=data, overwrite=overwrite, progress=not quiet, executor=executor,
+                           address=address)
     typer.echo(f"Report: {report}")
+
+
+def _check_executor(name: str, address: str | None) -> str:
+    """A known executor, with Ray installed when it is ``ray``, checked before the folder is locked."""
+    from pipelines.executors import check_executor, require_ray
+
+    if check_executor(name) == "ray":
+        require_ray()
+    elif address is not None:
+        raise ValueError(f"--address {address} needs --executor ray; add it or leave --address out.")
+    return name
 
 
 @friendly

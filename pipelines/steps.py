@@ -1,8 +1,8 @@
-"""The unit of work of a study (``Step``), its bookkeeping (``StepLog``) and the local executor.
+"""The unit of work of a study (``Step``) and its bookkeeping (``StepLog``).
 
-A study is a list of steps in an order that respects ``deps``. An executor runs them:
-the local executor (:func:`run_steps`) one after another in this process, the Ray executor
-as tasks on a Ray runtime (both in :mod:`pipelines.executors`). Both keep ``steps.json``
+A study is a list of steps in an order that respects ``deps``. An executor runs them
+(:func:`pipelines.executors.run_steps`): the local one one after another in this process,
+the Ray one as tasks on a Ray runtime. Both keep ``steps.json``
 through the same bookkeeping, written by the driver alone, so a study started with one
 executor resumes with the other:
 
@@ -129,14 +129,3 @@ class StepLog:
         fn(resume)
         self.finish(key, h, outputs, time.perf_counter() - t0)
         return h
-
-
-def run_steps(steps: Sequence[Step], log: StepLog) -> None:
-    """The local executor: run each unfinished step in order, in this process.
-
-    One implementation for both executors' bookkeeping: this delegates to
-    :func:`pipelines.executors.run_steps` (imported here, as executors imports this module).
-    """
-    from pipelines.executors import run_steps as run
-
-    run(steps, log, "local")

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.steps import STEP_VERSION, Step, StepLog, digest, run_steps
+from pipelines.executors import run_steps
+from pipelines.steps import STEP_VERSION, Step, StepLog, digest
 
 
 def test_hash_is_the_one_study_folders_already_hold():

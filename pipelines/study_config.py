@@ -3,6 +3,7 @@
 Config layout (every section but [study] and one of [grid] / [[generators]] is optional)::
 
     [study]        name, seed, resolution, data, subset, n_real, device, threads
+    [data]         preprocess ("resize" or "crop"), held_out (one-folder data only)
     [train]        defaults for every generator: any field of gans.training.TrainConfig
     [grid]         archs x upsamplers x spectral_d, every combination is one generator
     [[generators]] extra explicit variants: name plus any [train] key
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
@@ -65,6 +66,22 @@ class StudyOptions(Section):
     n_real: int | None = None  # how many real images to load (None: all; embedded: its default)
     device: str = "auto"
     threads: int | None = None  # torch intra-op CPU threads during the study (None: torch's default)
+
+
+class DataOptions(Section):
+    """The [data] section: how real images become R x R and which of them the GANs never see.
+
+    ``preprocess``: "resize" (antialiased, the default) or "crop" (the centred R x R square of
+    native pixels at an even offset; see :mod:`pipelines.data`).
+    ``held_out``: for data in one folder (not ImageWoof's train/ + val/ layout, not the
+    embedded photos), the fraction of the real images kept from GAN training and used as the
+    detectors' real test images; the GANs and the detectors' real training images are the
+    rest. 0 trains the GANs on every image and tests the detectors on a split of the same
+    images (the behaviour before held-out sets; only for resuming old studies).
+    """
+
+    preprocess: Literal["resize", "crop"] = "resize"
+    held_out: float = 0.2
 
 
 class GridOptions(Section):
@@ -109,6 +126,7 @@ class TopLevel(Section):
     """The top level of a study config: its sections (each checked by its own model)."""
 
     study: Any = None
+    data: Any = None
     train: Any = None
     grid: Any = None
     generators: Any = None
@@ -236,11 +254,13 @@ class StudyConfig:
     raw: dict[str, Any]
     source: str = "<dict>"
     text: str | None = None  # the TOML text, when read from a file
+    data: DataOptions = dataclasses.field(default_factory=DataOptions)
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain JSON-able data (what the manifest stores)."""
         return {
             "study": self.study.model_dump(),
+            "data": self.data.model_dump(),
             "train": dict(self.train),
             "generators": [{"name": g.name, **g.train} for g in self.generators],
             "generate": self.generate.model_dump(),
@@ -344,6 +364,13 @@ def _check_generators(study: StudyOptions, generators: list[GeneratorSpec]) -> N
             raise ValueError(f"Generator {g.name!r}: {e}") from None
 
 
+def _parse_data(raw: dict[str, Any]) -> DataOptions:
+    data = section(DataOptions, raw.get("data"), "[data]")
+    if not 0 <= data.held_out < 1:
+        raise ValueError(f"[data] held_out = {data.held_out} must be a fraction from 0 (none) up to but not including 1.")
+    return data
+
+
 def _parse_generate(raw: dict[str, Any]) -> GenerateOptions:
     generate = section(GenerateOptions, raw.get("generate"), "[generate]")
     for key in ("n", "batch_size", "grid"):
@@ -389,7 +416,8 @@ def parse_config(raw: dict[str, Any], source: str = "<dict>", text: str | None =
     generate = _parse_generate(raw)
     quality = section(QualityOptions, raw.get("quality"), "[quality]")
     transfer = _parse_transfer(raw, len(generators))
-    return StudyConfig(study, train, generators, generate, quality, transfer, raw, source, text)
+    data = _parse_data(raw)
+    return StudyConfig(study, train, generators, generate, quality, transfer, raw, source, text, data)
 
 
 def packaged_configs() -> list[str]:

@@ -6,6 +6,15 @@ with a hash of everything it was computed from. A rerun skips the steps whose ha
 matches and whose files are all there, and redoes the others, so an interrupted study resumes
 where it stopped and an edited config recomputes only what the edit touched.
 
+Real images: the GANs, and the detectors' real training images, come from one pool; the
+detectors' real *test* images from another that no generator trained on (:func:`_load_real`):
+ImageWoof's val/ when the data folder holds train/ and val/ and ``[study] subset = "train"``;
+for data in one folder, the fraction ``[data] held_out`` (0.2) kept back from GAN training;
+for the embedded photos, crops of their right half while training crops come from the left
+half. study.json and the manifest record where both came from. Before the transfer matrix,
+a ``parity`` step compares how the real and fake sets are stored (pipelines.parity) and
+writes its warnings to parity.json, the manifest and the report.
+
 This module reads top to bottom: :func:`run_study` loads the real images, opens the folder,
 builds the study as a list of :class:`pipelines.steps.Step` (:func:`build_steps`) and hands
 them to an executor, then writes the report. The config schema lives in
@@ -54,7 +63,7 @@ from plumbing.files import read_json, write_json, write_text
 
 PLAN_FILE = "study.json"
 PARITY_FILE = "parity.json"
-PARITY_VERSION = 1
+PARITY_VERSION = 1  # bump when the warnings change wording
 CONFIG_COPY = "config.toml"
 
 Executor = Callable[[list[Step], StepLog], None]
@@ -395,11 +404,15 @@ def _parity_step(cfg: StudyConfig, out: Path, real: RealImages, progress: bool, 
         for m in msgs:
             merged.setdefault(m.replace(f"fake set {n!r}", "fake set {sets}"), []).append(n)
     warnings = []
+    # In a study the fixes are config keys, not command-line options.
+    fixes = {"pass --jpeg Q": "set [transfer] jpeg = Q", "pass --preprocess crop": 'set [data] preprocess = "crop"'}
     for template, sets in merged.items():
+        for option, key in fixes.items():
+            template = template.replace(option, key)
         label = f"fake set {sets[0]!r}" if len(sets) == 1 else "fake sets " + ", ".join(repr(x) for x in sets)
         text = template.replace("fake set {sets} is", f"{label} {'is' if len(sets) == 1 else 'are'}")
         warnings.append(text.replace("fake set {sets}", label))
-    write_json(out / PARITY_FILE, {"warnings": warnings, "by_set": per_set})
+    write_json(out / PARITY_FILE, {"warnings": warnings, "by_set": per_set})  # by_set: as parity_warnings words them
     if progress:
         for w in warnings:
             Console(highlight=False, stderr=True).print(f"[yellow]Warning:[/] {w}")

@@ -525,7 +525,8 @@ def test_parity_warnings_are_merged_printed_once_and_reported(tmp_path, image_fo
     err = capsys.readouterr().err
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     (w,) = manifest["parity_warnings"]
-    assert "natively 40 px" in w and "fake sets 'nearest', 'bed_of_nails' are 32 px" in w and "--preprocess crop" in w
+    assert "natively 40 px" in w and "fake sets 'nearest', 'bed_of_nails' are 32 px" in w
+    assert w.endswith('set [data] preprocess = "crop" to take native pixels from both.')
     assert " ".join(err.split()).count("natively 40 px") == 1
     assert "natively 40 px" in (tmp_path / "run" / "report.html").read_text()
     with_crop = tiny(study={"n_real": None}, data={"held_out": 0.25, "preprocess": "crop"})

@@ -50,9 +50,9 @@ from pipelines.parity import parity_warnings
 from pipelines.runfolder import RunFolder
 from pipelines.steps import Step, StepLog, run_steps
 from pipelines.study_config import (
-    TRAIN_KEYS_NOT_HASHED,
     GeneratorSpec,
     StudyConfig,
+    hashed_train_options,
     load_config,
     train_config,
 )
@@ -167,7 +167,7 @@ def _generator_steps(cfg: StudyConfig, gen: GeneratorSpec, out: Path, real: torc
                      progress: bool, gpu: dict[str, float]) -> list[Step]:
     """Train, generate, spectra and quality of one generator."""
     tcfg = train_config(cfg, gen)
-    hashed = {k: v for k, v in dataclasses.asdict(tcfg).items() if k not in TRAIN_KEYS_NOT_HASHED}
+    hashed = hashed_train_options(dataclasses.asdict(tcfg))
     train_step = Step(f"train/{gen.name}", {"data": data_key, "train": hashed},
                       [f"generators/{gen.name}/checkpoint.pt"],
                       partial(_train_step, tcfg, real, out / "generators" / gen.name, progress), resources=gpu)

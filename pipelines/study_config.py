@@ -44,6 +44,16 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10 needs the tomli ba
 STUDY_OWNED_TRAIN_KEYS = ("resolution", "device")
 # Fields of TrainConfig that change how often things are logged, not what is learned.
 TRAIN_KEYS_NOT_HASHED = ("ckpt_every", "sample_every", "log_every", "device")
+# Fields added to TrainConfig after studies existed, with the default that reproduces the
+# earlier behaviour: hashed only when set to something else, so existing study folders resume
+# instead of retraining every generator. Add each new training field here with its default.
+TRAIN_KEYS_HASHED_WHEN_SET: dict[str, Any] = {"shortcut": "1x1"}
+
+
+def hashed_train_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The training options that enter a train step's hash (see the two key lists above)."""
+    return {k: v for k, v in options.items() if k not in TRAIN_KEYS_NOT_HASHED
+            and not (k in TRAIN_KEYS_HASHED_WHEN_SET and v == TRAIN_KEYS_HASHED_WHEN_SET[k])}
 
 
 # --------------------------------------------------------------------------- the schema

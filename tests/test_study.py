@@ -532,3 +532,17 @@ def test_parity_warnings_are_merged_printed_once_and_reported(tmp_path, image_fo
     with_crop = tiny(study={"n_real": None}, data={"held_out": 0.25, "preprocess": "crop"})
     run_study(with_crop, tmp_path / "crop", data=image_folder, progress=False)
     assert json.loads((tmp_path / "crop" / "manifest.json").read_text())["parity_warnings"] == []
+
+
+def test_training_fields_added_later_enter_the_hash_only_when_set(monkeypatch):
+    """A new TrainConfig field at its default leaves the train hash of an existing folder as it was."""
+    import pipelines.study_config as sc
+    from pipelines.data import load_data
+
+    real = load_data("embedded", 32, limit=8, seed=0)
+    before = _steps(tiny(), real)["train/nearest"]
+    monkeypatch.setitem(sc.TRAIN_KEYS_HASHED_WHEN_SET, "z_dim", 16)  # pretend z_dim was added later, default 16
+    at_default = _steps(tiny(), real)["train/nearest"]
+    assert "z_dim" not in at_default.inputs["train"] and at_default.hash != before.hash
+    assert at_default.inputs["train"] == {k: v for k, v in before.inputs["train"].items() if k != "z_dim"}
+    assert _steps(tiny(train={"z_dim": 32}), real)["train/nearest"].inputs["train"]["z_dim"] == 32

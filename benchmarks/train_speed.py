@@ -10,6 +10,17 @@ load spike on a shared machine hits both alike and the overhead stays meaningful
     OMP_NUM_THREADS=2 python benchmarks/train_speed.py --arch dcgan --upsampler transposed --steps 10
     OMP_NUM_THREADS=2 python benchmarks/train_speed.py --all --steps 5 [--archs dcgan] [--width 16] [--json]
 
+``--reference mimicry`` times SNGAN-32 (default width, batch 16, n_dis 5, nearest upsampling,
+hinge loss, Adam(2e-4, 0, 0.9)) side by side with torch-mimicry's SNGAN-32 on the same settings,
+steps interleaved, one thread each (``pip install torch-mimicry==0.1.16`` beside the project; it is
+not a dependency). Mimicry's package ``__init__`` imports its FID/IS code (TensorFlow,
+scikit-image, tensorboard); only its networks are needed, so the package is registered without
+running that ``__init__`` and its submodule ``torch_mimicry.nets.sngan.sngan_32`` is imported
+directly. Its own ``train_step`` methods (D step, and the G step after the last D step, as its
+Trainer calls them) are what is timed.
+
+    python benchmarks/train_speed.py --reference mimicry --steps 10
+
 ``--all`` loops over both architectures and every upsampler, with and without the spectral
 discriminator, and reports its overhead in % of step time (target: at most 15 %); on CUDA it also
 runs every configuration with and without bf16 AMP. Timings on a shared machine vary with its load.
@@ -82,6 +93,79 @@ def measure(configs: list[dict], steps: int, warmup: int) -> list[dict]:
         return [record(tr, ts) for tr, ts in zip(trainers, times, strict=True)]
 
 
+def import_mimicry_sngan32():
+    """torch-mimicry's ``sngan_32`` module, imported without the package's TensorFlow-bound __init__."""
+    import importlib
+    import importlib.util
+    import sys
+    import types
+
+    spec = importlib.util.find_spec("torch_mimicry")
+    if spec is None:
+        raise SystemExit("torch-mimicry is not installed; run: pip install --no-deps torch-mimicry==0.1.16")
+    if "torch_mimicry" not in sys.modules:
+        pkg = types.ModuleType("torch_mimicry")
+        pkg.__path__ = list(spec.submodule_search_locations)
+        sys.modules["torch_mimicry"] = pkg
+    return importlib.import_module("torch_mimicry.nets.sngan.sngan_32")
+
+
+class _NoLog:
+    """Stands in for mimicry's MetricLog (its train_step only calls add_metric)."""
+
+    def add_metric(self, *args, **kwargs) -> None:
+        pass
+
+
+class MimicryRunner:
+    """One training step of torch-mimicry's SNGAN-32 as its Trainer runs it: n_dis D steps, then G."""
+
+    def __init__(self, images: torch.Tensor, batch_size: int, n_dis: int = 5, seed: int = 0):
+        m = import_mimicry_sngan32()
+        torch.manual_seed(seed)
+        self.device = torch.device("cpu")
+        self.G, self.D = m.SNGANGenerator32(), m.SNGANDiscriminator32()
+        self.opt_G = torch.optim.Adam(self.G.parameters(), 2e-4, betas=(0.0, 0.9))
+        self.opt_D = torch.optim.Adam(self.D.parameters(), 2e-4, betas=(0.0, 0.9))
+        self.images, self.batch_size, self.n_dis = images, batch_size, n_dis
+        self.g = torch.Generator().manual_seed(seed)
+        self.cfg = argparse.Namespace(arch="mimicry-sngan", upsampler="nearest", resolution=32,
+                                      batch_size=batch_size, spectral_d=False, width=self.G.ngf // 4,
+                                      n_dis=n_dis)
+        self.amp = False
+
+    def train_step(self) -> None:
+        for i in range(self.n_dis):
+            idx = torch.randint(0, self.images.shape[0], (self.batch_size,), generator=self.g)
+            real = (self.images[idx].float().div_(127.5).sub_(1.0), torch.zeros(self.batch_size, dtype=torch.long))
+            self.D.train_step(real_batch=real, netG=self.G, optD=self.opt_D, log_data=_NoLog(),
+                              global_step=0, device=self.device)
+            if i == self.n_dis - 1:
+                self.G.train_step(real_batch=real, netD=self.D, optG=self.opt_G, log_data=_NoLog(),
+                                  global_step=0, device=self.device)
+
+
+def compare_with_mimicry(steps: int, warmup: int, batch_size: int = 16) -> list[dict]:
+    """Ours vs torch-mimicry's SNGAN-32 at batch ``batch_size``, n_dis 5, steps interleaved."""
+    with tempfile.TemporaryDirectory() as tmp:
+        images = synthetic_images(max(256, batch_size), 32)
+        ours = build("sngan", "nearest", 32, batch_size, False, "cpu", False, None, tmp)
+        theirs = MimicryRunner(images, batch_size, n_dis=ours.cfg.n_dis)
+        runners = [ours, theirs]
+        for r in runners:
+            for _ in range(warmup):
+                r.train_step()
+        times: list[list[float]] = [[], []]
+        for _ in range(steps):
+            for r, ts in zip(runners, times, strict=True):
+                ts.append(timed_step(r))
+        rows = [record(r, ts) for r, ts in zip(runners, times, strict=True)]
+    rows[0]["params_G"] = sum(p.numel() for p in ours.G.parameters())
+    rows[1]["params_G"] = sum(p.numel() for p in theirs.G.parameters())
+    rows[0]["speed_vs_mimicry"] = rows[0]["images_per_s"] / rows[1]["images_per_s"]
+    return rows
+
+
 def main() -> None:
     """Parse flags, run the measurements, print a table or JSON."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -98,10 +182,24 @@ def main() -> None:
     p.add_argument("--all", action="store_true", help="Every arch x upsampler, with and without spectral D.")
     p.add_argument("--archs", default=",".join(ARCHITECTURES), help="Architectures for --all (comma list).")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for CPU runs.")
+    p.add_argument("--reference", choices=["mimicry"], default=None,
+                   help="Time SNGAN-32 (batch 16, n_dis 5, nearest) beside torch-mimicry's, one thread.")
     p.add_argument("--json", action="store_true")
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
+    if a.reference == "mimicry":
+        torch.set_num_threads(a.threads or 1)
+        rows = compare_with_mimicry(a.steps, a.warmup, batch_size=16)
+        if a.json:
+            print(json.dumps(rows, indent=2))
+            return
+        print(f"{'implementation':16} {'G params':>9} {'step ms':>8} {'images/s':>9}")
+        for r in rows:
+            print(f"{r['arch']:16} {r['params_G']:9d} {1000 * r['step_time_s']:8.1f} {r['images_per_s']:9.1f}")
+        print(f"ours / mimicry: {rows[0]['speed_vs_mimicry']:.2f}x (median of {a.steps} interleaved steps, "
+              f"{torch.get_num_threads()} thread)")
+        return
     common = dict(resolution=a.resolution, batch_size=a.batch_size, device=a.device, width=a.width)
     records = []
     if not a.all:

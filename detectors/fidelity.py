@@ -11,6 +11,8 @@ Normalisation (decided here, the same for every number):
   whole profile. Images are taken as uint8 (or float in [0, 1], the same scale).
 * Then it is min-max scaled to [0, 1] on its own (as Jung & Keuper and Durall et al. do), so
   that overall brightness and contrast do not count; only the *shape* of the spectrum does.
+  Both steps are :func:`detectors.profiles.normalize_profile`, the rule the GAN's spectral
+  losses use too.
 * The profiles are averaged over each set, and the distance is the mean absolute difference
   of the two mean profiles over the frequency bins (an L1 distance divided by the number of
   bins). It lies in [0, 1] and can be compared across resolutions.
@@ -31,8 +33,6 @@ labelled the other way, in the training folds), not evidence that the sets diffe
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
@@ -40,12 +40,11 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from detectors.features import minmax, radial_profile, validate_batch, xy_projections
+from detectors.features import radial_profile, validate_batch, xy_projections
+from detectors.profiles import QUANTISATION_FLOOR, normalize_profile
 
-# Log power of uniform quantisation noise of 8-bit images scaled to [0, 1] (variance q^2 / 12,
-# q = 1/255); with the orthonormal FFT of detectors.features each frequency bin of white noise
-# carries that variance.
-QUANTISATION_FLOOR = math.log((1.0 / 255.0) ** 2 / 12.0)
+__all__ = ["QUANTISATION_FLOOR", "normalize_profile", "profiles", "mean_profiles", "cloaking_score",
+           "spectral_fidelity"]
 
 
 def _check_set(images: torch.Tensor, name: str) -> torch.Tensor:
@@ -57,11 +56,6 @@ def _check_set(images: torch.Tensor, name: str) -> torch.Tensor:
     if images.shape[1] != 3:
         raise ValueError(f"{name} must be RGB images of shape (N, 3, H, W), got {tuple(images.shape)}.")
     return images
-
-
-def normalize_profile(profile: torch.Tensor) -> torch.Tensor:
-    """Clamp (N, D) log-power profiles at the uint8 quantisation floor, then min-max each row."""
-    return minmax(profile.clamp_min(QUANTISATION_FLOOR))
 
 
 def profiles(images: torch.Tensor, batch_size: int = 1024) -> dict[str, torch.Tensor]:

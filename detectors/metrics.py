@@ -11,7 +11,7 @@ import math
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-METRICS = ("ap", "auc", "acc", "acc_cal", "eer", "tpr_at_5fpr")
+METRICS = ("ap", "auc", "acc", "acc_cal", "acc_real", "acc_fake", "eer", "tpr_at_5fpr")
 
 
 def _check(y_true, scores) -> tuple[np.ndarray, np.ndarray]:
@@ -35,6 +35,19 @@ def accuracy(y_true, scores, threshold: float) -> float:
     """Fraction of images whose label equals ``score >= threshold``."""
     y, s = np.asarray(y_true).reshape(-1), np.asarray(scores, dtype=np.float64).reshape(-1)
     return float(np.mean((s >= threshold).astype(np.int64) == y))
+
+
+def class_accuracies(y_true, scores, threshold: float) -> tuple[float, float]:
+    """Accuracy on the real images and on the fake images separately at ``threshold``.
+
+    ``acc_real`` is the share of real images scored below the threshold (true-negative rate,
+    specificity); ``acc_fake`` the share of fakes at or above it (true-positive rate, recall).
+    Their mean is the balanced accuracy, which equals ``accuracy`` on the balanced test sets of a
+    transfer matrix; apart they show which way a threshold that does not transfer errs.
+    """
+    y, s = _check(y_true, scores)
+    fake = s >= threshold
+    return float(np.mean(~fake[y == 0])), float(np.mean(fake[y == 1]))
 
 
 def equal_error_rate(y_true, scores) -> float:
@@ -80,13 +93,17 @@ def choose_threshold(y_val, scores_val) -> float:
 
 
 def evaluate(y_true, scores, threshold: float | None = None) -> dict[str, float]:
-    """AP, ROC-AUC, accuracy at 0.5, accuracy at ``threshold`` (NaN without one), EER and TPR at 5 % FPR."""
+    """AP, ROC-AUC, accuracy at 0.5, accuracy at ``threshold`` overall and on real and fake images
+    apart (NaN without a threshold), EER and TPR at 5 % FPR."""
     y, s = _check(y_true, scores)
+    acc_real, acc_fake = class_accuracies(y, s, threshold) if threshold is not None else (math.nan, math.nan)
     return {
         "ap": float(average_precision_score(y, s)),
         "auc": float(roc_auc_score(y, s)),
         "acc": accuracy(y, s, 0.5),
         "acc_cal": accuracy(y, s, threshold) if threshold is not None else math.nan,
+        "acc_real": acc_real,
+        "acc_fake": acc_fake,
         "eer": equal_error_rate(y, s),
         "tpr_at_5fpr": tpr_at_fpr(y, s, 0.05),
     }

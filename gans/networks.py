@@ -18,6 +18,7 @@ from types import ModuleType
 from torch import nn
 
 from gans import dcgan, sngan
+from gans.sngan import check_shortcut
 from gans.upsamplers import check_upsampler
 
 ARCHITECTURES: dict[str, ModuleType] = {"dcgan": dcgan, "sngan": sngan}
@@ -90,14 +91,21 @@ def build_generator(
     upsample_layers: str = "all",
     z_dim: int = 128,
     width: int | None = None,
+    shortcut: str = "1x1",
 ) -> nn.Module:
-    """Generator ``G(z: (N, z_dim)) -> (N, 3, R, R)`` in [-1, 1] with the chosen upsampler."""
+    """Generator ``G(z: (N, z_dim)) -> (N, 3, R, R)`` in [-1, 1] with the chosen upsampler.
+
+    ``shortcut`` ("1x1", the paper's, or "upsampler") is SNGAN's residual shortcut; DCGAN has
+    none and ignores it.
+    """
     resolution = check_resolution(resolution)
     kinds = layer_kinds(arch, resolution, upsampler, upsample_layers)
     z_dim = _check_positive(z_dim, "z_dim")
+    shortcut = check_shortcut(shortcut)
     mod = ARCHITECTURES[arch]
     width = mod.DEFAULT_WIDTH if width is None else _check_positive(width, "width")
-    g = mod.build_generator(resolution, kinds, z_dim=z_dim, width=width)
+    extra = {"shortcut": shortcut} if arch == "sngan" else {}
+    g = mod.build_generator(resolution, kinds, z_dim=z_dim, width=width, **extra)
     g.arch = arch
     g.upsampler = upsampler
     g.upsample_layers = upsample_layers
@@ -108,6 +116,7 @@ def build_generator(
         "upsample_layers": upsample_layers,
         "z_dim": z_dim,
         "width": width,
+        "shortcut": shortcut,
     }
     return g
 

@@ -138,7 +138,9 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") 
     state = load_checkpoint(ckpt_path)
     cfg = state["config"]
     G = build_generator(cfg["arch"], cfg["resolution"], cfg["upsampler"], cfg.get("upsample_layers", "all"),
-                        z_dim=cfg.get("z_dim", 128), width=cfg.get("width"))
+                        z_dim=cfg.get("z_dim", 128), width=cfg.get("width"),
+                        # checkpoints from before the option was added used the upsampler shortcut
+                        shortcut=cfg.get("shortcut", "upsampler"))
     ema = state.get("G_ema") is not None
     load_module_state(G, state["G_ema"] if ema else state["G"], path=ckpt_path, saved_arch=cfg["arch"],
                       wanted_arch=cfg["arch"], role="generator")

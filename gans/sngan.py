@@ -2,20 +2,33 @@
 
 Generator: z -> linear to a 4x4 base -> ``log2(R/4)`` residual up-blocks -> BN, ReLU,
 conv3x3 to RGB, tanh. In the paper a block is ``BN, ReLU, upsample, conv3x3, BN, ReLU,
-conv3x3`` with shortcut ``upsample, conv1x1``. Here the chosen upsampler kind decides the
-upsampling on *both* paths: the main path's "upsample + conv3x3" is
-``make_upsampler(kind, in_ch, out_ch)`` and so is the shortcut. Using the same factory on the
-shortcut (rather than a fixed resampling + 1x1) is deliberate: the learned kinds
-(``transposed``, ``pixelshuffle``) have no fixed resampling to pair with a 1x1 conv, and a
-shortcut with a different upsampler would add a second fingerprint that the study would then
-wrongly attribute to the chosen kind. The price is a 3x3 instead of a 1x1 shortcut kernel.
+conv3x3`` with shortcut ``upsample, conv1x1``. The chosen upsampler kind builds the main
+path's "upsample + conv3x3" (``make_upsampler(kind, in_ch, out_ch)``); ``shortcut`` chooses
+the residual path:
+
+* ``"1x1"`` (default, the paper's): the kind's own weight-free resampling (nearest,
+  bilinear, bicubic, zero insertion, or the filtered kind's FIR) followed by a 1x1 conv; the
+  learned kinds (``transposed``, ``pixelshuffle``) have no fixed resampling, so their shortcut
+  uses nearest, as the paper does. Fingerprint: for the fixed kinds both paths carry the same
+  resampling, so the network's fingerprint is that kind's alone; for the learned kinds the
+  shortcut adds nearest's (weak, low-pass) fingerprint beside the learned one, so their SNGAN
+  fakes are "transposed (or pixelshuffle) + nearest on the skip path", as in every SNGAN. The
+  1x1 conv is applied before the resampling: a 1x1 conv mixes channels per pixel and every
+  resampling here acts on each channel alone, so both orders are the same linear map (the
+  bias is added after the resampling, exactly as in the paper's order), at a quarter of the
+  cost.
+* ``"upsampler"``: a second full ``make_upsampler(kind, in_ch, out_ch)`` (a 3x3 conv after
+  fixed resamplings, a 4x4 transposed conv, a 3x3 conv + pixel shuffle). Fingerprint: both
+  paths carry exactly the chosen kind, so nothing else can be blamed for it, at the price of a
+  larger model than the paper's (3x3 / 4x4 instead of 1x1 shortcut kernels).
 
 Discriminator: an optimised first block (conv3x3, ReLU, conv3x3, avgpool; shortcut avgpool,
 conv1x1), residual down-blocks, ReLU, global *sum* pooling, linear head; spectral
 normalisation on every convolution and linear layer.
 
-Channel plans (``width=64`` reproduces the paper): 32 px G 4w constant (256), D 2w constant
-(128); 64 px G 16w..w, D w..16w; 128 px G 16w,16w..w, D w..16w plus one block at 16w without
+Channel plans (``width=64`` reproduces the paper and torch-mimicry's SNGAN-32/64/128): 32 px
+G 4w constant (256), D 2w constant (128) -- with the ``1x1`` shortcut and ``nearest`` this is
+4,276,739 G and 1,053,825 D parameters, torch-mimicry's counts --; 64 px G 16w..w, D w..16w; 128 px G 16w,16w..w, D w..16w plus one block at 16w without
 downsampling. Initialisation as in the authors' code: Xavier uniform, gain sqrt(2) on residual
 paths and 1 on shortcuts, projections and heads.
 """
@@ -30,9 +43,13 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from gans.dcgan import check_input
-from gans.upsamplers import make_upsampler
+from gans.upsamplers import fixed_resampling, make_upsampler
 
 DEFAULT_WIDTH = 64
+# Residual shortcut of the generator's up-blocks: the paper's resampling + 1x1 conv, or a second
+# copy of the chosen upsampler (see the module docstring for what each means for the fingerprint).
+SHORTCUTS = ("1x1", "upsampler")
+DEFAULT_SHORTCUT = "1x1"
 # Training defaults of the paper's ResNet setting: hinge loss, Adam(2e-4, 0, 0.9), five D steps
 # per G step, learning rate decayed linearly to zero over the run.
 DEFAULTS = {"loss": "hinge", "lr": 2e-4, "betas": (0.0, 0.9), "n_dis": 5, "lr_decay": "linear"}
@@ -53,6 +70,29 @@ def n_upsampling_layers(resolution: int) -> int:
     return int(math.log2(resolution // 4))
 
 
+def check_shortcut(shortcut: str) -> str:
+    """Return ``shortcut`` if it is "1x1" or "upsampler", else raise a ValueError naming both."""
+    if shortcut not in SHORTCUTS:
+        raise ValueError(f"Unknown SNGAN shortcut {shortcut!r}; choose one of: {', '.join(SHORTCUTS)}.")
+    return shortcut
+
+
+class ResampleShortcut(nn.Module):
+    """The paper's shortcut: a weight-free x2 resampling and a 1x1 conv (computed conv first)."""
+
+    def __init__(self, in_ch: int, out_ch: int, kind: str):
+        super().__init__()
+        self.resample = fixed_resampling(kind)
+        self.conv = nn.Conv2d(in_ch, out_ch, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # resample(conv1x1(x)) without bias equals conv1x1(resample(x)) without bias (channel
+        # mixing per pixel commutes with per-channel resampling); adding the bias afterwards keeps
+        # the paper's order exactly, also for zero insertion and the FIR's borders.
+        h = self.resample(F.conv2d(x, self.conv.weight))
+        return h + self.conv.bias.view(1, -1, 1, 1)
+
+
 def _xavier(module: nn.Module, gain: float) -> None:
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
@@ -62,16 +102,20 @@ def _xavier(module: nn.Module, gain: float) -> None:
 
 
 class GBlock(nn.Module):
-    """Residual up-block; the upsampler ``kind`` builds both the main path and the shortcut."""
+    """Residual up-block: the upsampler ``kind`` on the main path, ``shortcut`` on the skip path."""
 
-    def __init__(self, in_ch: int, out_ch: int, kind: str):
+    def __init__(self, in_ch: int, out_ch: int, kind: str, shortcut: str = DEFAULT_SHORTCUT):
         super().__init__()
         self.kind = kind
+        self.shortcut_kind = check_shortcut(shortcut)
         self.bn1 = nn.BatchNorm2d(in_ch)
         self.up = make_upsampler(kind, in_ch, out_ch)
         self.bn2 = nn.BatchNorm2d(out_ch)
         self.conv = nn.Conv2d(out_ch, out_ch, 3, padding=1)
-        self.shortcut = make_upsampler(kind, in_ch, out_ch)
+        if shortcut == "1x1":
+            self.shortcut = ResampleShortcut(in_ch, out_ch, kind)
+        else:
+            self.shortcut = make_upsampler(kind, in_ch, out_ch)
         _xavier(self.up, math.sqrt(2))
         _xavier(self.conv, math.sqrt(2))
         _xavier(self.shortcut, 1.0)
@@ -86,7 +130,8 @@ class GBlock(nn.Module):
 class Generator(nn.Module):
     """SNGAN ResNet generator: ``G(z: (N, z_dim)) -> (N, 3, R, R)`` in [-1, 1]."""
 
-    def __init__(self, resolution: int, kinds: list[str], z_dim: int = 128, width: int = DEFAULT_WIDTH):
+    def __init__(self, resolution: int, kinds: list[str], z_dim: int = 128, width: int = DEFAULT_WIDTH,
+                 shortcut: str = DEFAULT_SHORTCUT):
         super().__init__()
         if resolution not in G_CHANNELS or len(kinds) != n_upsampling_layers(resolution):
             raise ValueError(
@@ -96,11 +141,12 @@ class Generator(nn.Module):
         self.z_dim = z_dim
         self.resolution = resolution
         self.kinds = tuple(kinds)
+        self.shortcut = check_shortcut(shortcut)
         ch = [m * width for m in G_CHANNELS[resolution]]
         self.upsample_channels = tuple(zip(ch[:-1], ch[1:], strict=True))
         self.project = nn.Sequential(nn.Linear(z_dim, ch[0] * 16), nn.Unflatten(1, (ch[0], 4, 4)))
         self.blocks = nn.Sequential(
-            *(GBlock(cin, cout, kind) for kind, (cin, cout) in zip(kinds, self.upsample_channels, strict=True))
+            *(GBlock(cin, cout, kind, shortcut) for kind, (cin, cout) in zip(kinds, self.upsample_channels, strict=True))
         )
         self.to_rgb = nn.Sequential(
             nn.BatchNorm2d(ch[-1]), nn.ReLU(), nn.Conv2d(ch[-1], 3, 3, padding=1), nn.Tanh()
@@ -178,9 +224,10 @@ class Discriminator(nn.Module):
         return self.head(h).reshape(x.shape[0])
 
 
-def build_generator(resolution: int, kinds: list[str], z_dim: int = 128, width: int = DEFAULT_WIDTH) -> Generator:
+def build_generator(resolution: int, kinds: list[str], z_dim: int = 128, width: int = DEFAULT_WIDTH,
+                    shortcut: str = DEFAULT_SHORTCUT) -> Generator:
     """SNGAN generator for ``resolution`` px with one upsampler kind per up-block."""
-    return Generator(resolution, kinds, z_dim=z_dim, width=width)
+    return Generator(resolution, kinds, z_dim=z_dim, width=width, shortcut=shortcut)
 
 
 def build_discriminator(resolution: int, width: int = DEFAULT_WIDTH) -> Discriminator:

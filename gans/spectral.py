@@ -1,8 +1,13 @@
 """Spectral losses for generator training: a spectral discriminator and a spectral regulariser.
 
-Both look at the same differentiable 1D spectrum: the per-image min-max scaled azimuthal mean
-of the grayscale log power spectrum, computed by :func:`detectors.features.radial_profile`
-(the one implementation shared with the detectors and reports).
+Both look at the same differentiable 1D spectrum: the azimuthal mean of the grayscale log
+power spectrum up to the Nyquist radius, computed by :func:`detectors.features.radial_profile`
+(the one implementation shared with the detectors and reports), floored at the uint8
+quantisation noise and min-max scaled per image by :func:`detectors.profiles.normalize_profile`
+(the rule of the spectral-fidelity metric). Departure from Jung & Keuper and Durall et al.,
+whose profiles run to the corner of the spectrum and have no floor: the rings beyond Nyquist
+hold 1-4 frequencies each at 32 px and power below the quantisation floor is not in any saved
+image, so both would anchor the per-image scaling on noise.
 
 * :class:`SpectralDiscriminator` (Jung & Keuper, AAAI 2021): a classifier on that profile,
   trained beside the image discriminator with its own optimiser; by default a single linear
@@ -24,12 +29,16 @@ import torch
 from torch import nn
 
 from detectors.features import n_radii, radial_profile
+from detectors.profiles import normalize_profile
 
 EPS = 1e-6
 
 
-def spectral_profile(x: torch.Tensor) -> torch.Tensor:
-    """Min-max scaled radial log power profile (N, n_radii) of images in [-1, 1] (or uint8)."""
+def spectral_profile(x: torch.Tensor, nyquist: bool = True) -> torch.Tensor:
+    """Floored, min-max scaled radial log power profile (N, n_radii) of images in [-1, 1] (or uint8).
+
+    ``nyquist=False`` keeps the rings beyond the Nyquist radius (the papers' full profile).
+    """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"images must be a torch.Tensor of shape (N, 3, H, W), got {type(x).__name__}.")
     with torch.autocast(device_type=x.device.type, enabled=False):
@@ -38,12 +47,12 @@ def spectral_profile(x: torch.Tensor) -> torch.Tensor:
         if x.dtype in (torch.float16, torch.bfloat16):
             x = x.float()
         x01 = x if x.dtype == torch.uint8 else (x + 1.0) * 0.5
-        return radial_profile(x01, normalize="minmax")
+        return normalize_profile(radial_profile(x01, nyquist=nyquist))
 
 
-def profile_length(resolution: int) -> int:
-    """Length of the radial profile of a ``resolution`` x ``resolution`` image."""
-    return n_radii(resolution, resolution)
+def profile_length(resolution: int, nyquist: bool = True) -> int:
+    """Length of the spectral profile of a ``resolution`` x ``resolution`` image."""
+    return n_radii(resolution, resolution, nyquist=nyquist)
 
 
 @torch.no_grad()

@@ -10,6 +10,7 @@ from typing import Any
 
 from gans import losses
 from gans.networks import ARCH_DEFAULTS, check_arch, check_resolution, check_upsample_layers
+from gans.sngan import check_shortcut
 from gans.upsamplers import check_upsampler
 from plumbing.devices import check_device
 
@@ -32,6 +33,7 @@ class TrainConfig:
     batch_size: int = 64
     z_dim: int = 128
     width: int | None = None
+    shortcut: str = "1x1"  # SNGAN's residual shortcut: "1x1" (the paper's) or "upsampler"
     loss: str | None = None
     lr: float | None = None
     betas: tuple[float, float] | None = None
@@ -79,6 +81,7 @@ class TrainConfig:
         check_upsampler(self.upsampler)
         check_upsample_layers(self.upsample_layers)
         check_resolution(self.resolution)
+        check_shortcut(self.shortcut)
         check_device(self.device)
         for name in ("steps", "batch_size", "z_dim"):
             _int_at_least(getattr(self, name), name, 1)

@@ -37,6 +37,7 @@ from gans.checkpoint import (
     save_checkpoint,
     write_atomically,
 )
+from gans.ema import standing_bn_statistics, standing_latents, update_ema
 from gans.networks import build_discriminator, build_generator
 from gans.run_edges import StopRequest, TrainLog, no_sync, optimizer_to, trim_log, unwrap, wrap_ddp
 from gans.sampling import derive_seed, latents
@@ -143,11 +144,13 @@ class Trainer:
         self.amp = cfg.amp and dev.type == "cuda"
         torch.manual_seed(cfg.seed)  # network initialisation; identical on every rank
         G = build_generator(cfg.arch, cfg.resolution, cfg.upsampler, cfg.upsample_layers,
-                            z_dim=cfg.z_dim, width=cfg.width)
+                            z_dim=cfg.z_dim, width=cfg.width, shortcut=cfg.shortcut)
         D = build_discriminator(cfg.arch, cfg.resolution, width=cfg.width)
         SD = SpectralDiscriminator(cfg.resolution) if cfg.spectral_d else None
         self.z_dim = G.z_dim
         G_ema = copy.deepcopy(G).eval().requires_grad_(False) if cfg.ema else None
+        # Fixed latents for the EMA generator's standing BatchNorm statistics (gans.ema).
+        self.standing_z = standing_latents(cfg.seed, G.z_dim, self.local_batch) if G_ema is not None else None
 
         self._make_optimizers(G, D, SD)
 
@@ -158,9 +161,11 @@ class Trainer:
         if resume and self.ckpt_path.is_file():
             self._load(G, D, SD, G_ema)
 
-        G, D = G.to(dev), D.to(dev)
+        # channels_last: oneDNN (CPU) and cuDNN (tensor cores) convolve NHWC without reordering
+        # every call; ~20 % faster SNGAN-32 steps on one CPU thread, and the usual choice on GPUs.
+        G, D = G.to(dev, memory_format=torch.channels_last), D.to(dev, memory_format=torch.channels_last)
         SD = SD.to(dev) if SD is not None else None
-        G_ema = G_ema.to(dev) if G_ema is not None else None
+        G_ema = G_ema.to(dev, memory_format=torch.channels_last) if G_ema is not None else None
         for opt in (self.opt_G, self.opt_D, self.opt_SD):
             optimizer_to(opt, dev)
         self.G, self.D, self.SD = wrap_ddp([G, D, SD], dev, info)
@@ -174,7 +179,7 @@ class Trainer:
         self.grid_z = latents(derive_seed(cfg.seed, "grid"), range(GRID_SIZE), self.z_dim)
 
     def _make_optimizers(self, G: nn.Module, D: nn.Module, SD: nn.Module | None) -> None:
-        """Adam for G, D and the spectral discriminator; G and D follow the learning-rate schedule."""
+        """Adam for G, D and the spectral discriminator, all three on the same learning-rate schedule."""
         cfg = self.cfg
         self.opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=cfg.betas)
         self.opt_D = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=cfg.betas)
@@ -182,6 +187,9 @@ class Trainer:
         decay = LR_SCHEDULES[cfg.lr_decay](cfg.steps)
         self.sched_G = torch.optim.lr_scheduler.LambdaLR(self.opt_G, decay)
         self.sched_D = torch.optim.lr_scheduler.LambdaLR(self.opt_D, decay)
+        # The spectral D follows the same schedule as G and D (it must not keep learning at
+        # the base rate while they decay to zero).
+        self.sched_SD = torch.optim.lr_scheduler.LambdaLR(self.opt_SD, decay) if SD is not None else None
 
     def _load(self, G: nn.Module, D: nn.Module, SD: nn.Module | None, G_ema: nn.Module | None) -> None:
         state = load_checkpoint(self.ckpt_path)
@@ -199,6 +207,8 @@ class Trainer:
         self.opt_D.load_state_dict(state["opt_D"])
         self.sched_G.load_state_dict(state["sched_G"])
         self.sched_D.load_state_dict(state["sched_D"])
+        if self.sched_SD is not None and state.get("sched_SD") is not None:
+            self.sched_SD.load_state_dict(state["sched_SD"])
         self.sampler.load_state_dict(state["sampler"])
         rng = state["rng"]
         torch.set_rng_state(rng["torch"])
@@ -229,6 +239,7 @@ class Trainer:
             "opt_SD": self.opt_SD.state_dict() if self.opt_SD is not None else None,
             "sched_G": self.sched_G.state_dict(),
             "sched_D": self.sched_D.state_dict(),
+            "sched_SD": self.sched_SD.state_dict() if self.sched_SD is not None else None,
             "sampler": self.sampler.state_dict(),
             "rng": {
                 "torch": torch.get_rng_state(),
@@ -240,13 +251,15 @@ class Trainer:
 
     def _sync_buffers(self) -> None:
         # Buffers are rank 0's by DDP's convention (it broadcasts them at each forward); the
-        # EMA copies each rank's own BatchNorm statistics, so it needs the same broadcast.
+        # EMA's standing statistics are the same on every rank, the broadcast only removes
+        # kernel-level float noise between GPUs.
         for m in (self.G, self.D, self.SD, self.G_ema):
             if m is not None:
                 distributed.broadcast_buffers(unwrap(m), self.info)
 
     def save(self) -> Path:
         """Write checkpoint.pt atomically (rank 0), with every rank's state gathered first."""
+        self.refresh_ema_statistics()
         self._sync_buffers()
         state = self.state_dict()
         if self.info.is_main:
@@ -327,6 +340,8 @@ class Trainer:
         out["loss_g"] = loss_g.detach()
         self.sched_G.step()
         self.sched_D.step()
+        if self.sched_SD is not None:
+            self.sched_SD.step()
         if self.G_ema is not None:
             self._update_ema()
         return out
@@ -335,11 +350,13 @@ class Trainer:
     def _update_ema(self) -> None:
         # Ramp the decay up from 0.1 so early EMA weights are not dominated by the random init.
         beta = min(self.cfg.ema, (1.0 + self.step) / (10.0 + self.step))
-        src = unwrap(self.G)
-        for pe, p in zip(self.G_ema.parameters(), src.parameters(), strict=True):
-            pe.lerp_(p.detach(), 1.0 - beta)
-        for be, b in zip(self.G_ema.buffers(), src.buffers(), strict=True):
-            be.copy_(b)
+        # Weights only: the EMA network's BatchNorm statistics are its own (refresh_ema_statistics).
+        update_ema(self.G_ema, unwrap(self.G), beta)
+
+    def refresh_ema_statistics(self) -> None:
+        """Re-estimate the EMA generator's BatchNorm statistics on its current weights (gans.ema)."""
+        if self.G_ema is not None:
+            standing_bn_statistics(self.G_ema, self.standing_z)
 
     # ----------------------------------------------------------------------------- outputs
     @torch.no_grad()
@@ -348,6 +365,7 @@ class Trainer:
         # Lazy: gans needs torchvision only here (start-up time).
         from torchvision.utils import save_image
 
+        self.refresh_ema_statistics()
         G = self.G_ema if self.G_ema is not None else unwrap(self.G)
         was_training = G.training
         G.eval()

@@ -1,9 +1,19 @@
-"""Registry of the six upsampling layers whose spectral fingerprints forgelab studies.
+"""Registry of the seven upsampling layers whose spectral fingerprints forgelab studies.
 
 Every upsampler doubles height and width and maps ``in_ch`` to ``out_ch`` channels.
 ``transposed`` and ``pixelshuffle`` learn the upsampling itself; the others apply a
 fixed resampling and then a 3x3 convolution (Odena et al. 2016, Durall et al. 2020,
 Chandrasegaran et al. 2021 compare exactly these families).
+
+``filtered`` is the anti-aliased design that the frequency-bias literature points to
+(StyleGAN2's upsampling, Karras et al. 2020/2021; Schwarz et al. 2021): zero insertion,
+then a fixed low-pass FIR filter (the outer product of [1, 3, 3, 1], normalised, gain 4 so
+that the mean survives the three zeros of each 2x2 cell, padded as in upfirdn2d), then a 3x3
+convolution. The filter's response is exactly zero at the Nyquist frequency, where zero
+insertion puts the spectral replica that makes ``bed_of_nails`` so easy to detect.
+
+:func:`fixed_resampling` gives each kind's weight-free resampling (nearest for the learned
+kinds), which SNGAN's ``1x1`` shortcut uses.
 """
 
 from __future__ import annotations
@@ -33,6 +43,45 @@ def bed_of_nails(x: torch.Tensor, factor: int = 2) -> torch.Tensor:
     out = x.new_zeros(n, c, h * factor, w * factor)
     out[:, :, ::factor, ::factor] = x
     return out
+
+
+# StyleGAN2's default resampling filter: binomial [1, 3, 3, 1], separable.
+FIR_TAPS = (1.0, 3.0, 3.0, 1.0)
+
+
+def fir_kernel(taps: tuple[float, ...] = FIR_TAPS, gain: float = 4.0) -> torch.Tensor:
+    """2D FIR kernel: outer product of ``taps`` with itself, scaled so its entries sum to ``gain``."""
+    t = torch.tensor(taps, dtype=torch.float64)
+    k = torch.outer(t, t)
+    return (k * (gain / k.sum())).float()
+
+
+def fir_upsample(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """upfirdn2d with up=2: zero insertion, pad, then a depthwise FIR filter (same for every channel).
+
+    Padding follows upfirdn2d's ``upsample2d``: with a k-tap kernel, (k + 1) // 2 zeros before
+    and (k - 2) // 2 after each spatial dim, so the output is exactly 2H x 2W and the filter is
+    centred on the inserted samples. The kernel is flipped to make this a true convolution (the
+    binomial kernel is symmetric, so it makes no difference here).
+    """
+    n, c, h, w = x.shape
+    k = kernel.shape[-1]
+    lo, hi = (k + 1) // 2, (k - 2) // 2
+    up = F.pad(bed_of_nails(x), (lo, hi, lo, hi))
+    weight = kernel.flip(-2, -1).to(dtype=x.dtype, device=x.device).expand(c, 1, k, k)
+    return F.conv2d(up, weight, groups=c)
+
+
+class FIRUpsample(nn.Module):
+    """Zero insertion followed by a fixed low-pass FIR filter (no weights; the kernel is a buffer)."""
+
+    def __init__(self, taps: tuple[float, ...] = FIR_TAPS, gain: float = 4.0):
+        super().__init__()
+        # Not persistent: the kernel is a constant of the kind, not state to checkpoint.
+        self.register_buffer("kernel", fir_kernel(taps, gain), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return fir_upsample(x, self.kernel)
 
 
 class Interpolate(nn.Module):
@@ -85,6 +134,23 @@ def _pixelshuffle(in_ch: int, out_ch: int) -> nn.Module:
 @register_upsampler("bed_of_nails")
 def _bed_of_nails(in_ch: int, out_ch: int) -> nn.Module:
     return _fixed_then_conv("bed_of_nails", in_ch, out_ch)
+
+
+@register_upsampler("filtered")
+def _filtered(in_ch: int, out_ch: int) -> nn.Module:
+    return nn.Sequential(FIRUpsample(), nn.Conv2d(in_ch, out_ch, 3, padding=1))
+
+
+# Kinds whose upsampling is learned: they have no weight-free resampling of their own.
+LEARNED = ("transposed", "pixelshuffle")
+
+
+def fixed_resampling(kind: str) -> nn.Module:
+    """The weight-free x2 resampling of ``kind``; nearest for the learned kinds (transposed, pixelshuffle)."""
+    kind = check_upsampler(kind)
+    if kind == "filtered":
+        return FIRUpsample()
+    return Interpolate("nearest" if kind in LEARNED else kind)
 
 
 def check_upsampler(kind: str) -> str:

@@ -50,6 +50,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from detectors import augment
 from pipelines.runfolder import atomic_path
 from plumbing.progress import progress_bar
 
@@ -495,7 +496,7 @@ def scan_images(path: str | os.PathLike, *, progress: bool = False, workers: int
 @lru_cache(maxsize=1)
 def _sample_photos() -> tuple[tuple[str, Image.Image], ...]:
     """The photographs bundled with scikit-learn (china.jpg, flower.jpg), decoded once."""
-    import sklearn.datasets
+    import sklearn.datasets  # lazy for start-up time: only the embedded data need it
 
     folder = Path(sklearn.datasets.__file__).parent / "images"
     paths = sorted(folder.glob("*.jpg"))
@@ -673,8 +674,7 @@ def perturb(images: torch.Tensor, jpeg: int | None = None, blur: float | None = 
     x = images
     if x.shape[0] == 0:
         return x.clone()
-    # One implementation of each perturbation serves training augmentation and test-time checks.
-    from detectors import augment
+    # One implementation of each perturbation (detectors.augment) serves training augmentation and test-time checks.
 
     if blur is not None:
         x = augment.blur(x, float(blur))

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pipelines.data import list_images
+
 # IJG (libjpeg) standard luminance quantisation table, ITU-T T.81 Annex K, natural (row) order.
 IJG_LUMINANCE = (
     16, 11, 10, 16, 24, 40, 51, 61,
@@ -129,7 +131,7 @@ def _sample(files: Sequence[str], sample: int) -> list[str]:
 
 def _embedded_file(name: str) -> str | None:
     """The sample photo an ``embedded:NAME#...`` entry was cropped from."""
-    import sklearn.datasets
+    import sklearn.datasets  # lazy for start-up time: only embedded sets need it
 
     photo = name.split(":", 1)[1].split("#", 1)[0]
     path = Path(sklearn.datasets.__file__).parent / "images" / photo
@@ -147,7 +149,6 @@ def describe(source: Any, name: str = "", sample: int = 64) -> SetFormat:
     files = getattr(source, "files", None)
     if files is None:
         if isinstance(source, (str, os.PathLike)):
-            from pipelines.data import list_images
 
             files = [str(p) for p in list_images(source)]
         else:

@@ -15,10 +15,11 @@ import html
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from detectors.diversity import DIVERSITY_WARNING
 from pipelines.arrays import load_arrays
 from pipelines.names import is_plain_name
 from pipelines.report_figures import (
@@ -30,6 +31,7 @@ from pipelines.report_figures import (
 )
 from pipelines.runfolder import RunFolder, read_json, write_bytes, write_text
 from pipelines.steps import StepLog
+from pipelines.transfer_outputs import mean_sd
 
 REPORT_FILE = "report.html"
 FIGURE_DIR = "report"
@@ -40,6 +42,8 @@ METRICS: dict[str, dict[str, Any]] = {
     "ap": {"label": "AP", "higher": True, "text": "average precision of the fake class: 0.5 is chance for balanced sets, 1.0 is perfect"},
     "acc": {"label": "accuracy @0.5", "higher": True, "text": "accuracy with the fixed threshold 0.5 on the detector's score: 0.5 is chance"},
     "acc_cal": {"label": "accuracy @val threshold", "higher": True, "text": "accuracy with the threshold chosen on the training source's validation split"},
+    "acc_real": {"label": "real accuracy @val threshold", "higher": True, "text": "share of real test images scored below the validation threshold (specificity)"},
+    "acc_fake": {"label": "fake accuracy @val threshold", "higher": True, "text": "share of fake test images scored at or above the validation threshold (recall); low where the threshold does not transfer"},
     "eer": {"label": "EER", "higher": False, "text": "equal error rate: 0 is perfect, 0.5 is chance (lower means more detectable)"},
     "tpr_at_5fpr": {"label": "TPR @5% FPR", "higher": True, "text": "share of fakes caught when 5% of real images are flagged"},
 }
@@ -143,20 +147,31 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
     }
 
 
+def _number(text: Any) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
 def read_matrix(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a transfer matrix.csv (detector, train, test, metric, value); [] when absent."""
+    """Rows of a transfer matrix.csv (detector, train, test, metric, value); [] when absent.
+
+    A matrix over several seeds also has ``sd`` and ``n`` columns (``value`` is then the mean);
+    their rows get ``sd`` (float) and ``n`` (int) keys, one-seed rows do not.
+    """
     path = Path(path)
     if not path.is_file():
         return []
     rows = []
     with open(path, newline="", encoding="utf-8") as f:
         for r in csv.DictReader(f):
-            try:
-                value = float(r["value"])
-            except (TypeError, ValueError):
-                value = float("nan")
-            rows.append({"detector": r["detector"], "train": r["train"], "test": r["test"],
-                         "metric": r["metric"], "value": value})
+            row = {"detector": r["detector"], "train": r["train"], "test": r["test"],
+                   "metric": r["metric"], "value": _number(r["value"])}
+            if r.get("sd") not in (None, ""):
+                n = _number(r.get("n"))
+                row.update(sd=_number(r["sd"]), n=int(n) if np.isfinite(n) else None)
+            rows.append(row)
     return rows
 
 
@@ -173,7 +188,16 @@ def _figure_html(data: bytes, alt: str, caption: str) -> str:
     return f"<figure>{_img(data, alt)}<figcaption>{caption}</figcaption></figure>"
 
 
+class MeanSd(NamedTuple):
+    """A table cell that shows ``mean ± sd`` (or the mean alone when ``sd`` is None)."""
+
+    mean: float
+    sd: float | None
+
+
 def _fmt(v: Any, digits: int = 3) -> str:
+    if isinstance(v, MeanSd):
+        return mean_sd(v.mean, v.sd if v.sd is not None and np.isfinite(v.sd) else None, digits)
     if isinstance(v, bool) or v is None:
         return "—" if v is None else ("yes" if v else "no")
     if isinstance(v, (int, float, np.floating)):
@@ -192,7 +216,8 @@ def _table(header: list[str], rows: list[list[Any]], name_cols: int = 1) -> str:
         for i, v in enumerate(row):
             if i < name_cols or isinstance(v, str):
                 cells.append(f'<td class="name">{html.escape(str(v))}</td>')
-            elif v is None or (isinstance(v, float) and not np.isfinite(v)):
+            elif v is None or (isinstance(v, float) and not np.isfinite(v)) or (
+                    isinstance(v, MeanSd) and not np.isfinite(v.mean)):
                 cells.append('<td class="na">—</td>')
             else:
                 cells.append(f"<td>{_fmt(v)}</td>")
@@ -213,11 +238,16 @@ def _quality_value(q: dict[str, Any], key: str) -> float | None:
     return None
 
 
-def _diagonal(matrix: list[dict[str, Any]], detector: str, name: str, metric: str = MAIN_METRIC) -> float | None:
+def _diagonal(matrix: list[dict[str, Any]], detector: str, name: str, metric: str = MAIN_METRIC) -> MeanSd | None:
     for r in matrix:
         if r["detector"] == detector and r["metric"] == metric and r["train"] == name and r["test"] == name:
-            return r["value"]
+            return MeanSd(r["value"], r.get("sd"))
     return None
+
+
+def _seed_count(matrix: list[dict[str, Any]]) -> int:
+    """How many seeds the matrix averages (1 for a one-seed matrix.csv, which has no sd column)."""
+    return max((r.get("n") or 1 for r in matrix), default=1)
 
 
 def _detectors(matrix: list[dict[str, Any]]) -> list[str]:
@@ -253,6 +283,24 @@ def _summary_section(d: dict[str, Any]) -> str:
         + "</p>"
     )
     return "<h2 id='summary'>At a glance</h2>" + _table(header, rows, name_cols=4) + caption + note_html
+
+
+def _diversity_section(d: dict[str, Any]) -> str:
+    """Each fake set's diversity relative to the real set, with a warning below the level."""
+    values = {n: d["quality"].get(n, {}).get("diversity") for n in d["names"]}
+    values = {n: v for n, v in values.items() if isinstance(v, (int, float))}
+    if not values:
+        return ""
+    low = [n for n, v in values.items() if v < DIVERSITY_WARNING]
+    rows = [[n, v, "⚠ likely mode collapse" if n in low else "ok"] for n, v in values.items()]
+    warn = (f"<p class='note'>⚠ {html.escape(', '.join(low))}: diversity below {DIVERSITY_WARNING:g} — the "
+            "samples are nearly alike (mode collapse); their spectra and detection results describe one "
+            "pattern, not a generator.</p>" if low else "")
+    caption = ("<p class='muted'>Mean pairwise L2 distance between 8×8 area-averaged samples, divided by "
+               f"the same for the real images: 1 = as varied as the real set, 0 = every sample identical; "
+               f"warning below {DIVERSITY_WARNING:g} (detectors/diversity.py).</p>")
+    return ("<h2 id='diversity'>Diversity</h2>" + warn
+            + _table(["generator", "diversity", "status"], rows) + caption)
 
 
 def _samples_section(d: dict[str, Any]) -> str:
@@ -299,9 +347,13 @@ def _spectra_section(d: dict[str, Any], figdir: Path) -> str:
 
 
 def _matrix_table(rows: list[dict[str, Any]], detector: str, metric: str) -> str:
+    """One metric of one detector as a table: ``mean ± sd`` per cell over several seeds, else the value."""
     trains, tests, values = matrix_grid(rows, detector, metric)
+    _, _, sds = matrix_grid(rows, detector, metric, key="sd")
     return _table(["trained on \\ tested on", *tests],
-                  [[t, *[float(v) for v in values[i]]] for i, t in enumerate(trains)])
+                  [[t, *[MeanSd(float(v), None if np.isnan(e) else float(e)) for v, e in zip(values[i], sds[i],
+                                                                                             strict=True)]]
+                   for i, t in enumerate(trains)])
 
 
 def _heatmap_files(run: Path, detector: str) -> dict[str, Path]:
@@ -336,6 +388,7 @@ def _transfer_section(d: dict[str, Any], figdir: Path) -> str:
         f"Shown: {html.escape(info['label'])} — {html.escape(info['text'])}. An AUC well below 0.5 is not "
         "noise: the detector ranks those fakes as <i>more real</i> than real images, because what it learned "
         "points the other way for that upsampler.</p>",
+        _seeds_note(matrix),
         _transfer_summary(matrix, d["names"], main),
     ]
     for det in _detectors(matrix):
@@ -359,6 +412,16 @@ def _transfer_section(d: dict[str, Any], figdir: Path) -> str:
         )
         parts.append(f"<details><summary>All metrics of {html.escape(det)} as numbers</summary>{tables}</details>")
     return "".join(parts)
+
+
+def _seeds_note(matrix: list[dict[str, Any]]) -> str:
+    k = _seed_count(matrix)
+    if k <= 1:
+        return ""
+    return (f"<p>Every cell was fitted {k} times, each time with its own seed: new train / validation / "
+            "test splits of the real and fake images and a new initialisation of the classifier. Numbers read "
+            "<b>mean ± sd</b> over the repeats (sample standard deviation); heatmaps show the mean, and "
+            "<code>transfer/repeats.csv</code> holds every repeat's value.</p>")
 
 
 def _transfer_summary(matrix: list[dict[str, Any]], names: list[str], metric: str) -> str:
@@ -388,8 +451,14 @@ def _attribution_section(d: dict[str, Any]) -> str:
     figs = []
     for p in sorted(folder.glob("*.png")):
         det = by_slug.get(p.stem, p.stem)
-        acc = (summary.get(det) or {}).get("accuracy")
-        acc_text = f" Accuracy over all test images: {acc:.3f}." if isinstance(acc, (int, float)) else ""
+        info = summary.get(det) or {}
+        acc, sd = info.get("accuracy"), info.get("accuracy_sd")
+        acc_text = ""
+        if isinstance(acc, (int, float)) and isinstance(sd, (int, float)):
+            acc_text = (f" Accuracy over all test images: {mean_sd(acc, sd)} (mean ± sd of {info.get('n')} seeds; "
+                        "the shares are of the counts summed over them).")
+        elif isinstance(acc, (int, float)):
+            acc_text = f" Accuracy over all test images: {acc:.3f}."
         figs.append(_figure_html(
             p.read_bytes(), f"{det} attribution",
             f"<b>{html.escape(det)}</b>: share of each true source's test images (rows) given to each "
@@ -472,6 +541,7 @@ def render_html(d: dict[str, Any], figdir: Path) -> str:
     sections = [
         ("summary", "At a glance", _summary_section(d)),
         ("data", "Data", _data_section(d)),
+        ("diversity", "Diversity", _diversity_section(d)),
         ("samples", "Samples", _samples_section(d)),
         ("spectra", "Spectra", _spectra_section(d, figdir)),
         ("transfer", "Transfer matrices", _transfer_section(d, figdir)),

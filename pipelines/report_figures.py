@@ -147,12 +147,17 @@ def matrix_figure(rows: list[dict[str, Any]], detector: str, metric: str, label:
     return _png(fig)
 
 
-def matrix_grid(rows: list[dict[str, Any]], detector: str, metric: str) -> tuple[list[str], list[str], np.ndarray]:
-    """(train names, test names, values) of one detector and metric, in first-seen order."""
+def matrix_grid(rows: list[dict[str, Any]], detector: str, metric: str,
+                key: str = "value") -> tuple[list[str], list[str], np.ndarray]:
+    """(train names, test names, values) of one detector and metric, in first-seen order.
+
+    ``key`` picks the record field: ``value`` (the mean over seeds) or ``sd`` (NaN where absent).
+    """
     sel = [r for r in rows if r["detector"] == detector and r["metric"] == metric]
     trains = list(dict.fromkeys(r["train"] for r in sel))
     tests = list(dict.fromkeys(r["test"] for r in sel))
     values = np.full((len(trains), len(tests)), np.nan)
     for r in sel:
-        values[trains.index(r["train"]), tests.index(r["test"])] = r["value"]
+        v = r.get(key)
+        values[trains.index(r["train"]), tests.index(r["test"])] = np.nan if v is None else v
     return trains, tests, values

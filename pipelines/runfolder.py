@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import platform
 import shutil
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 # Re-exported: pipelines modules write their files through these (atomic, strict JSON).
 from plumbing.files import atomic_path, read_json, write_bytes, write_json, write_text  # noqa: F401
+from plumbing.locks import folder_contents, folder_lock
 
 MANIFEST = "manifest.json"
 
@@ -41,6 +43,28 @@ def fingerprint_files(files: Iterable[str | os.PathLike]) -> str:
         st = os.stat(f)
         h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:16]
+
+
+def locked(command: str, option: str = "out") -> Callable[[Callable], Callable]:
+    """Make a command hold the write lock of the folder given as its ``option`` while it runs.
+
+    A second writer of the same folder stops at once (see :mod:`plumbing.locks`). Under
+    torchrun only global rank 0 takes the lock: the other ranks write their share of the
+    same run, and torchrun stops them when rank 0 refuses.
+    """
+
+    def wrap(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            folder = kwargs.get(option)
+            if folder is None or int(os.environ.get("RANK", "0")) != 0:
+                return fn(*args, **kwargs)
+            with folder_lock(folder, command):
+                return fn(*args, **kwargs)
+
+        return wrapper
+
+    return wrap
 
 
 class RunFolder:
@@ -71,13 +95,18 @@ class RunFolder:
             raise FileExistsError(
                 f"{self.path} already holds a finished run; pass --overwrite to replace it or choose another --out."
             )
-        if not resume and self.path.is_dir() and not self.manifest_path.exists() and any(self.path.iterdir()):
+        if not resume and self.path.is_dir() and not self.manifest_path.exists() and folder_contents(self.path):
             # Not a run folder (a data folder, say): neither write into it nor let --overwrite delete it.
             raise FileExistsError(
                 f"{self.path} is not empty and is not a forgelab run folder (no {MANIFEST}); choose another --out."
             )
         if overwrite and self.path.exists():
-            shutil.rmtree(self.path)
+            # Everything but the lock file: the writer holding it (this process) keeps it.
+            for entry in folder_contents(self.path):
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
         self.path.mkdir(parents=True, exist_ok=True)
         check_writable(self.path)
         old = self.manifest() if resume else {}

@@ -39,6 +39,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
+from detectors.diversity import diversity
 from detectors.fidelity import spectral_fidelity
 from gans import training
 from gans.sampling import generate_tensor, load_generator, write_fake_set
@@ -60,6 +61,7 @@ from pipelines.transfer import run_transfer
 from plumbing.devices import device_name, resolve_device
 from plumbing.digests import tensor_digest
 from plumbing.files import read_json, write_json, write_text
+from plumbing.locks import folder_contents
 
 PLAN_FILE = "study.json"
 PARITY_FILE = "parity.json"
@@ -298,7 +300,7 @@ def _open_folder(out: Path, cfg: StudyConfig, overwrite: bool, data_label: str |
             raise FileExistsError(
                 f"{out} already holds a finished study; pass --overwrite to redo it or choose another --out."
             )
-    elif folder.path.is_dir() and any(folder.path.iterdir()) and not overwrite:
+    elif folder.path.is_dir() and folder_contents(folder.path) and not overwrite:
         raise FileExistsError(
             f"{out} is not empty and is not a study folder; choose another --out or pass --overwrite."
         )
@@ -372,6 +374,8 @@ def _quality_step(cfg: StudyConfig, out: Path, name: str, real: torch.Tensor, _r
     result: dict[str, Any] = {}
     if q.spectral:
         result.update(spectral_fidelity(real, fake))
+    # Mode-collapse alarm for every fake set (cheap, no weights): detectors.diversity.
+    result["diversity"] = diversity(fake, real)["diversity"]
     if q.fid or q.kid:
         try:
             # Lazy for start-up time: torch-fidelity is heavy and only FID/KID need it.
@@ -428,7 +432,7 @@ def _transfer_step(cfg: StudyConfig, out: Path, real: RealImages, progress: bool
     real_src = real.train if real.test is None else (real.train, real.test)
     run_transfer(real_src, fakes, list(t.detectors), out / "transfer", rows=tuple(t.rows), seed=cfg.study.seed,
                  fractions=tuple(t.fractions), jpeg=t.jpeg, attribute=t.attribute, progress=progress,
-                 jobs=t.jobs)
+                 jobs=t.jobs, seeds=t.seeds)
 
 
 def _image_set(images: torch.Tensor, name: str) -> ImageSet:

@@ -20,17 +20,27 @@ Protocol (one matrix per detector):
   split) and scores every column; test features are computed once per feature and reused by
   every row and detector that shares it. Each cell holds ``detectors.metrics.evaluate``'s
   metrics: AP, ROC-AUC, accuracy at 0.5, accuracy at the validation threshold, EER, TPR at 5 % FPR.
-- **Resume.** Each (detector, row) is saved as ``cells/<detector>/<row>.json`` with a hash of
-  everything it depends on (image contents, splits, seed, perturbation); a rerun skips cells
-  whose hash matches.
+- **Seeds.** ``seeds=K`` repeats the whole protocol K times, repeat ``r`` with the seed
+  ``seed + r``: every repeat draws its own train / validation / test splits of real and fake
+  sets, its own balanced and test subsets, and seeds the classifier with its seed. Each matrix
+  value is the mean over the K repeats, with the sample standard deviation (``ddof=1``) beside it;
+  with K=1 there is no standard deviation and the run is exactly the single-seed protocol (the
+  same numbers, files and cells as before seeds existed). Repeat 0 of ``--seed S --seeds K`` is
+  the ``--seed S`` run, so raising K reuses the finished cells.
+- **Resume.** Each (detector, row, repeat) is saved as ``cells/<detector>/<row>.json`` (repeat 0)
+  or ``cells/<detector>/repeat-<r>/<row>.json`` with a hash of everything it depends on (image
+  contents, splits, seed, perturbation); a rerun skips cells whose hash matches.
 - **Attribution.** With ``attribute=True`` each detector is also fitted as one multi-class
   model (real + every source, Yu et al. 2019); its confusion matrix on the test splits is
-  written as CSV and PNG.
+  written as CSV and PNG. With K seeds it is fitted once per repeat; the confusion counts are
+  summed over the repeats and the accuracy is their mean (with ``accuracy_sd`` and ``n``).
 
-Outputs (written by ``pipelines.transfer_outputs``): ``matrix.csv`` (detector, train, test, metric,
-value), ``matrix.json``,
-``heatmaps/<detector>_<metric>.png`` (``:`` in a detector name becomes ``-``) and, with
-attribution, ``attribution/<detector>.csv|png`` and ``attribution.json``.
+Outputs (written by ``pipelines.transfer_outputs``, which documents the columns):
+``matrix.csv`` (``detector, train, test, metric, value``, plus ``sd, n`` when K > 1; ``value`` is
+the mean over repeats), ``repeats.csv`` (one row per repeat: ``detector, train, test, metric,
+repeat, seed, value``), ``matrix.json``, ``heatmaps/<detector>_<metric>.png`` of the means
+(``:`` in a detector name becomes ``-``) and, with attribution, ``attribution/<detector>.csv|png``
+and ``attribution.json``.
 """
 
 from __future__ import annotations
@@ -79,11 +89,12 @@ ATTRIBUTION = "@attribution"  # the task name of a detector's multi-class attrib
 
 @dataclass(frozen=True)
 class TransferCell:
-    """One (detector, row) of a transfer run and everything fitting it needs (picklable for workers).
+    """One (detector, row, repeat) of a transfer run and everything fitting it needs (picklable for workers).
 
     ``row`` is a row name (``nearest``, ``all``, ``loo:nearest``) or ``ATTRIBUTION``; ``sources``
     are the fake sources the row trains on (every source for attribution); ``names`` are the
-    columns; ``base`` is what every cell's hash shares (data digests, seed, split, perturbation).
+    columns; ``base`` is what every cell's hash shares (data digests, seed, split, perturbation);
+    ``real``, ``fakes`` and the test sets are those of the cell's repeat.
     """
 
     spec: str
@@ -98,6 +109,7 @@ class TransferCell:
     out: Path
     base: dict[str, Any]
     seed: int
+    repeat: int = 0  # which of the K repeats (its seed is ``seed``)
 
     @property
     def attribution(self) -> bool:
@@ -240,21 +252,88 @@ class _TestFeatures:
 # The run
 
 
+@dataclass
+class _Repeat:
+    """The data of one repeat of the protocol: its seed, splits, test sets and hash base."""
+
+    seed: int
+    real: Splits
+    fakes: dict[str, Splits]
+    real_test: torch.Tensor
+    fake_test: dict[str, torch.Tensor]
+    base: dict[str, Any]
+
+
+def _prepare_repeat(real: SetSpec, fakes: dict[str, SetSpec], names: list[str], fractions: Sequence[float],
+                    seed: int, jpeg: int | None) -> _Repeat:
+    """Splits and test sets of every source for one seed (one repeat of the protocol)."""
+    real_s = make_splits(real, "real", fractions, seed, jpeg)
+    fake_s = {n: make_splits(fakes[n], n, fractions, seed, jpeg) for n in names}
+    res = {tuple(x.shape[-2:]) for s in [real_s, *fake_s.values()] for x in (s.train, s.val, s.test)}
+    if len(res) > 1:
+        raise ValueError(f"All sets must have one image size, got {sorted(res)}; load them at the same --resolution.")
+    # Test sets: one real test set (same in every column) and as many fakes of each source.
+    n_test = min([real_s.test.shape[0]] + [s.test.shape[0] for s in fake_s.values()])
+    real_test = real_s.test[_sample(real_s.test.shape[0], n_test, _seed(seed, "test", "real"))]
+    fake_test = {n: s.test[_sample(s.test.shape[0], n_test, _seed(seed, "test", n))] for n, s in fake_s.items()}
+    base = {
+        "version": CELL_VERSION,
+        "seed": seed,
+        "fractions": [float(f) for f in fractions],
+        "jpeg": jpeg,
+        "real": real_s.digest,
+        "fakes": {n: fake_s[n].digest for n in names},
+    }
+    return _Repeat(seed, real_s, fake_s, real_test, fake_test, base)
+
+
+def aggregate(cells: dict[tuple[str, str, int], dict[str, Any]], names: Sequence[str],
+              seeds: Sequence[int]) -> tuple[list[dict], list[dict]]:
+    """(matrix records, per-repeat records) from fitted cells keyed by (detector, row, repeat).
+
+    A matrix record is ``{detector, train, test, metric, value}`` with ``value`` the mean over the
+    repeats; with more than one repeat it also holds ``sd`` (sample standard deviation, ddof=1)
+    and ``n`` (the number of repeats). A per-repeat record is ``{detector, train, test, metric,
+    repeat, seed, value}``.
+    """
+    k = len(seeds)
+    pairs = list(dict.fromkeys((spec, row) for spec, row, _ in cells if row != ATTRIBUTION))
+    records, per_repeat = [], []
+    for spec, row in pairs:
+        runs = [cells[(spec, row, r)]["results"] for r in range(k)]
+        for test in names:
+            for metric in runs[0][test]:
+                values = [float(res[test][metric]) for res in runs]
+                rec = {"detector": spec, "train": row, "test": test, "metric": metric}
+                if k == 1:
+                    rec["value"] = values[0]
+                else:
+                    rec.update(value=float(np.mean(values)), sd=float(np.std(values, ddof=1)), n=k)
+                records.append(rec)
+                per_repeat += [{"detector": spec, "train": row, "test": test, "metric": metric, "repeat": r,
+                                "seed": int(seeds[r]), "value": v} for r, v in enumerate(values)]
+    return records, per_repeat
+
+
 def run_transfer(real: SetSpec, fakes: dict[str, SetSpec], detectors: list[str], out_dir: str | os.PathLike,
                  rows: str | Sequence[str] = ("each",), seed: int = 0,
                  fractions: Sequence[float] = (0.6, 0.2, 0.2), jpeg: int | None = None, attribute: bool = False,
                  progress: bool = False, detector_options: dict[str, dict[str, Any]] | None = None,
-                 heatmaps: bool = True, jobs: int = 1) -> list[dict]:
+                 heatmaps: bool = True, jobs: int = 1, seeds: int = 1) -> list[dict]:
     """Fit every detector on every row's sources, test on every source; write the matrix; return its records.
 
-    Records are dicts ``{detector, train, test, metric, value}``. ``detector_options`` maps a
-    detector spec to keyword arguments for :class:`detectors.detector.Detector`;
-    ``heatmaps=False`` skips the PNGs (the CSV and JSON are always written). ``jobs`` > 1 fits
-    that many cells at once in worker processes (each with its share of the CPU threads); the
-    cells are the same as with ``jobs=1``, since every cell seeds its own fit.
+    Records are dicts ``{detector, train, test, metric, value}`` (plus ``sd`` and ``n`` when
+    ``seeds`` > 1; ``value`` is then the mean over the repeats, see :func:`aggregate`).
+    ``detector_options`` maps a detector spec to keyword arguments for
+    :class:`detectors.detector.Detector`; ``heatmaps=False`` skips the PNGs (the CSV and JSON are
+    always written). ``jobs`` > 1 fits that many cells at once in worker processes (each with its
+    share of the CPU threads); the cells are the same as with ``jobs=1``, since every cell seeds
+    its own fit. ``seeds`` = K repeats the protocol with the seeds ``seed, ..., seed + K - 1``.
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be a positive integer, got {jobs!r}.")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds must be a positive integer (the number of repeats), got {seeds!r}.")
     if not fakes:
         raise ValueError("No fake sources given; pass at least one NAME=SPEC.")
     names = [check_source_name(n) for n in fakes]
@@ -275,60 +354,71 @@ def run_transfer(real: SetSpec, fakes: dict[str, SetSpec], detectors: list[str],
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    real_s = make_splits(real, "real", fractions, seed, jpeg)
-    fake_s = {n: make_splits(fakes[n], n, fractions, seed, jpeg) for n in names}
-    res = {tuple(x.shape[-2:]) for s in [real_s, *fake_s.values()] for x in (s.train, s.val, s.test)}
-    if len(res) > 1:
-        raise ValueError(f"All sets must have one image size, got {sorted(res)}; load them at the same --resolution.")
+    seed_list = [seed + r for r in range(seeds)]
+    reps = [_prepare_repeat(real, fakes, names, fractions, s, jpeg) for s in seed_list]
+    cells: dict[tuple[str, str, int], dict[str, Any]] = {}
+    # Repeat by repeat, so that one repeat's cached test features can go before the next.
+    tasks = [(d, r, k) for k in range(seeds) for d in specs for r in row_map]
+    tasks += [(d, ATTRIBUTION, k) for k in range(seeds) for d in specs] if attribute else []
 
-    # Test sets: one real test set (same in every column) and as many fakes of each source.
-    n_test = min([real_s.test.shape[0]] + [s.test.shape[0] for s in fake_s.values()])
-    real_test = real_s.test[_sample(real_s.test.shape[0], n_test, _seed(seed, "test", "real"))]
-    fake_test = {n: s.test[_sample(s.test.shape[0], n_test, _seed(seed, "test", n))] for n, s in fake_s.items()}
+    def cell(spec: str, row: str, k: int) -> TransferCell:
+        rep = reps[k]
+        return TransferCell(spec, dict(options.get(spec, {})), row, row_map.get(row, names), names, rep.real,
+                            rep.fakes, rep.real_test, rep.fake_test, out, rep.base, rep.seed, k)
 
-    base = {
-        "version": CELL_VERSION,
-        "seed": seed,
-        "fractions": [float(f) for f in fractions],
-        "jpeg": jpeg,
-        "real": real_s.digest,
-        "fakes": {n: fake_s[n].digest for n in names},
-    }
-    feats = _TestFeatures()
-    cells: dict[tuple[str, str], dict[str, Any]] = {}
-    tasks = [(d, r) for d in specs for r in row_map] + ([(d, ATTRIBUTION) for d in specs] if attribute else [])
-
-    def cell(spec: str, row: str) -> TransferCell:
-        return TransferCell(spec, dict(options.get(spec, {})), row, row_map.get(row, names), names, real_s,
-                            fake_s, real_test, fake_test, out, base, seed)
+    def label(spec: str, row: str, k: int) -> str:
+        return f"{spec} · {row.lstrip('@')}" + (f" · seed {seed_list[k]}" if seeds > 1 else "")
 
     with progress_bar(progress, "Transfer matrix", len(tasks), transient=False) as bar:
         if jobs == 1 or len(tasks) == 1:
-            for spec, row in tasks:
-                bar.update(description=f"{spec} · {row.lstrip('@')}")
-                cells[(spec, row)] = _compute_cell(cell(spec, row), feats)
+            feats: dict[int, _TestFeatures] = {}
+            for spec, row, k in tasks:
+                bar.update(description=label(spec, row, k))
+                if k not in feats:
+                    feats.clear()
+                    feats[k] = _TestFeatures()
+                cells[(spec, row, k)] = _compute_cell(cell(spec, row, k), feats[k])
                 bar.advance()
         else:
-            done = _compute_cells_in_parallel([cell(spec, row) for spec, row in tasks], jobs, bar)
+            done = _compute_cells_in_parallel([cell(*task) for task in tasks], jobs, bar, label)
             cells.update((task, done[task]) for task in tasks)  # task order, not finishing order
 
-    records = [
-        {"detector": spec, "train": row, "test": test, "metric": metric, "value": value}
-        for (spec, row), cell in cells.items() if row != ATTRIBUTION
-        for test in names
-        for metric, value in cell["results"][test].items()
-    ]
+    records, per_repeat = aggregate(cells, names, seed_list)
+    rep0 = reps[0]
     sizes = {
-        "test_per_class": n_test,
-        "real": {"train": int(real_s.train.shape[0]), "val": int(real_s.val.shape[0]), "test": int(real_s.test.shape[0])},
+        "test_per_class": int(rep0.real_test.shape[0]),
+        "real": {"train": int(rep0.real.train.shape[0]), "val": int(rep0.real.val.shape[0]),
+                 "test": int(rep0.real.test.shape[0])},
         "fakes": {n: {"train": int(s.train.shape[0]), "val": int(s.val.shape[0]), "test": int(s.test.shape[0])}
-                  for n, s in fake_s.items()},
-        "rows": {f"{spec}|{row}": cell.get("n_train") for (spec, row), cell in cells.items() if row != ATTRIBUTION},
+                  for n, s in rep0.fakes.items()},
+        "rows": {f"{spec}|{row}": cell.get("n_train") for (spec, row, k), cell in cells.items()
+                 if row != ATTRIBUTION and k == 0},
     }
-    write_outputs(out, records, specs, list(row_map), names, sizes, base, row_map, heatmaps)
+    write_outputs(out, records, specs, list(row_map), names, sizes, rep0.base, row_map, heatmaps,
+                  per_repeat=per_repeat, seeds=seed_list)
     if attribute:
-        write_attribution(out, {spec: cells[(spec, ATTRIBUTION)] for spec in specs}, heatmaps)
+        write_attribution(out, {spec: pool_attribution([cells[(spec, ATTRIBUTION, k)] for k in range(seeds)])
+                                for spec in specs}, heatmaps)
     return records
+
+
+def pool_attribution(cells: list[dict[str, Any]]) -> dict[str, Any]:
+    """One detector's attribution over its repeats: confusion counts summed, accuracy as mean (and sd, n).
+
+    One repeat is returned as it is. Every repeat tests as many images per class, so the mean
+    accuracy is also the accuracy of the summed confusion matrix.
+    """
+    if len(cells) == 1:
+        return cells[0]
+    acc = [float(c["accuracy"]) for c in cells]
+    return {
+        "detector": cells[0]["detector"],
+        "labels": cells[0]["labels"],
+        "confusion": np.sum([np.asarray(c["confusion"], dtype=np.int64) for c in cells], axis=0).tolist(),
+        "accuracy": float(np.mean(acc)),
+        "accuracy_sd": float(np.std(acc, ddof=1)),
+        "n": len(cells),
+    }
 
 
 def _compute_cell(cell: TransferCell, feats: _TestFeatures | None = None) -> dict[str, Any]:
@@ -342,7 +432,7 @@ def _worker_init(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _compute_cells_in_parallel(cells: list[TransferCell], jobs: int, bar) -> dict:
+def _compute_cells_in_parallel(cells: list[TransferCell], jobs: int, bar, label) -> dict:
     """Fit cells in ``jobs`` worker processes (spawned: torch does not survive fork safely)."""
     threads = max(1, torch.get_num_threads() // jobs)
     done = {}
@@ -351,14 +441,16 @@ def _compute_cells_in_parallel(cells: list[TransferCell], jobs: int, bar) -> dic
         futures = {pool.submit(_compute_cell, cell): cell for cell in cells}
         for fut in as_completed(futures):
             cell = futures[fut]
-            done[(cell.spec, cell.row)] = fut.result()
-            bar.update(description=f"{cell.spec} · {cell.row.lstrip('@')}")
+            done[(cell.spec, cell.row, cell.repeat)] = fut.result()
+            bar.update(description=label(cell.spec, cell.row, cell.repeat))
             bar.advance()
     return done
 
 
-def _cell_path(out: Path, spec: str, row: str) -> Path:
-    return out / "cells" / slug(spec) / f"{slug(row)}.json"
+def _cell_path(out: Path, spec: str, row: str, repeat: int = 0) -> Path:
+    """Repeat 0 where single-seed runs keep their cells; later repeats in ``repeat-<r>/`` beside them."""
+    folder = out / "cells" / slug(spec)
+    return (folder if repeat == 0 else folder / f"repeat-{repeat}") / f"{slug(row)}.json"
 
 
 def _cached(path: Path, config_hash: str) -> dict[str, Any] | None:
@@ -375,7 +467,7 @@ def _matrix_cell(c: TransferCell, feats: _TestFeatures) -> dict[str, Any]:
     """Fit the cell's detector on its row's sources and evaluate it on every column (or reuse the saved cell)."""
     config_hash = json_digest({**c.base, "detector": c.spec, "options": c.options, "row": c.row,
                                "sources": c.sources})
-    path = _cell_path(c.out, c.spec, c.row)
+    path = _cell_path(c.out, c.spec, c.row, c.repeat)
     cell = _cached(path, config_hash)
     if cell is not None:
         return cell
@@ -396,6 +488,7 @@ def _matrix_cell(c: TransferCell, feats: _TestFeatures) -> dict[str, Any]:
         "detector": c.spec,
         "train": c.row,
         "sources": c.sources,
+        "seed": c.seed,
         "threshold": float(det.threshold),
         "n_train": {"real": int(tr_real.shape[0]), "fake": int(tr_fake.shape[0])},
         "n_val": {"real": int(va_real.shape[0]), "fake": int(va_fake.shape[0])},
@@ -410,7 +503,7 @@ def _matrix_cell(c: TransferCell, feats: _TestFeatures) -> dict[str, Any]:
 def _attribution_cell(c: TransferCell) -> dict[str, Any]:
     """Fit the cell's detector as one (K+1)-class model and return its confusion matrix on the test sets."""
     config_hash = json_digest({**c.base, "detector": c.spec, "options": c.options, "row": ATTRIBUTION})
-    path = _cell_path(c.out, c.spec, "attribution")
+    path = _cell_path(c.out, c.spec, "attribution", c.repeat)
     cell = _cached(path, config_hash)
     if cell is not None:
         return cell

@@ -6,11 +6,17 @@ import math
 
 import numpy as np
 import pytest
-from sklearn.metrics import average_precision_score, balanced_accuracy_score, roc_auc_score
+from sklearn.metrics import (
+    average_precision_score,
+    balanced_accuracy_score,
+    recall_score,
+    roc_auc_score,
+)
 
 from detectors.metrics import (
     METRICS,
     choose_threshold,
+    class_accuracies,
     equal_error_rate,
     evaluate,
     tpr_at_fpr,
@@ -28,6 +34,35 @@ def test_matches_sklearn_on_random_scores(rng):
     assert m["acc_cal"] == pytest.approx(np.mean((s >= 0.45) == y))
 
 
+def test_class_accuracies_hand_example():
+    # Reals 0.1, 0.4, 0.6, 0.7 and fakes 0.3, 0.5, 0.9 at the threshold 0.5 (>= counts as fake):
+    # reals below it: 0.1, 0.4 -> 2/4; fakes at or above it: 0.5, 0.9 -> 2/3.
+    y = [0, 0, 0, 0, 1, 1, 1]
+    s = [0.1, 0.4, 0.6, 0.7, 0.3, 0.5, 0.9]
+    assert class_accuracies(y, s, 0.5) == (0.5, pytest.approx(2 / 3))
+    m = evaluate(y, s, threshold=0.5)
+    assert m["acc_real"] == 0.5 and m["acc_fake"] == pytest.approx(2 / 3)
+    assert m["acc_cal"] == pytest.approx(4 / 7)  # plain accuracy: (2 + 2) / 7
+    # Every image on one side of the threshold: one class entirely right, the other entirely wrong.
+    assert class_accuracies(y, s, 0.0) == (0.0, 1.0) and class_accuracies(y, s, 1.0) == (1.0, 0.0)
+
+
+def test_class_accuracies_match_sklearn_recall_per_class(rng):
+    y = rng.integers(0, 2, 400)
+    s = np.clip(rng.normal(0.4 + 0.2 * y, 0.2), 0, 1)
+    for t in (0.3, 0.45, 0.6):
+        pred = (s >= t).astype(int)
+        acc_real, acc_fake = class_accuracies(y, s, t)
+        assert acc_real == pytest.approx(recall_score(y, pred, pos_label=0))
+        assert acc_fake == pytest.approx(recall_score(y, pred, pos_label=1))
+        assert (acc_real + acc_fake) / 2 == pytest.approx(balanced_accuracy_score(y, pred))
+    # On balanced sets (as in a transfer matrix) the accuracy at the threshold is their mean.
+    yb = np.r_[np.zeros(150, int), np.ones(150, int)]
+    sb = np.clip(rng.normal(0.4 + 0.2 * yb, 0.2), 0, 1)
+    m = evaluate(yb, sb, threshold=0.45)
+    assert m["acc_cal"] == pytest.approx((m["acc_real"] + m["acc_fake"]) / 2)
+
+
 def test_perfect_separation():
     y = np.array([0, 0, 0, 1, 1])
     s = np.array([0.1, 0.2, 0.3, 0.8, 0.9])
@@ -42,6 +77,7 @@ def test_reversed_scores():
     m = evaluate(y, s)
     assert m["auc"] == 0.0 and m["eer"] == 1.0 and m["acc"] == 0.0 and m["tpr_at_5fpr"] == 0.0
     assert math.isnan(m["acc_cal"])
+    assert math.isnan(m["acc_real"]) and math.isnan(m["acc_fake"])  # no threshold, no per-class accuracy
 
 
 def test_eer_hand_example_on_a_tie():

@@ -89,16 +89,54 @@ def test_dcgan_last_uses_kind_only_in_last_layer(kind):
     assert _count(g_all, nn.ConvTranspose2d) == 0
 
 
-def test_sngan_kind_decides_main_path_and_shortcut():
-    g = build_generator("sngan", 64, "nearest", upsample_layers="last", width=W)
+def test_sngan_upsampler_shortcut_repeats_the_kind():
+    g = build_generator("sngan", 64, "nearest", upsample_layers="last", width=W, shortcut="upsampler")
     *early, last = list(g.blocks)
     for block in early:
         assert isinstance(block.up, nn.ConvTranspose2d) and isinstance(block.shortcut, nn.ConvTranspose2d)
     assert [m.mode for m in _interpolates(last.up)] == ["nearest"]
     assert [m.mode for m in _interpolates(last.shortcut)] == ["nearest"]
     assert len(_interpolates(g)) == 2
-    g_all = build_generator("sngan", 64, "pixelshuffle", width=W)
+    g_all = build_generator("sngan", 64, "pixelshuffle", width=W, shortcut="upsampler")
     assert _count(g_all, nn.PixelShuffle) == 2 * 4 and _count(g_all, nn.ConvTranspose2d) == 0
+
+
+@pytest.mark.parametrize("kind", UPSAMPLERS)
+def test_sngan_1x1_shortcut_is_the_kinds_resampling_then_1x1(kind):
+    from gans.upsamplers import fixed_resampling
+
+    g = build_generator("sngan", 32, kind, width=W)
+    assert g.config["shortcut"] == "1x1"
+    block = g.blocks[0]
+    sc = block.shortcut
+    assert sc.conv.kernel_size == (1, 1) and _n_params(sc) == 4 * W * 4 * W + 4 * W
+    # The paper's order, computed directly: resample first, then the 1x1 conv with its bias.
+    x = torch.randn(2, 4 * W, 4, 4, dtype=torch.float64)
+    sc = sc.double()
+    reference = nn.functional.conv2d(fixed_resampling(kind).double()(x), sc.conv.weight, sc.conv.bias)
+    assert torch.allclose(sc(x), reference, atol=1e-12)
+    expected = "nearest" if kind in ("transposed", "pixelshuffle") else kind
+    assert getattr(sc.resample, "mode", "filtered") == expected
+
+
+def test_sngan32_parameter_counts_match_the_paper_and_mimicry():
+    # Miyato et al.'s ResNet for CIFAR-10 as torch-mimicry builds it (SNGANGenerator32, ngf=256;
+    # SNGANDiscriminator32, ndf=128), counted by hand:
+    # G: linear 128 -> 4*4*256 (528,384); per block two 3x3 convs 256->256 (2 * 590,080),
+    #    a 1x1 shortcut (65,792), two BN (1,024); three blocks; final BN (512) and 3x3 conv to
+    #    RGB (6,915): 4,276,739.
+    # D: optimised block 3->128 (3,584 + 147,584 + 512), a downsampling block (2 * 147,584 +
+    #    16,512), two plain blocks (2 * 147,584 each), linear head (129): 1,053,825.
+    assert _n_params(build_generator("sngan", 32, "nearest")) == 4_276_739
+    assert _n_params(build_discriminator("sngan", 32)) == 1_053_825
+    # The fixed kinds cost the same; "upsampler" shortcuts are bigger (3x3 instead of 1x1).
+    assert _n_params(build_generator("sngan", 32, "filtered")) == 4_276_739
+    assert _n_params(build_generator("sngan", 32, "nearest", shortcut="upsampler")) == 4_276_739 + 3 * 256 * 256 * 8
+
+
+def test_unknown_shortcut_is_a_clear_error():
+    with pytest.raises(ValueError, match="Unknown SNGAN shortcut '3x3'; choose one of: 1x1, upsampler"):
+        build_generator("sngan", 32, "nearest", width=W, shortcut="3x3")
 
 
 # Parameters of one upsampling layer (weights + biases) from its definition:
@@ -112,10 +150,10 @@ def _layer_params(kind: str, cin: int, cout: int) -> int:
 
 
 # Channel plans documented in gans/dcgan.py and gans/sngan.py, at 32 px, as (in, out) per layer,
-# and how many upsamplers each layer holds (SNGAN: main path + shortcut).
+# and how many upsamplers each layer holds (SNGAN's default 1x1 shortcut holds none).
 PLANS = {
     "dcgan": ([(4 * W, 2 * W), (2 * W, W), (W, 3)], 1),
-    "sngan": ([(4 * W, 4 * W)] * 3, 2),
+    "sngan": ([(4 * W, 4 * W)] * 3, 1),
 }
 
 
@@ -126,7 +164,7 @@ def test_parameter_counts_differ_by_the_upsampling_layers(arch, policy):
     assert list(build_generator(arch, 32, "nearest", width=W).upsample_channels) == plan
     counts = {k: _n_params(build_generator(arch, 32, k, upsample_layers=policy, width=W)) for k in UPSAMPLERS}
     # The four fixed resamplers cost nothing: their generators are the same size.
-    assert len({counts[k] for k in FIXED}) == 1
+    assert len({counts[k] for k in (*FIXED, "filtered")}) == 1
     layers = plan if policy == "all" else plan[-1:]
     for kind in ("transposed", "pixelshuffle"):
         expected = per_layer * sum(
@@ -183,7 +221,7 @@ def test_same_seed_same_weights_and_config_rebuilds(arch):
         assert ka == kb and torch.equal(va, vb)
     assert a.config == {
         "arch": arch, "resolution": 32, "upsampler": "bicubic", "upsample_layers": "last",
-        "z_dim": 8, "width": W,
+        "z_dim": 8, "width": W, "shortcut": "1x1",
     }
 
 

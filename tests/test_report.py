@@ -6,6 +6,7 @@ import base64
 import csv
 import io
 import re
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -163,3 +164,119 @@ def test_zero_insertion_lifts_high_frequencies_in_saved_spectra(tmp_path):
     real, near, zero = (d["spectra"][n]["radial"] for n in ("real", "nearest", "bed_of_nails"))
     assert zero[-1] > real[-1] > near[-1]
     assert load_arrays(run / "spectra" / "real.npz")["spectrum2d"].shape == (32, 32)
+
+
+def test_report_shows_diversity_and_warns_below_the_level(tmp_path):
+    from detectors.diversity import DIVERSITY_WARNING
+    from plumbing.files import read_json
+
+    run = make_study_folder(tmp_path / "run")
+    for name, value in (("nearest", 0.91), ("bed_of_nails", DIVERSITY_WARNING / 2)):
+        q = read_json(run / "quality" / f"{name}.json")
+        write_json(run / "quality" / f"{name}.json", {**q, "diversity": value})
+    page = write_report(run).read_text(encoding="utf-8")
+    section = page[page.index("id='diversity'"):page.index("id='samples'")]
+    assert "0.910" in section and f"{DIVERSITY_WARNING / 2:.3f}" in section
+    assert "⚠ bed_of_nails: diversity below" in section and "⚠ nearest" not in section
+    # No figure recorded (an older run): no section.
+    for name in ("nearest", "bed_of_nails"):
+        write_json(run / "quality" / f"{name}.json", {"radial_l1": 0.1})
+    assert "id='diversity'" not in write_report(run).read_text(encoding="utf-8")
+
+
+class _Tables(HTMLParser):
+    """Every <table> of a page as rows of cell texts, with the <h3> and <h4> of its section."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[tuple[str, str, list[list[str]]]] = []
+        self.h3 = self.h4 = ""
+        self._tag = ""
+        self._text: list[str] | None = None
+        self._rows: list[list[str]] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "h2":
+            self.h3 = self.h4 = ""
+        if tag in ("h3", "h4", "td", "th"):
+            self._tag, self._text = tag, []
+        elif tag == "table":
+            self._rows = []
+        elif tag == "tr" and self._rows is not None:
+            self._rows.append([])
+
+    def handle_data(self, data):
+        if self._text is not None:
+            self._text.append(data)
+
+    def handle_endtag(self, tag):
+        if tag in ("h3", "h4", "td", "th") and self._text is not None:
+            text = "".join(self._text)
+            if tag == "h3":
+                self.h3, self.h4 = text, ""
+            elif tag == "h4":
+                self.h4 = text
+            elif self._rows is not None:
+                self._rows[-1].append(text)
+            self._text = None
+        elif tag == "table" and self._rows is not None:
+            self.tables.append((self.h3, self.h4, self._rows))
+            self._rows = None
+
+
+def _write_seeded_matrix(run: Path) -> dict[tuple[str, str, str, str], tuple[float, float]]:
+    """A matrix.csv over 3 seeds (value = mean, sd, n) with hand-picked numbers; returns them."""
+    names = ["nearest", "bed_of_nails"]
+    known = {}
+    with open(run / "transfer" / "matrix.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["detector", "train", "test", "metric", "value", "sd", "n"])
+        for d, det in enumerate(("radial:lr", "xy:svm")):
+            for i, tr in enumerate(names):
+                for j, te in enumerate(names):
+                    for k, metric in enumerate(("auc", "acc_fake")):
+                        mean, sd = 0.9 - 0.3 * abs(i - j) - 0.05 * d - 0.1 * k, 0.011 + 0.02 * j + 0.004 * k
+                        known[(det, tr, te, metric)] = (mean, sd)
+                        w.writerow([det, tr, te, metric, repr(mean), repr(sd), 3])
+    return known
+
+
+def test_report_shows_mean_and_sd_over_seeds(tmp_path):
+    run = make_study_folder(tmp_path / "run")
+    known = _write_seeded_matrix(run)
+    rows = read_matrix(run / "transfer" / "matrix.csv")
+    assert {(r["sd"], r["n"]) for r in rows if r["detector"] == "xy:svm" and r["train"] == "nearest"
+            and r["test"] == "nearest" and r["metric"] == "auc"} == {(0.011, 3)}
+    # An attribution pooled over the 3 seeds (as pipelines.transfer writes it).
+    (run / "transfer" / "attribution").mkdir()
+    write_grid(smooth_images(1, 32, seed=1), run / "transfer" / "attribution" / "radial-lr.png", 1)
+    write_json(run / "transfer" / "attribution.json", {"radial:lr": {
+        "labels": ["real", "nearest"], "confusion": [[30, 6], [3, 33]], "accuracy": 0.875, "accuracy_sd": 0.0416, "n": 3}})
+    page = write_report(run).read_text(encoding="utf-8")
+    assert "fitted 3 times" in page and "mean ± sd" in page
+    assert "Accuracy over all test images: 0.875 ± 0.042 (mean ± sd of 3 seeds" in page
+    parser = _Tables()
+    parser.feed(page)
+    checked = 0
+    for h3, h4, table in parser.tables:
+        metric = {"ROC-AUC": "auc", "fake accuracy @val threshold": "acc_fake"}.get(h4)
+        if h3 not in ("radial:lr", "xy:svm") or metric is None:
+            continue
+        header, *body = table
+        assert header[0] == "trained on \\ tested on"
+        for row in body:
+            for test, cell in zip(header[1:], row[1:], strict=True):
+                mean, sd = known[(h3, row[0], test, metric)]
+                assert cell == f"{mean:.3f} ± {sd:.3f}"
+                checked += 1
+    assert checked == 2 * 2 * 4  # two detectors, two metrics, 2 x 2 cells
+    # At a glance: the diagonal AUC of each detector, with its sd.
+    glance = parser.tables[0][2]
+    col = glance[0].index("radial:lr AUC")
+    nearest = next(r for r in glance if r[0] == "nearest")
+    assert nearest[col] == "{:.3f} ± {:.3f}".format(*known[("radial:lr", "nearest", "nearest", "auc")])
+
+
+def test_report_of_one_seed_has_no_sd(tmp_path):
+    page = write_report(make_study_folder(tmp_path / "run")).read_text(encoding="utf-8")
+    assert "±" not in page and "fitted" not in page

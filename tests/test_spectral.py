@@ -11,6 +11,7 @@ import torch
 from conftest import smooth_images
 
 from detectors.features import radial_profile
+from detectors.fidelity import normalize_profile
 from gans.losses import d_loss, g_loss
 from gans.networks import build_generator
 from gans.spectral import (
@@ -36,17 +37,22 @@ def test_profile_of_a_grating_matches_the_analytic_spectrum():
     p = spectral_profile(_grating(n, 3, 4))[0].numpy()  # frequency (3, 4): radius exactly 5
     # In [0, 1] the image is 0.5 + 0.4 cos(...). Orthonormal DFT: DC = 0.5 * n, the two peaks at
     # +-(3, 4) have magnitude 0.4 * n / 2, every other bin is 0 (log EPS). Ring means average
-    # log power over all bins of the same rounded radius.
+    # log power over all bins of the same rounded radius; the profile stops at the Nyquist
+    # radius n / 2 and is floored at the uint8 quantisation noise log((1/255)^2 / 12).
     f = np.fft.fftfreq(n, 1.0 / n)
     radius = np.round(np.hypot(f[:, None], f[None, :]))
     n5 = int((radius == 5).sum())
-    raw = np.full(int(radius.max()) + 1, np.log(EPS))
+    raw = np.full(n // 2 + 1, np.log(EPS))
     raw[0] = np.log((0.5 * n) ** 2 + EPS)
     raw[5] = (2 * np.log((0.2 * n) ** 2 + EPS) + (n5 - 2) * np.log(EPS)) / n5
+    raw = np.maximum(raw, np.log((1 / 255) ** 2 / 12))
     expected = (raw - raw.min()) / (raw.max() - raw.min())
-    assert p.shape == (profile_length(n),)
+    assert p.shape == (profile_length(n),) == (17,)
     assert np.allclose(p, expected, atol=1e-5)
-    assert np.argmax(p[1:]) + 1 == 5
+    # Ring 5 holds two peak bins among ~30 empty ones: its mean log power lies below the
+    # quantisation floor, so it is floored like every other ring (the DC term alone stands out).
+    ring5 = (2 * np.log((0.2 * n) ** 2 + EPS) + (n5 - 2) * np.log(EPS)) / n5
+    assert ring5 < np.log((1 / 255) ** 2 / 12) and p[0] == 1.0 and np.allclose(p[1:], 0.0, atol=1e-6)
 
 
 def test_profile_is_in_unit_range_and_shift_invariant():
@@ -62,7 +68,9 @@ def test_profile_is_in_unit_range_and_shift_invariant():
 def test_float_and_uint8_inputs_agree_with_the_detector_feature():
     u8 = smooth_images(4, 32, seed=4)
     x = u8.float() / 127.5 - 1  # the generator's [-1, 1] range
-    expected = radial_profile(u8, normalize="minmax")
+    # One rule for the loss and the fidelity metric: the detectors' radial profile to Nyquist,
+    # floored at the uint8 quantisation noise and min-max scaled by the metric's function.
+    expected = normalize_profile(radial_profile(u8, nyquist=True))
     # float32 rounding differs between the two paths; min-max scaling of log power of nearly
     # empty bins magnifies it to ~1e-5.
     assert torch.allclose(spectral_profile(x), expected, atol=1e-4)
@@ -193,6 +201,10 @@ def test_real_mean_profile_is_the_mean_over_batches():
 def test_spectral_discriminator_separates_zero_insertion_from_bilinear():
     # Zero insertion copies the baseband spectrum to the high frequencies; bilinear damps them.
     # A spectral classifier must learn this from a few steps and generalise to new images.
+    # (100 steps: floored at the quantisation noise and cut at Nyquist -- where zero insertion's
+    # strongest replica, the DC copy at the corner (16, 16), is no longer seen -- the profiles
+    # differ by ~0.1 instead of ~0.5, so a linear classifier needs more steps than with the
+    # papers' full, unfloored profile.)
     small = smooth_images(48, 16, seed=2).float() / 127.5 - 1
     nails = Interpolate("bed_of_nails")(small)
     smooth = Interpolate("bilinear")(small)
@@ -200,7 +212,7 @@ def test_spectral_discriminator_separates_zero_insertion_from_bilinear():
     sd = SpectralDiscriminator(32)
     opt = torch.optim.Adam(sd.parameters(), lr=0.05)
     start = d_loss("bce", sd(smooth[:32]), sd(nails[:32])).item()
-    for _ in range(30):
+    for _ in range(100):
         loss = d_loss("bce", sd(smooth[:32]), sd(nails[:32]))  # bilinear plays "real"
         opt.zero_grad()
         loss.backward()
@@ -222,3 +234,28 @@ def test_spectral_discriminator_mlp_and_errors():
         spectral_regularization(x, real_mean_profile(smooth_images(2, 64)))
     with pytest.raises(ValueError, match="non-empty"):
         real_mean_profile(torch.zeros(0, 3, 32, 32, dtype=torch.uint8))
+
+
+def test_profile_stops_at_nyquist_radius():
+    # Reference: numpy's full 2D FFT, ring means of log power by rounded radius, radii 0..16.
+    n = 32
+    u8 = smooth_images(3, n, seed=11)
+    gray = (u8.double().numpy() / 255.0 * np.array([0.299, 0.587, 0.114])[None, :, None, None]).sum(1)
+    power = np.log(np.abs(np.fft.fft2(gray, norm="ortho")) ** 2 + EPS)
+    f = np.fft.fftfreq(n, 1.0 / n)
+    radius = np.round(np.hypot(f[:, None], f[None, :])).astype(int)
+    ref = np.stack([[power[i][radius == r].mean() for r in range(n // 2 + 1)] for i in range(3)])
+    ours = radial_profile(u8, nyquist=True)
+    assert ours.shape == (3, 17) and radial_profile(u8).shape == (3, 24)  # the corner ring: 23
+    assert np.allclose(ours.double().numpy(), ref, atol=1e-4)
+    assert torch.equal(radial_profile(u8)[:, :17], ours)
+    # A grating at the Nyquist frequency (0, 16): one bin of power (0.25 n)^2 in ring 16, the
+    # rest of that ring empty (log EPS).
+    img = _grating(n, 0, n // 2, amp=0.5)
+    count = int((radius == 16).sum())
+    expected = (math.log((0.25 * n) ** 2 + EPS) + (count - 1) * math.log(EPS)) / count
+    raw = radial_profile((img + 1) / 2, nyquist=True)
+    assert raw.shape == (1, 17) and raw[0, 16].item() == pytest.approx(expected, rel=1e-5)
+    # The spectral losses use the profile to Nyquist: so does the spectral discriminator's input.
+    assert profile_length(n) == 17 and SpectralDiscriminator(n).net.in_features == 17
+    assert spectral_profile(img).shape == (1, 17) and spectral_profile(img, nyquist=False).shape == (1, 24)

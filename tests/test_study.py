@@ -25,6 +25,7 @@ from pipelines.arrays import load_arrays, load_fakes
 from pipelines.steps import StepLog, digest
 from pipelines.study import run_study
 from pipelines.study_config import (
+    TRAIN_KEYS_HASHED_WHEN_SET,
     TRAIN_KEYS_NOT_HASHED,
     apply_overrides,
     load_config,
@@ -171,7 +172,7 @@ def test_packaged_configs_load():
     q = load_config("quickstart")
     assert q.study.data == "embedded" and q.study.resolution == 32
     assert {g.upsampler for g in q.generators} == set(UPSAMPLERS)
-    assert sum(g.spectral_d for g in q.generators) == 1 and len(q.generators) == 7
+    assert sum(g.spectral_d for g in q.generators) == 1 and len(q.generators) == len(UPSAMPLERS) + 1
     assert len(q.transfer.detectors) == 8 and q.text and "[study]" in q.text
     for name in ("quickstart", "imagewoof-dcgan32", "imagewoof-dcgan32-cpu", "imagewoof-sngan64"):
         dets = load_config(name).transfer.detectors  # the 2x2-grid detectors next to the spectral baselines
@@ -179,8 +180,12 @@ def test_packaged_configs_load():
         assert any(d.startswith("npr:") for d in dets) and any(d.startswith("dwt:") for d in dets), name
         assert {"radial:svm", "radial:lr"} & set(dets), name
     s = load_config("imagewoof-sngan64.toml")
-    assert s.study.resolution == 64 and len(s.generators) == 12 and s.generate.n >= 5000
+    assert s.study.resolution == 64 and len(s.generators) == 2 * len(UPSAMPLERS) and s.generate.n >= 5000
     assert all(g.arch == "sngan" and g.train["steps"] >= 10000 for g in s.generators)
+    # The paper's channel plan (torch-mimicry's SNGAN-64: 1024 channels at the widest = 16 x 64).
+    from gans.sngan import DEFAULT_WIDTH, G_CHANNELS
+
+    assert all(g.train.get("width", DEFAULT_WIDTH) * max(G_CHANNELS[64]) == 1024 for g in s.generators)
     d = load_config("imagewoof-dcgan32", overrides=["train.steps=50"])
     assert all(g.train["steps"] == 50 for g in d.generators) and "train.steps=50" in d.text
 
@@ -295,6 +300,9 @@ def test_study_numbers_match_direct_computation(study_dir):
     want = spectral_fidelity(real, fakes)
     for k, v in want.items():
         assert quality[k] == pytest.approx(v, abs=1e-9)
+    from detectors.diversity import diversity
+
+    assert quality["diversity"] == pytest.approx(diversity(fakes, real)["diversity"], abs=1e-12)
 
 
 def test_saved_fake_pngs_hold_the_same_bytes(study_dir):
@@ -484,8 +492,8 @@ def test_imagewoof_layout_tests_on_val_and_keeps_the_gan_hashes(tmp_path):
     assert set(real.test.files) <= {str(p) for p in (root / "val").iterdir()}
     h = tensor_digest(train.images)
     steps = _steps(cfg, real, h)
-    hashed = {k: v for k, v in dataclasses.asdict(train_config_from(parse_config(cfg).study, parse_config(cfg).generators[0])).items()
-              if k not in TRAIN_KEYS_NOT_HASHED}
+    options = dataclasses.asdict(train_config_from(parse_config(cfg).study, parse_config(cfg).generators[0]))
+    hashed = {k: v for k, v in options.items() if k not in TRAIN_KEYS_NOT_HASHED and k not in TRAIN_KEYS_HASHED_WHEN_SET}
     assert steps["train/nearest"].hash == digest({"data": h, "train": hashed})  # the formula of older folders
     assert steps["transfer"].inputs["real_test"] == tensor_digest(real.test.images)
     assert "parity" in steps["transfer"].deps

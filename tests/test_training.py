@@ -37,10 +37,14 @@ NETS = ("G", "D", "SD", "G_ema")
 
 
 def tiny(**kw) -> TrainConfig:
-    """A config small enough for a 2-core CPU: width 4, batch 4, every extra feature on."""
+    """A config small enough for a 2-core CPU: width 4, batch 4, every extra feature on.
+
+    Linear learning-rate decay is on, so the exact-resume tests also cover the schedulers of
+    G, D and the spectral D.
+    """
     base = dict(arch="dcgan", upsampler="bilinear", resolution=32, steps=6, batch_size=4, width=4,
                 spectral_d=True, spectral_reg=0.1, ema=0.9, ckpt_every=2, sample_every=0, log_every=1,
-                device="cpu")
+                lr_decay="linear", device="cpu")
     base.update(kw)
     return TrainConfig(**base)
 
@@ -121,11 +125,14 @@ def test_images_are_validated(images):
 
 
 # ----------------------------------------------------------------------------- resume
-def test_resume_after_n_steps_is_bit_identical_to_uninterrupted(images, reference, tmp_path):
-    train(tiny(steps=3, ckpt_every=3), images, tmp_path)
+def test_resume_after_n_steps_is_bit_identical_to_uninterrupted(images, tmp_path):
+    # Extending a finished run to more steps: without decay, since a linear schedule depends on
+    # the total (the kill/Ctrl-C tests below cover resuming under linear decay).
+    train(tiny(lr_decay="none"), images, tmp_path / "full")
+    train(tiny(steps=3, ckpt_every=3, lr_decay="none"), images, tmp_path)
     assert load_checkpoint(tmp_path / CHECKPOINT)["step"] == 3
-    train(tiny(steps=6, ckpt_every=3), images, tmp_path, resume=True)
-    assert_same_networks(load_checkpoint(tmp_path / CHECKPOINT), reference)
+    train(tiny(steps=6, ckpt_every=3, lr_decay="none"), images, tmp_path, resume=True)
+    assert_same_networks(load_checkpoint(tmp_path / CHECKPOINT), load_checkpoint(tmp_path / "full" / CHECKPOINT))
     # The log of a resumed run is continuous: one record per step, no repeats.
     steps = [json.loads(line)["step"] for line in (tmp_path / LOG).read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5, 6]
@@ -184,7 +191,7 @@ def _run_child(out: Path, data: Path, steps: int, ckpt_every: int, delay: float)
         def cfg(**kw):
             base = dict(arch="dcgan", upsampler="bilinear", resolution=32, steps=6, batch_size=4, width=4,
                         spectral_d=True, spectral_reg=0.1, ema=0.9, ckpt_every=2, sample_every=0,
-                        log_every=1, device="cpu")
+                        log_every=1, lr_decay="linear", device="cpu")
             base.update(kw)
             return TrainConfig(**base)
     """))
@@ -291,6 +298,85 @@ def test_ema_starts_from_ramped_decay(images, tmp_path):
     # First update uses decay min(0.99, 1/10) = 0.1: ema = 0.1 * init + 0.9 * new weights.
     for k, v in tr.G_ema.named_parameters():
         assert torch.allclose(v, 0.1 * g0[k] + 0.9 * dict(tr.G.named_parameters())[k], atol=1e-7)
+
+
+def test_spectral_d_follows_the_learning_rate_schedule_and_is_checkpointed(images, tmp_path):
+    tr = Trainer(tiny(steps=4), images, tmp_path)
+    for k in range(1, 3):
+        tr.train_step()
+        tr.step += 1
+        expected = tr.cfg.lr * (1 - k / 4)
+        lrs = [opt.param_groups[0]["lr"] for opt in (tr.opt_G, tr.opt_D, tr.opt_SD)]
+        assert lrs == pytest.approx([expected] * 3)
+    state = tr.state_dict()
+    assert state["sched_SD"]["last_epoch"] == 2 and state["sched_SD"] == state["sched_G"] | {
+        "base_lrs": state["sched_SD"]["base_lrs"]}
+    tr.save()
+    resumed = Trainer(tiny(steps=4), images, tmp_path, resume=True)
+    assert resumed.opt_SD.param_groups[0]["lr"] == pytest.approx(tr.cfg.lr * 0.5)
+    assert resumed.sched_SD.state_dict()["last_epoch"] == 2
+
+
+def _bn_buffers(m: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in m.state_dict().items() if "running" in k}
+
+
+def test_ema_with_decay_zero_samples_like_the_online_generator(images, tmp_path):
+    import copy
+
+    from gans.ema import standing_bn_statistics
+
+    tr = Trainer(tiny(spectral_d=False, spectral_reg=0.0, ema=0.9), images, tmp_path)
+    tr.cfg.ema = 0.0  # decay 0: the EMA weights are the online weights after every step
+    for _ in range(3):
+        tr.train_step()
+        tr.step += 1
+    tr.save()
+    online = copy.deepcopy(tr.G)
+    z = torch.randn(8, tr.z_dim)
+    for (k, v), (_, ve) in zip(online.named_parameters(), tr.G_ema.named_parameters(), strict=True):
+        assert torch.equal(v, ve), k
+    # Sampled in eval mode, the EMA generator equals the online generator with standing
+    # statistics of its own weights -- not normalised by the online run's running averages.
+    standing_bn_statistics(online, tr.standing_z)
+    with torch.no_grad():
+        assert torch.equal(tr.G_ema.eval()(z), online.eval()(z))
+        # ... and those running averages would give other images (what the copy used to do).
+        assert not torch.allclose(tr.G_ema(z), tr.G.eval()(z), atol=1e-3)
+    tr.G.train()
+
+
+def test_ema_batchnorm_statistics_are_its_own(images, tmp_path):
+    import copy
+
+    from gans.ema import standing_bn_statistics
+
+    tr = Trainer(tiny(spectral_d=False, spectral_reg=0.0, ema=0.9, ckpt_every=0), images, tmp_path)
+    for _ in range(4):
+        tr.train_step()
+        tr.step += 1
+    tr.save()
+    ema, online = _bn_buffers(tr.G_ema), _bn_buffers(tr.G)
+    assert ema.keys() == online.keys() and ema
+    for k in ema:
+        if k.endswith("running_mean") or k.endswith("running_var"):
+            assert not torch.allclose(ema[k], online[k]), k
+    # Equal to a direct recomputation: reset, then the plain average of the batch mean and
+    # unbiased variance over the fixed latent batches, layer by layer.
+    again = standing_bn_statistics(copy.deepcopy(tr.G_ema), tr.standing_z)
+    for k, v in _bn_buffers(again).items():
+        assert torch.equal(v, ema[k]), k
+    first_bn = tr.G_ema.project[2]
+    acts = [tr.G_ema.project[:2](z) for z in tr.standing_z]
+    with torch.no_grad():
+        mean = torch.stack([a.mean(dim=(0, 2, 3)) for a in acts]).mean(0)
+        var = torch.stack([a.var(dim=(0, 2, 3), unbiased=True) for a in acts]).mean(0)
+    assert torch.allclose(first_bn.running_mean, mean, atol=1e-6)
+    assert torch.allclose(first_bn.running_var, var, rtol=1e-5)
+    # The checkpoint holds the EMA generator's own statistics.
+    saved = load_checkpoint(tmp_path / CHECKPOINT)["G_ema"]
+    for k, v in ema.items():
+        assert torch.equal(saved[k], v)
 
 
 def test_run_folder_outputs(images, tmp_path):

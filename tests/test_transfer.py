@@ -261,3 +261,176 @@ def test_loaded_folder_round_trip_is_what_transfer_sees(tmp_path: Path):
     write_pngs(imgs, tmp_path / "z")
     # Lossless PNGs at the working resolution reach the detector bit for bit (format parity).
     assert torch.equal(load_images(tmp_path / "z", R, cache=False).images, imgs)
+
+
+# --------------------------------------------------------------------------- seeds
+
+
+def _by_key(rows: list[dict[str, str]]) -> dict[tuple[str, str, str, str], dict[str, str]]:
+    return {(r["detector"], r["train"], r["test"], r["metric"]): r for r in rows}
+
+
+def test_seeds_mean_and_sd_are_those_of_the_repeats(sources, tmp_path: Path, monkeypatch):
+    """seeds=2: two fits per cell on different splits and classifier seeds; matrix = mean, sd of the repeats."""
+    real, fakes = sources
+    fits: list[tuple[int, torch.Tensor, torch.Tensor]] = []
+    original = Detector.fit
+
+    def spy(self, real_train, fake_train, *a, **k):
+        fits.append((self.seed, real_train.clone(), fake_train.clone()))
+        return original(self, real_train, fake_train, *a, **k)
+
+    monkeypatch.setattr(Detector, "fit", spy)
+    records = run_transfer(real, fakes, ["radial:lr"], tmp_path, rows="each", seeds=2, heatmaps=False)
+
+    # Every cell is fitted twice, repeat 0 with the seed 0 and repeat 1 with the seed 1 ...
+    assert sorted(f[0] for f in fits) == [0, 0, 1, 1]
+    # ... on other training images of both classes: the repeats draw their own splits.
+    by_seed = {s: [(r, f) for t, r, f in fits if t == s] for s in (0, 1)}
+    for (r0, f0), (r1, f1) in zip(by_seed[0], by_seed[1], strict=True):
+        assert r0.shape == r1.shape and not torch.equal(r0, r1) and not torch.equal(f0, f1)
+
+    rows = _read_csv(tmp_path / "matrix.csv")
+    assert list(rows[0]) == ["detector", "train", "test", "metric", "value", "sd", "n"]
+    reps = _read_csv(tmp_path / "repeats.csv")
+    assert list(reps[0]) == ["detector", "train", "test", "metric", "repeat", "seed", "value"]
+    assert len(reps) == 2 * len(rows) and {(r["repeat"], r["seed"]) for r in reps} == {("0", "0"), ("1", "1")}
+    groups: dict[tuple[str, str, str, str], list[float]] = {}
+    for r in reps:
+        groups.setdefault((r["detector"], r["train"], r["test"], r["metric"]), []).append(float(r["value"]))
+    matrix = _by_key(rows)
+    assert set(groups) == set(matrix)
+    for key, values in groups.items():
+        assert float(matrix[key]["value"]) == pytest.approx(np.mean(values), abs=1e-15)
+        assert float(matrix[key]["sd"]) == pytest.approx(np.std(values, ddof=1), abs=1e-15)
+        assert matrix[key]["n"] == "2"
+    # The repeats really differ: some metric moves between them, so some sd is above 0.
+    assert any(v[0] != v[1] for v in groups.values())
+    assert any(float(r["sd"]) > 0 for r in rows)
+    # The records returned equal the CSV (same floats), and matrix.json holds the same means and sds.
+    assert [(r["detector"], r["train"], r["test"], r["metric"], r["value"], r["sd"], r["n"]) for r in records] == [
+        (r["detector"], r["train"], r["test"], r["metric"], float(r["value"]), float(r["sd"]), int(r["n"])) for r in rows]
+    m = json.loads((tmp_path / "matrix.json").read_text())
+    assert m["seeds"] == 2 and m["repeat_seeds"] == [0, 1]
+    key = ("radial:lr", "checker", "zeros", "auc")
+    assert m["matrix"]["radial:lr"]["auc"]["checker"]["zeros"] == float(matrix[key]["value"])
+    assert m["sd"]["radial:lr"]["auc"]["checker"]["zeros"] == float(matrix[key]["sd"])
+    # One cell file per repeat, repeat 1 beside repeat 0's.
+    cell1 = json.loads((tmp_path / "cells" / "radial-lr" / "repeat-1" / "zeros.json").read_text())
+    assert cell1["seed"] == 1
+    rep1 = _by_key([r for r in reps if r["repeat"] == "1"])
+    assert cell1["results"]["checker"]["auc"] == float(rep1[("radial:lr", "zeros", "checker", "auc")]["value"])
+
+
+def test_one_seed_is_the_single_seed_protocol_and_more_seeds_reuse_it(sources, tmp_path: Path, monkeypatch):
+    """seeds=1 writes today's five columns and numbers; raising to seeds=2 fits only the new repeat."""
+    real, fakes = sources
+    fits = []
+    original = Detector.fit
+
+    def counting(self, *a, **k):
+        fits.append(self.seed)
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(Detector, "fit", counting)
+    one = run_transfer(real, fakes, ["radial:lr"], tmp_path, rows="each", heatmaps=False)
+    assert fits == [0, 0] and all(set(r) == {"detector", "train", "test", "metric", "value"} for r in one)
+    rows_one = _read_csv(tmp_path / "matrix.csv")
+    assert list(rows_one[0]) == ["detector", "train", "test", "metric", "value"]
+    assert "sd" not in json.loads((tmp_path / "matrix.json").read_text())
+    # The per-repeat file of a one-seed run is the matrix itself.
+    reps_one = _read_csv(tmp_path / "repeats.csv")
+    assert [(r["metric"], r["value"], r["seed"]) for r in reps_one] == [(r["metric"], r["value"], "0") for r in rows_one]
+
+    two = run_transfer(real, fakes, ["radial:lr"], tmp_path, rows="each", seeds=2, heatmaps=False)
+    assert fits == [0, 0, 1, 1]  # repeat 0 is the seed-0 run: its cells are reused
+    rep0 = {k: r["value"] for k, r in _by_key([r for r in _read_csv(tmp_path / "repeats.csv") if r["repeat"] == "0"]).items()}
+    assert rep0 == {k: r["value"] for k, r in _by_key(rows_one).items()}
+    assert len(two) == len(one)
+    # Back to one seed: the same numbers as the first run, nothing fitted.
+    assert run_transfer(real, fakes, ["radial:lr"], tmp_path, rows="each", heatmaps=False) == one
+    assert fits == [0, 0, 1, 1]
+    with pytest.raises(ValueError, match="seeds must be a positive integer"):
+        run_transfer(real, fakes, ["radial:lr"], tmp_path, seeds=0)
+
+
+def test_attribution_over_seeds_sums_counts_and_averages_accuracy(sources, tmp_path: Path):
+    real, fakes = sources
+    run_transfer(real, fakes, ["radial:lr"], tmp_path, rows="each", attribute=True, seeds=2, heatmaps=False)
+    per = [json.loads((tmp_path / "cells" / "radial-lr" / sub / "attribution.json").read_text())
+           for sub in (".", "repeat-1")]
+    summary = json.loads((tmp_path / "attribution.json").read_text())["radial:lr"]
+    acc = [c["accuracy"] for c in per]
+    assert summary["accuracy"] == pytest.approx(np.mean(acc)) and summary["n"] == 2
+    assert summary["accuracy_sd"] == pytest.approx(np.std(acc, ddof=1))
+    total = np.asarray(per[0]["confusion"]) + np.asarray(per[1]["confusion"])
+    assert summary["confusion"] == total.tolist() and (total.sum(axis=1) == 2 * 12).all()
+    assert summary["accuracy"] == pytest.approx(np.trace(total) / total.sum())  # equal test sizes per repeat
+    rows = list(csv.reader(open(tmp_path / "attribution" / "radial-lr.csv")))
+    assert np.array([[int(v) for v in r[1:]] for r in rows[1:]]).tolist() == total.tolist()
+
+
+def test_seeds_in_parallel_equal_one_process(sources, tmp_path: Path):
+    real, fakes = sources
+    kw = dict(rows="each", seeds=2, heatmaps=False)
+    run_transfer(real, fakes, ["radial:lr"], tmp_path / "one", **kw)
+    run_transfer(real, fakes, ["radial:lr"], tmp_path / "two", jobs=2, **kw)
+    for name in ("matrix.csv", "repeats.csv"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+
+
+def test_print_matrix_shows_mean_and_sd():
+    from rich.console import Console
+
+    from pipelines.transfer_outputs import mean_sd, print_matrix
+
+    recs = [{"detector": "radial:lr", "train": "a", "test": t, "metric": "auc", "value": v, "sd": e, "n": 3}
+            for t, v, e in (("a", 0.9876, 0.0123), ("b", 0.5, 0.25))]
+    console = Console(record=True, width=120)
+    print_matrix(recs, "auc", console=console)
+    text = console.export_text()
+    assert "0.988 ± 0.012" in text and "0.500 ± 0.250" in text and "mean ± sd of 3 seeds" in text
+    console = Console(record=True, width=120)
+    print_matrix([{k: v for k, v in r.items() if k not in ("sd", "n")} for r in recs], "auc", console=console)
+    text = console.export_text()
+    assert "0.988" in text and "±" not in text
+    assert mean_sd(0.5, float("nan")) == "0.500" and mean_sd(float("nan"), 0.1) == "–"
+
+
+def test_seeds_in_study_config_and_cli(tmp_path: Path, monkeypatch):
+    from pipelines import study as study_mod
+    from pipelines.study_config import parse_config
+
+    base = {"study": {"name": "t", "resolution": 32, "data": "embedded", "n_real": 64},
+            "grid": {"upsamplers": ["nearest"]}, "transfer": {"detectors": ["radial:lr"], "seeds": 3}}
+    cfg = parse_config(base)
+    assert cfg.transfer.seeds == 3
+    assert parse_config({**base, "transfer": {"detectors": ["radial:lr"]}}).transfer.seeds == 1
+    with pytest.raises(ValueError, match=r"\[transfer\] seeds = 0 must be greater than or equal to 1"):
+        parse_config({**base, "transfer": {"detectors": ["radial:lr"], "seeds": 0}})
+    # The study's transfer step hands the seeds to run_transfer.
+    seen = {}
+    monkeypatch.setattr(study_mod, "load_fakes", lambda out, name: smooth_images(8, R, seed=1))
+    monkeypatch.setattr(study_mod, "run_transfer", lambda *a, **k: seen.update(k))
+    study_mod._transfer_step(cfg, tmp_path, _set(smooth_images(8, R, seed=2), "real"), False, False)
+    assert seen["seeds"] == 3
+    r = CliRunner().invoke(app, ["transfer", "--real", "embedded", "--fake", f"x={tmp_path}", "--detector",
+                                 "radial:lr", "--out", str(tmp_path / "run"), "--seeds", "0"])
+    assert r.exit_code == 1 and "--seeds must be at least 1" in r.output
+
+
+def test_cli_transfer_seeds(tmp_path: Path):
+    write_pngs(smooth_images(40, R, seed=40), tmp_path / "real")
+    write_pngs(_checker(41, 40), tmp_path / "checker")
+    out = tmp_path / "run"
+    res = CliRunner().invoke(app, ["transfer", "--real", str(tmp_path / "real"), "--fake", f"checker={tmp_path / 'checker'}",
+                                 "--detector", "radial:lr", "--out", str(out), "--resolution", str(R), "--no-cache",
+                                 "--seeds", "2", "--metric", "acc_real"])
+    assert res.exit_code == 0, res.output
+    assert "mean ± sd" in res.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["seeds"] == 2 and "repeats.csv" in manifest["outputs"]
+    rows = _read_csv(out / "matrix.csv")
+    assert {r["n"] for r in rows} == {"2"} and {"acc_real", "acc_fake"} <= {r["metric"] for r in rows}
+    cell = next(r for r in rows if r["metric"] == "acc_real")
+    assert f"{float(cell['value']):.3f} ± {float(cell['sd']):.3f}" in res.output  # the printed table

@@ -7,9 +7,18 @@ import pytest
 import torch
 from torch import nn
 
-from gans.upsamplers import UPSAMPLERS, Interpolate, bed_of_nails, check_upsampler, make_upsampler
+from gans.upsamplers import (
+    UPSAMPLERS,
+    FIRUpsample,
+    Interpolate,
+    bed_of_nails,
+    check_upsampler,
+    fir_kernel,
+    fixed_resampling,
+    make_upsampler,
+)
 
-SIX = ("transposed", "nearest", "bilinear", "bicubic", "pixelshuffle", "bed_of_nails")
+SEVEN = ("transposed", "nearest", "bilinear", "bicubic", "pixelshuffle", "bed_of_nails", "filtered")
 FIXED = ("nearest", "bilinear", "bicubic", "bed_of_nails")
 
 
@@ -17,8 +26,8 @@ def _n_params(m: nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
 
 
-def test_registry_holds_the_six_kinds():
-    assert set(UPSAMPLERS) == set(SIX)
+def test_registry_holds_the_seven_kinds():
+    assert set(UPSAMPLERS) == set(SEVEN)
 
 
 def test_nearest_on_2x2_gives_block_pattern():
@@ -92,7 +101,7 @@ def test_zero_insertion_spectrum_is_periodic_replica_2d():
     assert np.allclose(Y, np.tile(X, (2, 2)), atol=1e-10)
 
 
-@pytest.mark.parametrize("kind", SIX)
+@pytest.mark.parametrize("kind", SEVEN)
 def test_every_kind_doubles_size_and_maps_channels(kind):
     up = make_upsampler(kind, 5, 7)
     x = torch.randn(2, 5, 6, 10)
@@ -124,9 +133,70 @@ def test_learned_kinds_parameter_counts():
         assert not any(isinstance(m, Interpolate) for m in make_upsampler(kind, 4, 6).modules())
 
 
-def test_unknown_kind_lists_the_six_names():
+def test_unknown_kind_lists_the_seven_names():
     with pytest.raises(ValueError, match="Unknown upsampler 'foo'") as err:
         make_upsampler("foo", 3, 3)
-    for name in SIX:
+    for name in SEVEN:
         assert name in str(err.value)
     assert check_upsampler("bicubic") == "bicubic"
+
+
+def test_fir_kernel_is_the_normalised_binomial_outer_product_with_gain_4():
+    k = fir_kernel()
+    assert torch.allclose(k, torch.tensor([1.0, 3, 3, 1]).outer(torch.tensor([1.0, 3, 3, 1])) / 16)
+    assert k.sum().item() == pytest.approx(4.0)
+
+
+def test_filtered_upsample_on_2x2_matches_hand_values():
+    # 1D: zero insertion [a, 0, b, 0], pad 2 before and 1 after, taps [1, 3, 3, 1] / 4 (gain 2
+    # per axis) give [3a, 3a + b, a + 3b, 3b] / 4. In 2D the result is M X M^T with
+    # 4M = [[3, 0], [3, 1], [1, 3], [0, 3]]; for X = [[1, 2], [3, 4]], 16 * M X M^T is:
+    hand = torch.tensor(
+        [[9, 15, 21, 18], [18, 28, 36, 30], [30, 44, 52, 42], [27, 39, 45, 36]], dtype=torch.float32
+    ) / 16
+    x = torch.tensor([[1.0, 2.0], [3.0, 4.0]]).view(1, 1, 2, 2)
+    assert torch.allclose(FIRUpsample()(x)[0, 0], hand)
+    # Every channel is filtered alike and independently.
+    assert torch.allclose(FIRUpsample()(torch.cat([x, 2 * x], 1))[0, 1], 2 * hand)
+
+
+def test_filtered_upsample_preserves_the_mean_away_from_borders():
+    y = FIRUpsample()(torch.full((1, 2, 8, 8), 2.0))
+    assert torch.allclose(y[..., 1:-1, 1:-1], torch.full_like(y[..., 1:-1, 1:-1], 2.0))
+
+
+def test_filtered_removes_the_zero_insertion_replica_at_nyquist():
+    # A zero-inserted impulse has a flat spectrum (the replica at Nyquist is as strong as DC);
+    # after the [1, 3, 3, 1] filter the response is (1 - 3 + 3 - 1) = 0 at Nyquist on each axis.
+    x = torch.zeros(1, 1, 16, 16)
+    x[0, 0, 8, 8] = 1.0
+    nails = torch.fft.fft2(bed_of_nails(x))[0, 0].abs()
+    filt = torch.fft.fft2(FIRUpsample()(x))[0, 0].abs()
+    assert torch.allclose(nails, torch.ones_like(nails))
+    assert filt[0, 0].item() == pytest.approx(4.0)  # gain 4 at DC
+    for fy, fx in ((16, 0), (0, 16), (16, 16)):
+        assert filt[fy, fx].item() < 1e-5
+    # Attenuated across the upper band, not only at one bin: the radial mean near Nyquist
+    # is far below DC, while zero insertion keeps it at DC's level.
+    f = torch.fft.fftfreq(32, d=1 / 32).abs()
+    high = (f[:, None] >= 12) | (f[None, :] >= 12)
+    assert filt[high].mean() < 0.15 * filt[0, 0]
+    assert nails[high].mean() == pytest.approx(nails[0, 0].item())
+
+
+def test_filtered_upsampler_is_fir_then_3x3_conv():
+    m = make_upsampler("filtered", 4, 6)
+    assert isinstance(m[0], FIRUpsample) and m[1].kernel_size == (3, 3)
+    assert _n_params(m) == 4 * 6 * 9 + 6  # the FIR kernel is a buffer, not a weight
+    assert "kernel" not in m.state_dict() and "0.kernel" not in m.state_dict()
+    assert m(torch.randn(2, 4, 5, 7)).shape == (2, 6, 10, 14)
+
+
+def test_fixed_resampling_of_each_kind():
+    x = torch.arange(4.0).view(1, 1, 2, 2)
+    for kind in ("transposed", "pixelshuffle", "nearest"):
+        assert torch.equal(fixed_resampling(kind)(x), Interpolate("nearest")(x))
+    assert torch.equal(fixed_resampling("bed_of_nails")(x), bed_of_nails(x))
+    assert torch.equal(fixed_resampling("filtered")(x), FIRUpsample()(x))
+    assert fixed_resampling("bicubic").mode == "bicubic"
+    assert not list(fixed_resampling("filtered").parameters())

@@ -15,6 +15,7 @@ from typing import Any
 import typer
 
 from pipelines.errors import friendly
+from pipelines.runfolder import locked
 from plumbing.files import json_safe
 
 detect_app = typer.Typer(help="Fit, apply and evaluate fake-image detectors (FEATURE:CLASSIFIER).", no_args_is_help=True)
@@ -76,6 +77,7 @@ def _model_preprocess(model: Path, given: str | None) -> str:
 
 @detect_app.command("fit")
 @friendly
+@locked("detect fit")
 def fit(
     detector: str = typer.Option("radial:svm", "--detector", "-d", help="FEATURE:CLASSIFIER, see `forgelab detect list`."),
     real: Path = typer.Option(..., "--real", help="Folder of real images."),

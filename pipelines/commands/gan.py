@@ -22,7 +22,8 @@ from gans.checkpoint import load_checkpoint
 from gans.training import CHECKPOINT, CONFIG, TrainConfig, TrainingDiverged, train
 from pipelines.commands.defaults import train_default, train_flag_default
 from pipelines.errors import fail, friendly
-from pipelines.runfolder import RunFolder
+from pipelines.runfolder import RunFolder, locked
+from plumbing.locks import folder_contents
 
 try:
     import tomllib
@@ -146,7 +147,7 @@ def train_command(
             "or choose another --out."
         )
     if (resume and out.is_dir() and not run.manifest_path.exists() and not (out / CHECKPOINT).exists()
-            and any(out.iterdir())):
+            and folder_contents(out)):
         # --resume may start a fresh run, but not inside a folder of files forgelab did not write.
         raise FileExistsError(f"{out} is not empty and holds no forgelab run to resume; choose another --out.")
     from pipelines.data import load_data
@@ -215,5 +216,5 @@ def generate_command(
 
 def register(app: typer.Typer) -> None:
     """Add the ``train`` and ``generate`` commands to the forgelab application."""
-    app.command("train")(friendly(train_command))
-    app.command("generate")(friendly(generate_command))
+    app.command("train")(friendly(locked("train")(train_command)))
+    app.command("generate")(friendly(locked("generate")(generate_command)))

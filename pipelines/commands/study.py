@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 
 from pipelines.errors import friendly
+from plumbing.locks import folder_lock
 
 QUICKSTART_OUT = Path("outputs") / "quickstart"
 
@@ -37,7 +38,8 @@ def study(
 
     cfg = load_config(config, overrides=tuple(set_ or ()))
     target = out if out is not None else Path("outputs") / cfg.study.name
-    report = run_study(cfg, target, data=data, overwrite=overwrite, progress=not quiet)
+    with folder_lock(target, "study"):
+        report = run_study(cfg, target, data=data, overwrite=overwrite, progress=not quiet)
     typer.echo(f"Report: {report}")
 
 
@@ -52,7 +54,8 @@ def quickstart(
     """Run the packaged quickstart study (embedded photos, 32 px, six upsamplers; minutes on a CPU)."""
     from pipelines.study import run_study
 
-    report = run_study("quickstart", out, data=data, overwrite=overwrite, progress=not quiet)
+    with folder_lock(out, "quickstart"):
+        report = run_study("quickstart", out, data=data, overwrite=overwrite, progress=not quiet)
     typer.echo(f"Report: {report}")
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import typer
 
 from pipelines.errors import friendly
+from pipelines.runfolder import locked
 
 
 def parse_fake(text: str) -> tuple[str, str]:
@@ -89,7 +90,10 @@ def transfer(
     limit: int | None = typer.Option(None, "--limit", help="Use at most N images of each folder (fixed-seed subset).",
                                     show_default="all"),
     seed: int = typer.Option(0, "--seed", help="Seed for splits, subsets and classifiers."),
-    metric: str = typer.Option("ap", "--metric", help="Metric of the printed table: ap, auc, acc, acc_cal, eer."),
+    seeds: int = typer.Option(1, "--seeds", help="Fit every cell K times, with the seeds SEED..SEED+K-1 (new splits "
+                              "and classifier seeds each); the matrix holds the mean, sd (ddof=1) and n of each metric."),
+    metric: str = typer.Option("ap", "--metric", help="Metric of the printed table: ap, auc, acc, acc_cal, acc_real, "
+                               "acc_fake, eer, tpr_at_5fpr."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first unreadable image instead of skipping it."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Decode images again instead of using the cache."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished run in --out."),
@@ -97,6 +101,7 @@ def transfer(
 ) -> None:
     """Train each detector on each row's fake sources and test it on every source: a transfer matrix."""
     from detectors.detector import check_spec
+    from detectors.metrics import METRICS
     from pipelines.data import check_preprocess, load_data, load_images
     from pipelines.parity import parity_warnings
     from pipelines.runfolder import RunFolder
@@ -105,6 +110,8 @@ def transfer(
 
     if jobs < 1:
         raise ValueError(f"--jobs must be at least 1, got {jobs}.")
+    if seeds < 1:
+        raise ValueError(f"--seeds must be at least 1 (the number of repeats of every cell), got {seeds}.")
     check_preprocess(preprocess)
     fakes_raw = [parse_fake(f) for f in fake]
     names = [n for n, _ in fakes_raw]
@@ -124,8 +131,8 @@ def transfer(
         raise ValueError(f"--fractions {fractions!r} must be three non-negative numbers summing to 1, like 0.6,0.2,0.2.")
     if jpeg is not None and not 1 <= jpeg <= 100:
         raise ValueError(f"--jpeg {jpeg} must be a quality between 1 and 100.")
-    if metric not in ("ap", "auc", "acc", "acc_cal", "eer", "tpr_at_5fpr"):
-        raise ValueError(f"Unknown --metric {metric!r}; choose one of: ap, auc, acc, acc_cal, eer, tpr_at_5fpr.")
+    if metric not in METRICS:
+        raise ValueError(f"Unknown --metric {metric!r}; choose one of: {', '.join(METRICS)}.")
 
     fake_parts = {n: split_spec(s) for n, s in fakes_raw}
     real_parts = split_spec(real)
@@ -142,6 +149,8 @@ def transfer(
     }
     if preprocess != "resize":  # absent for the default, so earlier resize runs still resume
         config["preprocess"] = preprocess
+    if seeds != 1:  # likewise: a one-seed run's config is that of runs made before --seeds
+        config["seeds"] = seeds
 
     def load(part: str):
         if part.lower() == "embedded":
@@ -176,13 +185,13 @@ def transfer(
     folder.update(parity_warnings=parity)
 
     records = run_transfer(real_set, fake_sets, specs, out, rows=row_kinds, seed=seed, fractions=fr,
-                           jpeg=jpeg, attribute=attribute, progress=True, jobs=jobs)
+                           jpeg=jpeg, attribute=attribute, progress=True, jobs=jobs, seeds=seeds)
     print_matrix(records, metric)
-    folder.finish(outputs=["matrix.csv", "matrix.json", "heatmaps/", "cells/"] + (
+    folder.finish(outputs=["matrix.csv", "repeats.csv", "matrix.json", "heatmaps/", "cells/"] + (
         ["attribution.json", "attribution/"] if attribute else []))
     typer.echo(f"Wrote {out / 'matrix.csv'}, {out / 'matrix.json'} and heatmaps in {out / 'heatmaps'}.")
 
 
 def register(app: typer.Typer) -> None:
     """Add the ``transfer`` command to the ``forgelab`` application."""
-    app.command("transfer")(friendly(transfer))
+    app.command("transfer")(friendly(locked("transfer")(transfer)))

@@ -135,8 +135,7 @@ def build_steps(cfg: StudyConfig, out: Path, real: RealImages | ImageSet, data_h
     The preprocessing mode enters the hashes only when it is not the default "resize", so
     study folders from before the mode existed resume.
     """
-    if isinstance(real, ImageSet):
-        real = RealImages(real, None, len(real), str(real.source), "")
+    real = _as_real(real)
     gpu = {"num_cpus": 1, "num_gpus": 1} if device_name(cfg.study.device) == "cuda" else {"num_cpus": 1}
     data_key = data_hash if cfg.data.preprocess == "resize" else f"{data_hash}/{cfg.data.preprocess}"
     steps = [Step("spectra/real", {"data": data_key}, _spectra_outputs("real"),
@@ -218,6 +217,11 @@ class RealImages:
         test = ({"from": self.test_from, "count": len(self.test), "fingerprint": tensor_digest(self.test.images)}
                 if self.test is not None else {"from": self.test_from, "count": None})
         return {"real_train": {"from": self.train_from, "count": len(self.train)}, "real_test": test}
+
+
+def _as_real(real: RealImages | ImageSet) -> RealImages:
+    """``real`` as RealImages; a bare ImageSet (callers from before held-out sets) has no separate test images."""
+    return real if isinstance(real, RealImages) else RealImages(real, None, len(real), str(real.source), "")
 
 
 def check_counts(cfg: StudyConfig, real: RealImages, source: str) -> None:
@@ -391,12 +395,13 @@ def _quality_step(cfg: StudyConfig, out: Path, name: str, real: torch.Tensor, _r
     write_json(out / "quality" / f"{name}.json", result)  # numpy/torch numbers become plain JSON
 
 
-def _parity_step(cfg: StudyConfig, out: Path, real: RealImages, progress: bool, _resume: bool) -> None:
+def _parity_step(cfg: StudyConfig, out: Path, real: RealImages | ImageSet, progress: bool, _resume: bool) -> None:
     """Compare how the real and each fake set are stored (codec, JPEG quality, native size); write and print the warnings.
 
     Warnings that differ only in the fake set's name are merged into one sentence naming all
     the sets, so a study of twelve generators prints one line per difference, not twelve.
     """
+    real = _as_real(real)
     t = cfg.transfer
     assert t is not None
     real_src = real.train if real.test is None else (real.train, real.test)
@@ -422,7 +427,8 @@ def _parity_step(cfg: StudyConfig, out: Path, real: RealImages, progress: bool, 
             Console(highlight=False, stderr=True).print(f"[yellow]Warning:[/] {w}")
 
 
-def _transfer_step(cfg: StudyConfig, out: Path, real: RealImages, progress: bool, resume: bool) -> None:
+def _transfer_step(cfg: StudyConfig, out: Path, real: RealImages | ImageSet, progress: bool, resume: bool) -> None:
+    real = _as_real(real)
     t = cfg.transfer
     assert t is not None
     # No clean start needed: run_transfer keeps each finished cell with a hash of its images and

@@ -173,11 +173,12 @@ def test_packaged_configs_load():
     assert q.study.data == "embedded" and q.study.resolution == 32
     assert {g.upsampler for g in q.generators} == set(UPSAMPLERS)
     assert sum(g.spectral_d for g in q.generators) == 1 and len(q.generators) == len(UPSAMPLERS) + 1
-    assert len(q.transfer.detectors) == 8 and q.text and "[study]" in q.text
+    assert len(q.transfer.detectors) == 7 and q.text and "[study]" in q.text
     for name in ("quickstart", "imagewoof-dcgan32", "imagewoof-dcgan32-cpu", "imagewoof-sngan64"):
         dets = load_config(name).transfer.detectors  # the 2x2-grid detectors next to the spectral baselines
         assert {"fingerprint:deviation", "periodicity:svm"} <= set(dets), name
-        assert any(d.startswith("npr:") for d in dets) and any(d.startswith("dwt:") for d in dets), name
+        assert any(d.startswith("dwt:") for d in dets), name
+        assert name == "quickstart" or any(d.startswith("npr:") for d in dets), name  # CPU time, see the config
         assert {"radial:svm", "radial:lr"} & set(dets), name
     s = load_config("imagewoof-sngan64.toml")
     assert s.study.resolution == 64 and len(s.generators) == 2 * len(UPSAMPLERS) and s.generate.n >= 5000

@@ -22,6 +22,7 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -49,12 +50,43 @@ __all__ = ["CNNClassifier", "ResNet18Classifier", "ResNet50Classifier", "SmallCN
 
 FORMAT = "forgelab-neural-classifier"
 FORMAT_VERSION = 1
+# Input standardisation: one mean/std per channel, or per (channel, row, column) coefficient.
+INPUT_NORMS = ("auto", "channel", "coefficient", "element")
+# Features standardised per coefficient under input_norm="auto" (Frank et al. 2020, Sec. 4:
+# every DCT coefficient is scaled by its own training-set mean and standard deviation, since
+# the log power of low and high frequencies differs by orders of magnitude).
+COEFFICIENT_FEATURES = ("spectrum", "dct")
+
+
+def feature_name(fn: Callable[..., Any] | None) -> str | None:
+    """The registered feature a feature function computes: the name bound in ``partial(extract, NAME, ...)``
+    (how :class:`detectors.detector.Detector` builds it) or a ``feature_name`` attribute; else None."""
+    if isinstance(fn, partial) and fn.args and isinstance(fn.args[0], str):
+        return fn.args[0]
+    name = getattr(fn, "feature_name", None)
+    return name if isinstance(name, str) else None
+
+
+def resolve_input_norm(input_norm: str, fn: Callable[..., Any] | None) -> str:
+    """"channel" or "coefficient": ``"auto"`` is coefficient for spectrum and DCT features, channel for the rest."""
+    if input_norm == "element":  # the earlier name of the same thing
+        return "coefficient"
+    if input_norm == "auto":
+        return "coefficient" if feature_name(fn) in COEFFICIENT_FEATURES else "channel"
+    return input_norm
 
 class CNNClassifier(BaseEstimator):
     """A neural classifier (see the module docstring); subclasses fix the backbone by name.
 
     The constructor only stores its parameters; fitted state ends in an underscore
-    (``network_``, ``num_classes_``, ``input_shape_``, ``history_``, ``best_epoch_``).
+    (``network_``, ``num_classes_``, ``input_shape_``, ``input_norm_``, ``history_``, ``best_epoch_``).
+
+    ``input_norm`` standardises the network's input with training-set statistics: ``"channel"``
+    (one mean/std per channel), ``"coefficient"`` (one per (C, H, W) position; ``"element"`` is
+    its earlier name) or ``"auto"`` (default): coefficient for ``spectrum`` and ``dct``
+    features (Frank et al. 2020), channel for pixels, ``npr``, ``dwt`` and precomputed features
+    (pass ``"coefficient"`` explicitly for precomputed spectra). The statistics are buffers
+    of the network, saved and loaded with it.
     """
 
     input_kind: ClassVar[str] = "image"
@@ -70,7 +102,7 @@ class CNNClassifier(BaseEstimator):
         patience: int = 4,
         augment_p: float = 0.1,
         flip_p: float | None = None,
-        input_norm: str = "channel",
+        input_norm: str = "auto",
         pretrained: str | None = None,
         device: str = "auto",
         amp: bool = True,
@@ -114,8 +146,8 @@ class CNNClassifier(BaseEstimator):
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}.")
         if self.feature_fn is not None and not callable(self.feature_fn):
             raise TypeError("feature_fn must be a callable images -> features, or None.")
-        if self.input_norm not in ("channel", "element"):
-            raise ValueError(f"Unknown input_norm {self.input_norm!r}; choose 'channel' or 'element'.")
+        if self.input_norm not in INPUT_NORMS:
+            raise ValueError(f"Unknown input_norm {self.input_norm!r}; choose one of: {', '.join(INPUT_NORMS)}.")
         self._augmentation()  # checks the probabilities
         check_backbone(self.backbone_name())
         resolve_device(self.device)
@@ -218,16 +250,17 @@ class CNNClassifier(BaseEstimator):
         with torch.no_grad():
             probe = self._features(X[:2].to(device))
         input_shape = tuple(int(s) for s in probe.shape[1:])
+        norm = resolve_input_norm(self.input_norm, self.feature_fn)
         # Weights are drawn from the classifier's own seed without disturbing the global RNG.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            net = build_network(self.backbone_name(), input_shape, num_classes, self.input_norm, self.pretrained)
+            net = build_network(self.backbone_name(), input_shape, num_classes, norm, self.pretrained)
         self._init_network(net)
         net.to(device)
-        mean, std = input_stats(X, self._features, self.input_norm, self.eval_batch_size, device)
+        mean, std = input_stats(X, self._features, norm, self.eval_batch_size, device)
         net.mean.copy_(mean)
         net.std.copy_(std)
-        self.network_, self.num_classes_, self.input_shape_ = net, num_classes, input_shape
+        self.network_, self.num_classes_, self.input_shape_, self.input_norm_ = net, num_classes, input_shape, norm
         gen = torch.Generator().manual_seed(self.seed)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed + 1)
@@ -292,6 +325,7 @@ class CNNClassifier(BaseEstimator):
             "params": params,
             "num_classes": self.num_classes_,
             "input_shape": list(self.input_shape_),
+            "input_norm": self.input_norm_,
             "history": self.history_,
             "best_epoch": self.best_epoch_,
             **self._extra_config(),
@@ -329,7 +363,11 @@ class CNNClassifier(BaseEstimator):
             clf = cls(**params)
             if backbone != clf.backbone_name():
                 raise ValueError(f"{cfg_path} names backbone {backbone!r} but its parameters say {clf.backbone_name()!r}.")
-            net = build_network(backbone, input_shape, num_classes, clf.input_norm)
+            # The norm fitted with (its statistics are buffers in weights.pt); "auto" was resolved in fit.
+            norm = config.get("input_norm") or resolve_input_norm(clf.input_norm, None)
+            if norm not in ("channel", "coefficient"):
+                raise ValueError(f"input_norm {norm!r} is not 'channel' or 'coefficient'")
+            net = build_network(backbone, input_shape, num_classes, norm)
         except ValueError as e:
             raise ValueError(f"{cfg_path} is inconsistent ({e}); save the classifier again.") from None
         if device is not None:
@@ -347,7 +385,7 @@ class CNNClassifier(BaseEstimator):
             )
         net.load_state_dict(state)
         net.eval()
-        clf.network_, clf.num_classes_, clf.input_shape_ = net, num_classes, input_shape
+        clf.network_, clf.num_classes_, clf.input_shape_, clf.input_norm_ = net, num_classes, input_shape, norm
         clf.history_, clf.best_epoch_ = list(config.get("history", [])), config.get("best_epoch")
         clf._load_extra(config)
         return clf

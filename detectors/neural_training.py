@@ -47,7 +47,7 @@ def nll(y: np.ndarray, proba: np.ndarray) -> float:
 @torch.no_grad()
 def input_stats(X: torch.Tensor, features: FeatureFn, per: str, batch_size: int,
                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and std of the un-augmented features of ``X``, per channel (``per="channel"``) or per element."""
+    """Mean and std of the un-augmented features of ``X``, per channel (``per="channel"``) or per (C, H, W) coefficient (any other ``per``)."""
     dims = (0, 2, 3) if per == "channel" else (0,)
     s = s2 = None
     count = 0

@@ -274,7 +274,9 @@ def fingerprint(folder: Path, files: Sequence[Path], resolution: int, limit: int
                 preprocess: str = "resize") -> str:
     """Hash of the folder, its file names, sizes and mtimes, the resolution, the limit, the mode and the preprocessing version."""
     h = hashlib.sha256()
-    h.update(f"forgelab-images v{PREPROCESS_VERSION}\0{folder.resolve()}\0{resolution}\0{limit}\0{preprocess}\n".encode())
+    # The default mode adds nothing, so caches written before the mode existed are still found.
+    mode = "" if preprocess == "resize" else f"\0{preprocess}"
+    h.update(f"forgelab-images v{PREPROCESS_VERSION}\0{folder.resolve()}\0{resolution}\0{limit}{mode}\n".encode())
     for p in files:
         st = p.stat()
         h.update(f"{p.relative_to(folder).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())

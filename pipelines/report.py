@@ -143,6 +143,7 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
         "quality": quality,
         "matrix": read_matrix(run / "transfer" / "matrix.csv"),
         "config_text": config_text,
+        "parity": _read_json_or(run / "parity.json", {}).get("warnings"),
     }
 
 
@@ -471,6 +472,28 @@ def _attribution_section(d: dict[str, Any]) -> str:
             "which upsamplers look alike to that feature.</p><div class='heatmaps'>" + "".join(figs) + "</div>")
 
 
+def _data_section(d: dict[str, Any]) -> str:
+    """Where the real training and test images came from, and the format parity warnings."""
+    data = d["plan"].get("data") or {}
+    parts = []
+    rows = [[what, (data.get(key) or {}).get("from", ""), (data.get(key) or {}).get("count")]
+            for what, key in (("GANs and detectors' real training images", "real_train"),
+                              ("detectors' real test images", "real_test")) if data.get(key)]
+    if rows:
+        parts.append(f"<p>Real images, preprocessed by <b>{html.escape(str(data.get('preprocess', 'resize')))}</b>. "
+                     "The detectors are tested on real images no generator trained on.</p>")
+        parts.append(_table(["real images", "from", "count"], rows))
+    warnings = d.get("parity")
+    if warnings is not None:
+        if warnings:
+            items = "".join(f"<li>{html.escape(str(w))}</li>" for w in warnings)
+            parts.append("<h3>Format parity</h3><p class='note'>The real and fake sets are stored differently; a "
+                         f"detector may have learned the difference instead of the generator:</p><ul>{items}</ul>")
+        else:
+            parts.append("<h3>Format parity</h3><p>The real and fake sets agree in codec, JPEG quality and native size.</p>")
+    return ("<h2 id='data'>Data</h2>" + "".join(parts)) if parts else ""
+
+
 def _run_section(d: dict[str, Any]) -> str:
     steps = d["steps"]
     manifest = d["manifest"]
@@ -517,6 +540,7 @@ def render_html(d: dict[str, Any], figdir: Path) -> str:
     """The report page for the data returned by :func:`load_run`."""
     sections = [
         ("summary", "At a glance", _summary_section(d)),
+        ("data", "Data", _data_section(d)),
         ("diversity", "Diversity", _diversity_section(d)),
         ("samples", "Samples", _samples_section(d)),
         ("spectra", "Spectra", _spectra_section(d, figdir)),

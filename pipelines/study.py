@@ -6,6 +6,15 @@ with a hash of everything it was computed from. A rerun skips the steps whose ha
 matches and whose files are all there, and redoes the others, so an interrupted study resumes
 where it stopped and an edited config recomputes only what the edit touched.
 
+Real images: the GANs, and the detectors' real training images, come from one pool; the
+detectors' real *test* images from another that no generator trained on (:func:`_load_real`):
+ImageWoof's val/ when the data folder holds train/ and val/ and ``[study] subset = "train"``;
+for data in one folder, the fraction ``[data] held_out`` (0.2) kept back from GAN training;
+for the embedded photos, crops of their right half while training crops come from the left
+half. study.json and the manifest record where both came from. Before the transfer matrix,
+a ``parity`` step compares how the real and fake sets are stored (pipelines.parity) and
+writes its warnings to parity.json, the manifest and the report.
+
 This module reads top to bottom: :func:`run_study` loads the real images, opens the folder,
 builds the study as a list of :class:`pipelines.steps.Step` (:func:`build_steps`) and hands
 them to an executor, then writes the report. The config schema lives in
@@ -22,6 +31,7 @@ import dataclasses
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -36,25 +46,28 @@ from gans.sampling import generate_tensor, load_generator, write_fake_set
 from gans.training import TrainConfig
 from pipelines import report
 from pipelines.arrays import load_fakes, mean_spectra, save_array, save_arrays, write_grid
-from pipelines.data import ImageSet, load_data, resolve_data, split_indices
+from pipelines.data import EMBEDDED, ImageSet, load_data, resolve_data, split_indices
 from pipelines.executors import check_executor, require_ray
 from pipelines.executors import run_steps as run_with
+from pipelines.parity import parity_warnings
 from pipelines.runfolder import RunFolder
 from pipelines.steps import Step, StepLog
 from pipelines.study_config import (
-    TRAIN_KEYS_NOT_HASHED,
     GeneratorSpec,
     StudyConfig,
+    hashed_train_options,
     load_config,
     train_config,
 )
 from pipelines.transfer import run_transfer
 from plumbing.devices import device_name, resolve_device
 from plumbing.digests import tensor_digest
-from plumbing.files import write_json, write_text
+from plumbing.files import read_json, write_json, write_text
 from plumbing.locks import folder_contents
 
 PLAN_FILE = "study.json"
+PARITY_FILE = "parity.json"
+PARITY_VERSION = 1  # bump when the warnings change wording
 CONFIG_COPY = "config.toml"
 
 Executor = Callable[[list[Step], StepLog], None]
@@ -100,21 +113,24 @@ def _run(cfg: StudyConfig, out: Path, data: str | Path | None, overwrite: bool, 
     on_ray = name == "ray"
     # The data are checked before the folder is touched, so a bad path leaves nothing behind.
     real, spec = _load_real(cfg, data, progress)
-    check_counts(cfg, int(real.images.shape[0]), str(spec))
+    check_counts(cfg, real, str(spec))
     folder = _open_folder(out, cfg, overwrite, str(spec))
-    data_hash = tensor_digest(real.images)
+    data_hash = tensor_digest(real.train.images)
     folder.update(data_info={
-        "source": str(spec), "count": int(real.images.shape[0]), "fingerprint": data_hash,
-        "skipped": len(getattr(real, "skipped", []) or []),
+        "source": str(spec), "count": real.loaded, "fingerprint": data_hash,
+        "skipped": len(getattr(real.train, "skipped", []) or []), "preprocess": cfg.data.preprocess,
+        **real.describe(),
     })
     if cfg.text is not None:
         write_text(out / CONFIG_COPY, cfg.text)
     write_json(out / PLAN_FILE, _plan(cfg, real, spec, data_hash))
     echo(f"Study [bold]{cfg.study.name}[/]: {len(cfg.generators)} generators, "
-         f"{real.images.shape[0]} real images from {spec} -> {out}")
+         f"{len(real.train)} real images from {spec} -> {out}")
 
     executor(build_steps(cfg, out, real, data_hash, progress and not on_ray), StepLog(out, None if on_ray else echo))
 
+    if (out / PARITY_FILE).is_file():
+        folder.update(parity_warnings=read_json(out / PARITY_FILE).get("warnings", []))
     folder.update(elapsed_s=round(time.perf_counter() - t_start, 1))
     # The page is written as the finished study's report; the manifest says "finished" only
     # once the page exists, so an interrupted report is redone by the next run.
@@ -123,39 +139,51 @@ def _run(cfg: StudyConfig, out: Path, data: str | Path | None, overwrite: bool, 
     return page
 
 
-def build_steps(cfg: StudyConfig, out: Path, real: ImageSet, data_hash: str, progress: bool) -> list[Step]:
+def build_steps(cfg: StudyConfig, out: Path, real: RealImages | ImageSet, data_hash: str,
+                progress: bool) -> list[Step]:
     """The study as steps in a runnable order: real spectra, then per generator train ->
-    generate -> spectra -> quality, then the transfer matrix.
+    generate -> spectra -> quality, then the format parity check and the transfer matrix.
 
     A later step's inputs hold the hashes of the earlier steps' inputs (computed here, up
     front), so editing a generator's options invalidates exactly the steps downstream of it.
+    The preprocessing mode enters the hashes only when it is not the default "resize", so
+    study folders from before the mode existed resume.
     """
+    real = _as_real(real)
     gpu = {"num_cpus": 1, "num_gpus": 1} if device_name(cfg.study.device) == "cuda" else {"num_cpus": 1}
-    steps = [Step("spectra/real", {"data": data_hash}, _spectra_outputs("real"),
-                  partial(_real_spectra_step, out, real.images, cfg.generate.grid))]
+    data_key = data_hash if cfg.data.preprocess == "resize" else f"{data_hash}/{cfg.data.preprocess}"
+    steps = [Step("spectra/real", {"data": data_key}, _spectra_outputs("real"),
+                  partial(_real_spectra_step, out, real.train.images, cfg.generate.grid))]
     fakes_hashes: dict[str, str] = {}
     for gen in cfg.generators:
-        gen_steps = _generator_steps(cfg, gen, out, real.images, data_hash, progress, gpu)
+        gen_steps = _generator_steps(cfg, gen, out, real.train.images, data_key, progress, gpu)
         fakes_hashes[gen.name] = gen_steps[1].hash  # the generate step's hash names its fakes
         steps += gen_steps
 
     if cfg.transfer is not None:
+        generated = tuple(f"generate/{g.name}" for g in cfg.generators)
+        inputs: dict[str, Any] = {"data": data_key, "fakes": fakes_hashes}
+        if real.test is not None:  # held-out real test images (absent only with [data] held_out = 0)
+            inputs["real_test"] = tensor_digest(real.test.images)
+        parity_inputs = {**inputs, "jpeg": cfg.transfer.jpeg, "preprocess": cfg.data.preprocess,
+                         "resolution": cfg.study.resolution, "version": PARITY_VERSION}
+        steps.append(Step("parity", parity_inputs, [PARITY_FILE],
+                          partial(_parity_step, cfg, out, real, progress), deps=generated))
         how = {"jobs"}  # options that change how the matrix is computed, not its values
         what = {k: v for k, v in cfg.transfer.model_dump().items() if k not in how}
-        inputs = {"data": data_hash, "fakes": fakes_hashes, "transfer": what, "seed": cfg.study.seed}
+        inputs.update(transfer=what, seed=cfg.study.seed)
         steps.append(Step("transfer", inputs, ["transfer/matrix.csv"],
                           partial(_transfer_step, cfg, out, real, progress),
-                          deps=tuple(f"generate/{g.name}" for g in cfg.generators),
-                          resources={"num_cpus": cfg.transfer.jobs}))
+                          deps=(*generated, "parity"), resources={"num_cpus": cfg.transfer.jobs}))
     return steps
 
 
-def _generator_steps(cfg: StudyConfig, gen: GeneratorSpec, out: Path, real: torch.Tensor, data_hash: str,
+def _generator_steps(cfg: StudyConfig, gen: GeneratorSpec, out: Path, real: torch.Tensor, data_key: str,
                      progress: bool, gpu: dict[str, float]) -> list[Step]:
     """Train, generate, spectra and quality of one generator."""
     tcfg = train_config(cfg, gen)
-    hashed = {k: v for k, v in dataclasses.asdict(tcfg).items() if k not in TRAIN_KEYS_NOT_HASHED}
-    train_step = Step(f"train/{gen.name}", {"data": data_hash, "train": hashed},
+    hashed = hashed_train_options(dataclasses.asdict(tcfg))
+    train_step = Step(f"train/{gen.name}", {"data": data_key, "train": hashed},
                       [f"generators/{gen.name}/checkpoint.pt"],
                       partial(_train_step, tcfg, real, out / "generators" / gen.name, progress), resources=gpu)
 
@@ -173,7 +201,7 @@ def _generator_steps(cfg: StudyConfig, gen: GeneratorSpec, out: Path, real: torc
     q = cfg.quality
     if q.spectral or q.fid or q.kid:
         steps.append(Step(f"quality/{gen.name}",
-                          {"fakes": generate_step.hash, "data": data_hash, "quality": q.model_dump()},
+                          {"fakes": generate_step.hash, "data": data_key, "quality": q.model_dump()},
                           [f"quality/{gen.name}.json"], partial(_quality_step, cfg, out, gen.name, real),
                           deps=(generate_step.key,), resources=gpu if (q.fid or q.kid) else {"num_cpus": 1}))
     return steps
@@ -182,32 +210,100 @@ def _generator_steps(cfg: StudyConfig, gen: GeneratorSpec, out: Path, real: torc
 # --------------------------------------------------------------------------- before any step
 
 
-def check_counts(cfg: StudyConfig, n_real: int, source: str) -> None:
+@dataclass
+class RealImages:
+    """The study's real images: what the GANs (and the detectors) train on, and the detectors' real test images.
+
+    ``test`` is never seen by a generator: ImageWoof's val/ when the GANs train on train/, a
+    held-out part of a one-folder data set, the right-hand region of the embedded photos. It
+    is None only with ``[data] held_out = 0`` on one-folder data (the real test images are then
+    a split of ``train``, as before held-out sets existed).
+    """
+
+    train: ImageSet
+    test: ImageSet | None
+    loaded: int  # images read from the data source (train plus a held-out part of the same folder)
+    train_from: str
+    test_from: str
+
+    def describe(self) -> dict[str, Any]:
+        """Where the real train and test images came from, for study.json and the manifest."""
+        test = ({"from": self.test_from, "count": len(self.test), "fingerprint": tensor_digest(self.test.images)}
+                if self.test is not None else {"from": self.test_from, "count": None})
+        return {"real_train": {"from": self.train_from, "count": len(self.train)}, "real_test": test}
+
+
+def _as_real(real: RealImages | ImageSet) -> RealImages:
+    """``real`` as RealImages; a bare ImageSet (callers from before held-out sets) has no separate test images."""
+    return real if isinstance(real, RealImages) else RealImages(real, None, len(real), str(real.source), "")
+
+
+def check_counts(cfg: StudyConfig, real: RealImages, source: str) -> None:
     """Stop before any work when there are too few real images or fakes for the study's statistics and splits."""
+    n_real = len(real.train)
     if n_real < 2:
         raise ValueError(f"The study needs at least 2 real images, but {source} gave {n_real}; give more images.")
     if cfg.transfer is None:
         return
-    # The transfer step splits every set into train / validation / test and needs 2 images in each part.
-    for n, what in ((n_real, f"real images from {source}"), (cfg.generate.n, "fakes per generator ([generate] n)")):
-        sizes = [len(ix) for ix in split_indices(n, cfg.transfer.fractions)]
+    fr = cfg.transfer.fractions
+    # The transfer step splits every set into train / validation / test and needs 2 images in each
+    # part; with held-out real test images the real training images are split into train / validation.
+    real_fr = fr if real.test is None else (fr[0] / (fr[0] + fr[1]), fr[1] / (fr[0] + fr[1]))
+    for n, what, f in ((n_real, f"real images from {source}", real_fr),
+                       (cfg.generate.n, "fakes per generator ([generate] n)", fr)):
+        sizes = [len(ix) for ix in split_indices(n, f)]
         if min(sizes) < 2:
+            names = "(train, validation, test)" if len(f) == 3 else "(train, validation)"
             raise ValueError(
-                f"The transfer step splits the {n} {what} into {sizes} (train, validation, test) but needs at "
+                f"The transfer step splits the {n} {what} into {sizes} {names} but needs at "
                 "least 2 in each; give more images or change [transfer] fractions."
             )
+    if real.test is not None and len(real.test) < 2:
+        raise ValueError(
+            f"The study has {len(real.test)} held-out real test image(s) ({real.test_from}) but needs at least 2; "
+            "give more images or raise [data] held_out."
+        )
 
 
-def _load_real(cfg: StudyConfig, data: str | Path | None, progress: bool) -> tuple[ImageSet, str | Path]:
-    """The study's real images as a pipelines.data.ImageSet, and where they came from."""
+def _test_count(cfg: StudyConfig, n_train: int) -> int:
+    """How many real test images to draw from a separate source: as many as a test split of the training images would hold."""
+    fr = cfg.transfer.fractions if cfg.transfer is not None else (0.6, 0.2, 0.2)
+    return max(2, round(n_train * fr[2] / (fr[0] + fr[1])))
+
+
+def _load_real(cfg: StudyConfig, data: str | Path | None, progress: bool) -> tuple[RealImages, str | Path]:
+    """The study's real images, split into what the GANs may see and the detectors' real test images, and where they came from."""
+    mode, seed, res = cfg.data.preprocess, cfg.study.seed, cfg.study.resolution
     spec = resolve_data(str(data) if data is not None else cfg.study.data)
-    if spec != "embedded" and cfg.study.subset:
-        spec = Path(spec) / cfg.study.subset
+    if spec == EMBEDDED:
+        # Disjoint regions of the photos: a pixel CNN cannot pass the test by memorising training crops.
+        train = load_data(spec, res, limit=cfg.study.n_real, seed=seed, region="train", preprocess=mode,
+                          progress=progress)
+        test = load_data(spec, res, limit=_test_count(cfg, len(train)), seed=seed, region="test",
+                         preprocess=mode, progress=progress)
+        where = "crops of the embedded photos' {} part (region {!r})"
+        return RealImages(train, test, len(train), where.format("left", "train"), where.format("right", "test")), spec
+    root = Path(spec)
+    if cfg.study.subset:
+        spec = root / cfg.study.subset
         if not spec.is_dir():
             raise FileNotFoundError(
                 f"{spec} does not exist; [study] subset = {cfg.study.subset!r} must name a sub-folder of the data folder."
             )
-    return load_data(spec, cfg.study.resolution, limit=cfg.study.n_real, seed=cfg.study.seed, progress=progress), spec
+    loaded = load_data(spec, res, limit=cfg.study.n_real, seed=seed, preprocess=mode, progress=progress)
+    if cfg.study.subset == "train" and (root / "val").is_dir():
+        # ImageWoof's layout: the GANs train on train/, the detectors are tested on val/.
+        test = load_data(root / "val", res, limit=_test_count(cfg, len(loaded)), seed=seed, preprocess=mode,
+                         progress=progress)
+        return RealImages(loaded, test, len(loaded), str(spec), str(root / "val")), spec
+    held = cfg.data.held_out
+    if held == 0:
+        return RealImages(loaded, None, len(loaded), str(spec),
+                          f"a split of the same images ({spec}), which the GANs also trained on ([data] held_out = 0)"), spec
+    keep, test_idx = split_indices(len(loaded), (1 - held, held), seed)
+    return RealImages(loaded.subset(keep), loaded.subset(test_idx), len(loaded),
+                      f"{spec}, less the held-out {held:g}",
+                      f"{spec}, the held-out {held:g} ([data] held_out), never seen by the GANs"), spec
 
 
 def _open_folder(out: Path, cfg: StudyConfig, overwrite: bool, data_label: str | None) -> RunFolder:
@@ -232,13 +328,14 @@ def _open_folder(out: Path, cfg: StudyConfig, overwrite: bool, data_label: str |
     )
 
 
-def _plan(cfg: StudyConfig, real: ImageSet, spec: Any, data_hash: str) -> dict[str, Any]:
+def _plan(cfg: StudyConfig, real: RealImages, spec: Any, data_hash: str) -> dict[str, Any]:
     """What the report needs to know about the study (written as study.json)."""
     return {
         "name": cfg.study.name,
         "source": cfg.source,
         "resolution": cfg.study.resolution,
-        "data": {"source": str(spec), "count": int(real.images.shape[0]), "fingerprint": data_hash},
+        "data": {"source": str(spec), "count": real.loaded, "fingerprint": data_hash,
+                 "preprocess": cfg.data.preprocess, **real.describe()},
         "generators": [
             {"name": g.name, "arch": g.arch, "upsampler": g.upsampler, "spectral_d": g.spectral_d,
              "steps": g.train.get("steps"), "width": g.train.get("width"), "train": g.train}
@@ -312,14 +409,48 @@ def _quality_step(cfg: StudyConfig, out: Path, name: str, real: torch.Tensor, _r
     write_json(out / "quality" / f"{name}.json", result)  # numpy/torch numbers become plain JSON
 
 
-def _transfer_step(cfg: StudyConfig, out: Path, real: ImageSet, progress: bool, resume: bool) -> None:
+def _parity_step(cfg: StudyConfig, out: Path, real: RealImages | ImageSet, progress: bool, _resume: bool) -> None:
+    """Compare how the real and each fake set are stored (codec, JPEG quality, native size); write and print the warnings.
+
+    Warnings that differ only in the fake set's name are merged into one sentence naming all
+    the sets, so a study of twelve generators prints one line per difference, not twelve.
+    """
+    real = _as_real(real)
+    t = cfg.transfer
+    assert t is not None
+    real_src = real.train if real.test is None else (real.train, real.test)
+    names = [g.name for g in cfg.generators]
+    per_set = {n: parity_warnings(real_src, {n: load_fakes(out, n)}, jpeg=t.jpeg, preprocess=cfg.data.preprocess,
+                                  resolution=cfg.study.resolution) for n in names}
+    merged: dict[str, list[str]] = {}
+    for n, msgs in per_set.items():
+        for m in msgs:
+            merged.setdefault(m.replace(f"fake set {n!r}", "fake set {sets}"), []).append(n)
+    warnings = []
+    # In a study the fixes are config keys, not command-line options.
+    fixes = {"pass --jpeg Q": "set [transfer] jpeg = Q", "pass --preprocess crop": 'set [data] preprocess = "crop"'}
+    for template, sets in merged.items():
+        for option, key in fixes.items():
+            template = template.replace(option, key)
+        label = f"fake set {sets[0]!r}" if len(sets) == 1 else "fake sets " + ", ".join(repr(x) for x in sets)
+        text = template.replace("fake set {sets} is", f"{label} {'is' if len(sets) == 1 else 'are'}")
+        warnings.append(text.replace("fake set {sets}", label))
+    write_json(out / PARITY_FILE, {"warnings": warnings, "by_set": per_set})  # by_set: as parity_warnings words them
+    if progress:
+        for w in warnings:
+            Console(highlight=False, stderr=True).print(f"[yellow]Warning:[/] {w}")
+
+
+def _transfer_step(cfg: StudyConfig, out: Path, real: RealImages | ImageSet, progress: bool, resume: bool) -> None:
+    real = _as_real(real)
     t = cfg.transfer
     assert t is not None
     # No clean start needed: run_transfer keeps each finished cell with a hash of its images and
     # options, and recomputes exactly the cells whose inputs changed.
     del resume
     fakes = {g.name: _image_set(load_fakes(out, g.name), g.name) for g in cfg.generators}
-    run_transfer(real, fakes, list(t.detectors), out / "transfer", rows=tuple(t.rows), seed=cfg.study.seed,
+    real_src = real.train if real.test is None else (real.train, real.test)
+    run_transfer(real_src, fakes, list(t.detectors), out / "transfer", rows=tuple(t.rows), seed=cfg.study.seed,
                  fractions=tuple(t.fractions), jpeg=t.jpeg, attribute=t.attribute, progress=progress,
                  jobs=t.jobs, seeds=t.seeds)
 

@@ -3,6 +3,7 @@
 Config layout (every section but [study] and one of [grid] / [[generators]] is optional)::
 
     [study]        name, seed, resolution, data, subset, n_real, device, threads, executor
+    [data]         preprocess ("resize" or "crop"), held_out (one-folder data only)
     [train]        defaults for every generator: any field of gans.training.TrainConfig
     [grid]         archs x upsamplers x spectral_d, every combination is one generator
     [[generators]] extra explicit variants: name plus any [train] key
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
@@ -44,6 +45,16 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10 needs the tomli ba
 STUDY_OWNED_TRAIN_KEYS = ("resolution", "device")
 # Fields of TrainConfig that change how often things are logged, not what is learned.
 TRAIN_KEYS_NOT_HASHED = ("ckpt_every", "sample_every", "log_every", "device")
+# Fields added to TrainConfig after studies existed, with the default that reproduces the
+# earlier behaviour: hashed only when set to something else, so existing study folders resume
+# instead of retraining every generator. Add each new training field here with its default.
+TRAIN_KEYS_HASHED_WHEN_SET: dict[str, Any] = {"shortcut": "1x1"}
+
+
+def hashed_train_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The training options that enter a train step's hash (see the two key lists above)."""
+    return {k: v for k, v in options.items() if k not in TRAIN_KEYS_NOT_HASHED
+            and not (k in TRAIN_KEYS_HASHED_WHEN_SET and v == TRAIN_KEYS_HASHED_WHEN_SET[k])}
 
 
 # --------------------------------------------------------------------------- the schema
@@ -67,6 +78,22 @@ class StudyOptions(Section):
     device: str = "auto"
     threads: int | None = None  # torch intra-op CPU threads during the study (None: torch's default)
     executor: str = "local"  # "local" (this process) or "ray" (Ray tasks); in no step hash
+
+
+class DataOptions(Section):
+    """The [data] section: how real images become R x R and which of them the GANs never see.
+
+    ``preprocess``: "resize" (antialiased, the default) or "crop" (the centred R x R square of
+    native pixels at an even offset; see :mod:`pipelines.data`).
+    ``held_out``: for data in one folder (not ImageWoof's train/ + val/ layout, not the
+    embedded photos), the fraction of the real images kept from GAN training and used as the
+    detectors' real test images; the GANs and the detectors' real training images are the
+    rest. 0 trains the GANs on every image and tests the detectors on a split of the same
+    images (the behaviour before held-out sets; only for resuming old studies).
+    """
+
+    preprocess: Literal["resize", "crop"] = "resize"
+    held_out: float = 0.2
 
 
 class GridOptions(Section):
@@ -112,6 +139,7 @@ class TopLevel(Section):
     """The top level of a study config: its sections (each checked by its own model)."""
 
     study: Any = None
+    data: Any = None
     train: Any = None
     grid: Any = None
     generators: Any = None
@@ -239,11 +267,13 @@ class StudyConfig:
     raw: dict[str, Any]
     source: str = "<dict>"
     text: str | None = None  # the TOML text, when read from a file
+    data: DataOptions = dataclasses.field(default_factory=DataOptions)
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain JSON-able data (what the manifest stores)."""
         return {
             "study": self.study.model_dump(),
+            "data": self.data.model_dump(),
             "train": dict(self.train),
             "generators": [{"name": g.name, **g.train} for g in self.generators],
             "generate": self.generate.model_dump(),
@@ -349,6 +379,13 @@ def _check_generators(study: StudyOptions, generators: list[GeneratorSpec]) -> N
             raise ValueError(f"Generator {g.name!r}: {e}") from None
 
 
+def _parse_data(raw: dict[str, Any]) -> DataOptions:
+    data = section(DataOptions, raw.get("data"), "[data]")
+    if not 0 <= data.held_out < 1:
+        raise ValueError(f"[data] held_out = {data.held_out} must be a fraction from 0 (none) up to but not including 1.")
+    return data
+
+
 def _parse_generate(raw: dict[str, Any]) -> GenerateOptions:
     generate = section(GenerateOptions, raw.get("generate"), "[generate]")
     for key in ("n", "batch_size", "grid"):
@@ -394,7 +431,8 @@ def parse_config(raw: dict[str, Any], source: str = "<dict>", text: str | None =
     generate = _parse_generate(raw)
     quality = section(QualityOptions, raw.get("quality"), "[quality]")
     transfer = _parse_transfer(raw, len(generators))
-    return StudyConfig(study, train, generators, generate, quality, transfer, raw, source, text)
+    data = _parse_data(raw)
+    return StudyConfig(study, train, generators, generate, quality, transfer, raw, source, text, data)
 
 
 def packaged_configs() -> list[str]:

@@ -217,3 +217,46 @@ def test_bad_input_is_refused_with_a_sentence():
     clf = SmallCNNClassifier(epochs=1, batch_size=8).fit(X, y)
     with pytest.raises(ValueError, match="training resolution"):
         clf.predict_proba(smooth_images(2, 40))
+
+
+def _hand_stats(feats: torch.Tensor, dims: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Population mean and std over ``dims``, floored as the trainer floors them (no division by ~0)."""
+    f = feats.double()
+    mean, std = f.mean(dim=dims, keepdim=True), f.std(dim=dims, keepdim=True, unbiased=False)
+    return mean.float(), std.clamp_min(1e-6 + 1e-3 * float(std.mean())).float()
+
+
+@pytest.mark.parametrize("feature, norm", [("dct", "coefficient"), ("spectrum", "coefficient"), ("pixels", "channel")])
+def test_auto_input_norm_is_per_coefficient_for_spectra_and_dct(tmp_path, feature, norm):
+    """Frank et al.: every DCT / spectrum coefficient gets its own training-set mean and std; pixels keep one per channel."""
+    from functools import partial
+
+    from detectors.features import extract
+
+    X = torch.randint(0, 256, (24, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    y = np.array([0, 1] * 12)
+    fn = partial(extract, feature, flatten=False)
+    clf = SmallCNNClassifier(epochs=1, batch_size=8).set_feature_fn(fn).fit(X, y)
+    assert clf.input_norm == "auto" and clf.input_norm_ == norm
+    feats = fn(X)
+    mean, std = _hand_stats(feats, (0,) if norm == "coefficient" else (0, 2, 3))
+    assert clf.network_.mean.shape == ((1, *feats.shape[1:]) if norm == "coefficient" else (1, feats.shape[1], 1, 1))
+    torch.testing.assert_close(clf.network_.mean, mean, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(clf.network_.std, std, rtol=1e-5, atol=1e-5)
+    clf.save(tmp_path / "m")
+    back = SmallCNNClassifier.load(tmp_path / "m").set_feature_fn(fn)
+    assert back.input_norm_ == norm and torch.equal(back.network_.mean, clf.network_.mean)
+    np.testing.assert_array_equal(back.predict_proba(X), clf.predict_proba(X))
+
+
+def test_explicit_input_norms_and_the_old_name():
+    X = torch.rand(16, 2, 8, 8, generator=torch.Generator().manual_seed(0)) * torch.arange(1, 65).reshape(1, 1, 8, 8)
+    y = np.array([0, 1] * 8)
+    coef = SmallCNNClassifier(epochs=1, batch_size=8, input_norm="coefficient").fit(X, y)
+    torch.testing.assert_close(coef.network_.mean, _hand_stats(X, (0,))[0], rtol=1e-5, atol=1e-5)
+    old = SmallCNNClassifier(epochs=1, batch_size=8, input_norm="element").fit(X, y)
+    assert old.input_norm_ == "coefficient" and torch.equal(old.network_.std, coef.network_.std)
+    auto = SmallCNNClassifier(epochs=1, batch_size=8).fit(X, y)  # precomputed features: per channel
+    torch.testing.assert_close(auto.network_.std, _hand_stats(X, (0, 2, 3))[1], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="Unknown input_norm 'pixel'; choose one of: auto, channel, coefficient"):
+        SmallCNNClassifier(epochs=1, input_norm="pixel").fit(X, y)

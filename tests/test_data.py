@@ -394,3 +394,20 @@ def test_real_data_subset_spans_classes():
     breeds = {imagewoof_class(f) for f in s.files} - {None}
     if breeds:  # an ImageWoof folder: the fixed-seed subset is not one breed's first files
         assert len(breeds) >= 5
+
+
+def test_cache_key_names_the_mode_only_when_it_is_not_the_default(image_folder):
+    """resize keeps the key of caches written before the mode existed; crop gets a key of its own."""
+    import hashlib
+
+    from pipelines.data import PREPROCESS_VERSION, fingerprint, list_images
+
+    files = list_images(image_folder)
+    h = hashlib.sha256()
+    h.update(f"forgelab-images v{PREPROCESS_VERSION}\0{image_folder.resolve()}\0{32}\0{None}\n".encode())
+    for p in files:
+        st = p.stat()
+        h.update(f"{p.relative_to(image_folder).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    assert fingerprint(image_folder, files, 32, None) == h.hexdigest()[:24]
+    assert fingerprint(image_folder, files, 32, None, "resize") == h.hexdigest()[:24]
+    assert fingerprint(image_folder, files, 32, None, "crop") != h.hexdigest()[:24]

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 import io
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,10 +25,13 @@ from pipelines.arrays import load_arrays, load_fakes
 from pipelines.steps import StepLog, digest
 from pipelines.study import run_study
 from pipelines.study_config import (
+    TRAIN_KEYS_HASHED_WHEN_SET,
+    TRAIN_KEYS_NOT_HASHED,
     apply_overrides,
     load_config,
     packaged_configs,
     parse_config,
+    train_config_from,
     train_keys,
 )
 
@@ -168,7 +173,13 @@ def test_packaged_configs_load():
     assert q.study.data == "embedded" and q.study.resolution == 32
     assert {g.upsampler for g in q.generators} == set(UPSAMPLERS)
     assert sum(g.spectral_d for g in q.generators) == 1 and len(q.generators) == len(UPSAMPLERS) + 1
-    assert len(q.transfer.detectors) == 4 and q.text and "[study]" in q.text
+    assert len(q.transfer.detectors) == 7 and q.text and "[study]" in q.text
+    for name in ("quickstart", "imagewoof-dcgan32", "imagewoof-dcgan32-cpu", "imagewoof-sngan64"):
+        dets = load_config(name).transfer.detectors  # the 2x2-grid detectors next to the spectral baselines
+        assert {"fingerprint:deviation", "periodicity:svm"} <= set(dets), name
+        assert any(d.startswith("dwt:") for d in dets), name
+        assert name == "quickstart" or any(d.startswith("npr:") for d in dets), name  # CPU time, see the config
+        assert {"radial:svm", "radial:lr"} & set(dets), name
     s = load_config("imagewoof-sngan64.toml")
     assert s.study.resolution == 64 and len(s.generators) == 2 * len(UPSAMPLERS) and s.generate.n >= 5000
     assert all(g.arch == "sngan" and g.train["steps"] >= 10000 for g in s.generators)
@@ -285,7 +296,7 @@ def test_study_numbers_match_direct_computation(study_dir):
     assert torch.equal(fakes, generate_tensor(G, 40, seed=0, batch_size=40))
     spectra = load_arrays(out / "spectra" / "bed_of_nails.npz")
     np.testing.assert_allclose(spectra["radial"], radial_profile(fakes).mean(0).double().numpy(), rtol=1e-5, atol=1e-5)
-    real = load_data("embedded", 32, limit=64, seed=0).images
+    real = load_data("embedded", 32, limit=64, seed=0, region="train").images  # the GANs' real images
     quality = json.loads((out / "quality" / "bed_of_nails.json").read_text())
     want = spectral_fidelity(real, fakes)
     for k, v in want.items():
@@ -424,3 +435,123 @@ def test_refuses_a_folder_that_is_not_a_study(tmp_path):
     with pytest.raises(FileExistsError, match="not a study folder"):
         run_study(tiny(transfer=None), out, progress=False)
     assert (out / "notes.txt").read_text() == "mine"
+
+
+# --------------------------------------------------------------------------- real train / test images
+
+
+def _steps(cfg: dict, real, data_hash: str = "d") -> dict:
+    from pipelines.study import build_steps
+
+    return {s.key: s for s in build_steps(parse_config(cfg), Path("/nowhere"), real, data_hash, False)}
+
+
+def test_embedded_study_tests_detectors_on_the_other_region(study_dir):
+    """GANs train on the left part of the photos, the detectors' real test images come from the right part."""
+    from pipelines.data import EMBEDDED_SPLIT, load_data
+    from plumbing.digests import tensor_digest
+
+    plan = json.loads((study_dir / "study.json").read_text())["data"]
+    train = load_data("embedded", 32, limit=64, seed=0, region="train")
+    test = load_data("embedded", 32, limit=16, seed=0, region="test")  # 64 * 0.2 / 0.8 = 16
+    assert plan["real_train"]["count"] == 64 and plan["real_test"]["count"] == 16
+    assert plan["fingerprint"] == tensor_digest(train.images)
+    assert plan["real_test"]["fingerprint"] == tensor_digest(test.images)
+    assert "region 'test'" in plan["real_test"]["from"]
+    # Every test crop starts right of the split, every training crop ends left of it (china.jpg is 640 wide).
+    split = int(640 * EMBEDDED_SPLIT)
+    xs = [(int(f.split("x=")[1].split(",")[0]), int(f.split("w=")[1].split(",")[0])) for f in test.files + train.files]
+    assert all(x >= split for x, _ in xs[:16]) and all(x + w <= split for x, w in xs[16:])
+    manifest = json.loads((study_dir / "manifest.json").read_text())
+    assert manifest["data_info"]["real_test"]["count"] == 16
+    page = (study_dir / "report.html").read_text()
+    assert "id='data'" in page and "detectors&#x27; real test images" in page
+
+
+def _imagewoof_root(tmp_path, with_val: bool = True):
+    from conftest import smooth_images, write_pngs
+
+    root = tmp_path / "woof"
+    write_pngs(smooth_images(20, 32, seed=1), root / "train")
+    if with_val:
+        write_pngs(smooth_images(12, 32, seed=2), root / "val")
+    return root
+
+
+def test_imagewoof_layout_tests_on_val_and_keeps_the_gan_hashes(tmp_path):
+    """subset = "train" with a val/ beside it: GANs train on all of train/ (their step hashes are the old ones), test on val/."""
+    from pipelines.data import load_images
+    from pipelines.study import _load_real
+    from plumbing.digests import tensor_digest
+
+    root = _imagewoof_root(tmp_path)
+    cfg = tiny(study={"data": str(root), "subset": "train", "n_real": None})
+    real, spec = _load_real(parse_config(cfg), None, False)
+    train = load_images(root / "train", 32, cache=False)
+    assert torch.equal(real.train.images, train.images) and real.test is not None
+    assert real.test_from == str(root / "val") and len(real.test) == 5  # round(20 * 0.2 / 0.8)
+    assert set(real.test.files) <= {str(p) for p in (root / "val").iterdir()}
+    h = tensor_digest(train.images)
+    steps = _steps(cfg, real, h)
+    options = dataclasses.asdict(train_config_from(parse_config(cfg).study, parse_config(cfg).generators[0]))
+    hashed = {k: v for k, v in options.items() if k not in TRAIN_KEYS_NOT_HASHED and k not in TRAIN_KEYS_HASHED_WHEN_SET}
+    assert steps["train/nearest"].hash == digest({"data": h, "train": hashed})  # the formula of older folders
+    assert steps["transfer"].inputs["real_test"] == tensor_digest(real.test.images)
+    assert "parity" in steps["transfer"].deps
+
+
+def test_one_folder_data_holds_back_a_real_test_split(tmp_path):
+    from pipelines.study import _load_real
+
+    root = _imagewoof_root(tmp_path, with_val=False)
+    cfg = tiny(study={"data": str(root / "train"), "n_real": None})
+    real, _ = _load_real(parse_config(cfg), None, False)
+    assert (len(real.train), len(real.test), real.loaded) == (16, 4, 20)  # [data] held_out = 0.2 by default
+    assert not set(real.train.files) & set(real.test.files)
+    assert set(real.train.files) | set(real.test.files) == {str(p) for p in sorted((root / "train").iterdir())}
+    old, _ = _load_real(parse_config(tiny(study={"data": str(root / "train"), "n_real": None}, data={"held_out": 0})),
+                        None, False)
+    assert len(old.train) == 20 and old.test is None
+    assert "real_test" not in _steps(tiny(data={"held_out": 0}), old)["transfer"].inputs
+
+
+def test_crop_mode_enters_the_hashes_only_when_asked():
+    from pipelines.data import load_data
+
+    real = load_data("embedded", 32, limit=8, seed=0)
+    plain, default, crop = (_steps(tiny(**extra), real) for extra in ({}, {"data": {"preprocess": "resize"}},
+                                                                       {"data": {"preprocess": "crop"}}))
+    for key in plain:
+        assert plain[key].hash == default[key].hash
+    assert plain["train/nearest"].inputs["data"] == "d" and crop["train/nearest"].inputs["data"] == "d/crop"
+    assert crop["train/nearest"].hash != plain["train/nearest"].hash
+
+
+def test_parity_warnings_are_merged_printed_once_and_reported(tmp_path, image_folder, capsys):
+    """Real PNGs of 40 px vs fakes of 32 px: one size warning naming both fake sets, in the manifest and the report."""
+    cfg = tiny(study={"n_real": None}, data={"held_out": 0.25})
+    run_study(cfg, tmp_path / "run", data=image_folder, progress=True)
+    err = capsys.readouterr().err
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    (w,) = manifest["parity_warnings"]
+    assert "natively 40 px" in w and "fake sets 'nearest', 'bed_of_nails' are 32 px" in w
+    assert w.endswith('set [data] preprocess = "crop" to take native pixels from both.')
+    assert " ".join(err.split()).count("natively 40 px") == 1
+    assert "natively 40 px" in (tmp_path / "run" / "report.html").read_text()
+    with_crop = tiny(study={"n_real": None}, data={"held_out": 0.25, "preprocess": "crop"})
+    run_study(with_crop, tmp_path / "crop", data=image_folder, progress=False)
+    assert json.loads((tmp_path / "crop" / "manifest.json").read_text())["parity_warnings"] == []
+
+
+def test_training_fields_added_later_enter_the_hash_only_when_set(monkeypatch):
+    """A new TrainConfig field at its default leaves the train hash of an existing folder as it was."""
+    import pipelines.study_config as sc
+    from pipelines.data import load_data
+
+    real = load_data("embedded", 32, limit=8, seed=0)
+    before = _steps(tiny(), real)["train/nearest"]
+    monkeypatch.setitem(sc.TRAIN_KEYS_HASHED_WHEN_SET, "z_dim", 16)  # pretend z_dim was added later, default 16
+    at_default = _steps(tiny(), real)["train/nearest"]
+    assert "z_dim" not in at_default.inputs["train"] and at_default.hash != before.hash
+    assert at_default.inputs["train"] == {k: v for k, v in before.inputs["train"].items() if k != "z_dim"}
+    assert _steps(tiny(train={"z_dim": 32}), real)["train/nearest"].inputs["train"]["z_dim"] == 32

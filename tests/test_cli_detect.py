@@ -45,6 +45,9 @@ def test_list_prints_features_classifiers_and_pairs():
     for word in ("radial", "xy", "spectrum", "dct", "pixels", "svm", "lr", "rf", "kmeans"):
         assert word in r.output
     assert set(r.output.split("valid pairs:")[1].split()) == set(valid_pairs())
+    # Every feature and classifier line starts with the name alone, then its description.
+    listed = [line.split()[0] for line in r.output.split("valid pairs:")[0].splitlines() if line.startswith("  ")]
+    assert {"periodicity", "fingerprint", "deviation", "nprnet"} <= set(listed)
 
 
 def test_fit_score_eval(folders):

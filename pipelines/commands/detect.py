@@ -253,15 +253,16 @@ def list_cmd() -> None:
     from detectors.features import FEATURES
 
     pairs = valid_pairs()  # also fills the classifier registry
+    width = max(map(len, [*FEATURES, *CLASSIFIERS])) + 2  # names never run into their descriptions
     typer.echo("features:")
     for name, fn in FEATURES.items():
         doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        typer.echo(f"  {name:<10}{doc}")
+        typer.echo(f"  {name:<{width}}{doc}")
     typer.echo("classifiers:")
     for name in sorted(CLASSIFIERS):
         cls = CLASSIFIERS[name]
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-        typer.echo(f"  {name:<10}[{cls.input_kind}] {doc}")
+        typer.echo(f"  {name:<{width}}[{cls.input_kind}] {doc}")
     typer.echo("valid pairs:")
     typer.echo("  " + " ".join(pairs))
 

@@ -244,7 +244,9 @@ class Shipped:
 def _is_big(value: Any) -> bool:
     import torch
 
-    return isinstance(value, torch.Tensor) or isinstance(getattr(value, "images", None), torch.Tensor)
+    # A tensor, an image set (``.images``), or a study's real train/test sets (``.train.images``).
+    return (isinstance(value, torch.Tensor) or isinstance(getattr(value, "images", None), torch.Tensor)
+            or isinstance(getattr(getattr(value, "train", None), "images", None), torch.Tensor))
 
 
 def ship(ray: Any, fn: Callable[[bool], None], shared: dict[int, tuple[Any, Any]]) -> Callable[[bool], None]:

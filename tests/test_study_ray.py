@@ -32,7 +32,8 @@ STUDY = {
     "transfer": {"detectors": ["radial:lr", "dct:lr"]},
 }
 STEPS = ["spectra/real", "train/nearest", "generate/nearest", "spectra/nearest", "quality/nearest",
-         "train/bed_of_nails", "generate/bed_of_nails", "spectra/bed_of_nails", "quality/bed_of_nails", "transfer"]
+         "train/bed_of_nails", "generate/bed_of_nails", "spectra/bed_of_nails", "quality/bed_of_nails", "parity",
+         "transfer"]
 
 
 @pytest.fixture(scope="module")
@@ -140,9 +141,10 @@ def test_the_real_images_are_shipped_to_the_object_store_once(ray_runtime):
     shared: dict = {}
     shipped = [ship(ray_runtime, s.run, shared) for s in steps]
     refs = {a.ref for f in shipped for a in f.args if isinstance(a, Shipped)}
-    # real.images (spectra, training, quality) and the ImageSet (transfer): two objects, each put once.
+    # The training images (spectra, training, quality) and the real train/test sets (parity,
+    # transfer): two objects, each put once.
     assert len(shared) == 2 and len(refs) == 2
-    assert sum(isinstance(a, Shipped) for f in shipped for a in f.args) == 1 + 2 + 2 + 1
+    assert sum(isinstance(a, Shipped) for f in shipped for a in f.args) == 1 + 2 + 2 + 1 + 1
     first = shipped[0].args[1]  # spectra/real's images
     assert torch.equal(ray_runtime.get(first.ref), real.images)
 

@@ -150,17 +150,6 @@ def test_ray_missing_names_the_install_command(tmp_path, monkeypatch):
 # ---------------------------------------------------------------- on a local Ray runtime
 
 
-@pytest.fixture(scope="module")
-def ray_runtime():
-    ray = pytest.importorskip("ray")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    # The workers import the step functions from this test module, so they get its folder on their path.
-    path = os.pathsep.join([str(Path(__file__).parent), str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
-             _node_ip_address="127.0.0.1", runtime_env={"env_vars": {"PYTHONPATH": path}})
-    yield ray
-    ray.shutdown()
-
 
 def test_ray_gives_the_same_files_as_local(ray_runtime, tmp_path):
     local, remote = tmp_path / "local", tmp_path / "ray"

@@ -36,17 +36,6 @@ STEPS = ["spectra/real", "train/nearest", "generate/nearest", "spectra/nearest",
          "transfer"]
 
 
-@pytest.fixture(scope="module")
-def ray_runtime():
-    ray = pytest.importorskip("ray")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    # Workers import this module's helpers (_die_once) by name, so they get its folder on their path.
-    path = os.pathsep.join([str(Path(__file__).parent), str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
-             _node_ip_address="127.0.0.1", runtime_env={"env_vars": {"PYTHONPATH": path}})
-    yield ray
-    ray.shutdown()
-
 
 @pytest.fixture(scope="module")
 def local_study(tmp_path_factory) -> Path:

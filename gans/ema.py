@@ -44,11 +44,6 @@ def standing_latents(seed: int, z_dim: int, batch_size: int, n_batches: int = ST
     return z.reshape(n_batches, batch_size, z_dim)
 
 
-def has_batchnorm(module: nn.Module) -> bool:
-    """True when ``module`` holds at least one BatchNorm layer."""
-    return any(isinstance(m, _BN) for m in module.modules())
-
-
 @torch.no_grad()
 def standing_bn_statistics(G: nn.Module, z_batches: torch.Tensor) -> nn.Module:
     """Replace G's BatchNorm running statistics by their average over ``z_batches`` (B, N, z_dim).

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from detectors.diversity import DIVERSITY_WARNING
+from detectors.diversity import DIVERSITY_WARNING, collapsed
 from pipelines.arrays import load_arrays
 from pipelines.names import is_plain_name
 from pipelines.report_figures import (
@@ -291,7 +291,7 @@ def _diversity_section(d: dict[str, Any]) -> str:
     values = {n: v for n, v in values.items() if isinstance(v, (int, float))}
     if not values:
         return ""
-    low = [n for n, v in values.items() if v < DIVERSITY_WARNING]
+    low = [n for n, v in values.items() if collapsed(v)]
     rows = [[n, v, "⚠ likely mode collapse" if n in low else "ok"] for n, v in values.items()]
     warn = (f"<p class='note'>⚠ {html.escape(', '.join(low))}: diversity below {DIVERSITY_WARNING:g} — the "
             "samples are nearly alike (mode collapse); their spectra and detection results describe one "

@@ -87,8 +87,10 @@ def init_distributed(device: str | torch.device = "auto") -> tuple[DistInfo, tor
         return info, dev, False
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
-    backend = "nccl" if dev.type == "cuda" else "gloo"
-    kwargs = {"device_id": dev} if dev.type == "cuda" else {}
+    # FORGELAB_DIST_BACKEND=gloo lets several ranks share one GPU (NCCL refuses: "Duplicate
+    # GPU"); benchmarks/gpu_check.py exercises DDP that way on a machine with one GPU.
+    backend = os.environ.get("FORGELAB_DIST_BACKEND") or ("nccl" if dev.type == "cuda" else "gloo")
+    kwargs = {"device_id": dev} if backend == "nccl" else {}
     dist.init_process_group(backend, rank=info.rank, world_size=info.world_size, **kwargs)
     return info, dev, True
 

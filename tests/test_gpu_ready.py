@@ -495,17 +495,120 @@ def test_generate_command_deterministic_switch(tmp_path):
 # ------------------------------------------------------------------ the acceptance script
 
 
-def test_gpu_check_quick_passes_every_row_on_the_cpu(tmp_path):
+def _gpu_check(folder: Path, only: str) -> list[dict]:
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--device", "cpu", "--quick",
-                           "--json", "--out", str(tmp_path)], capture_output=True, text=True, timeout=600,
-                          cwd=REPO)
+                           "--only", only, "--json", "--out", str(folder)], capture_output=True, text=True,
+                          timeout=900, cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    rows = json.loads(proc.stdout[proc.stdout.index("\n[") + 1 :])
-    checks = {r["check"] for r in rows}
-    assert checks == {"train", "syncs", "ddp", "generate", "features", "quickstart", "ray"}
-    assert all(r["ok"] for r in rows)
+    return json.loads(proc.stdout[proc.stdout.index("\n[") + 1 :])
+
+
+def test_gpu_check_quick_passes_every_row_on_the_cpu(tmp_path):
+    rows = _gpu_check(tmp_path, "train,syncs,ddp,generate,features,quickstart")
+    assert {r["check"] for r in rows} == {"train", "syncs", "ddp", "generate", "features", "quickstart"}
+    assert all(r["ok"] for r in rows) and not any(r["met"] is False for r in rows)
     ddp = next(r for r in rows if r["check"] == "ddp")
-    assert ddp["value"] == "identical" and "gloo" in ddp["what"]
+    assert ddp["value"] == "identical" and ddp["what"] == "2 gloo processes on the CPU"
     syncs = next(r for r in rows if r["check"] == "syncs")
-    assert syncs["gpu"] and syncs["target"] == "needs GPU"
+    assert syncs["gpu"] and syncs["target"] == "needs GPU"  # the table says what needs a GPU
     assert any(r["target"].endswith("needs GPU") for r in rows if r["check"] == "generate")
+
+
+@pytest.mark.slow
+def test_gpu_check_quick_ray_row_passes_on_the_cpu(tmp_path):
+    # Slow only for Ray's start-up (5-50 s on a busy 2-core machine).
+    (ray_row,) = _gpu_check(tmp_path, "ray")
+    assert ray_row["check"] == "ray" and ray_row["ok"]
+
+
+# ------------------------------------------------------------------ the study's device in the transfer step
+
+
+def _sources(n: int = 30):
+    from pipelines.data import ImageSet
+
+    def image_set(images, name):
+        return ImageSet(images, [f"{name}/{i}" for i in range(len(images))], source=name)
+
+    fake = smooth_images(n, 32, seed=2)
+    fake[:, :, ::2, ::2] = 0  # a grid the radial profile sees
+    return image_set(smooth_images(n, 32, seed=1), "real"), {"grid": image_set(fake, "grid")}
+
+
+def _cell_hashes(folder: Path) -> set[str]:
+    return {json.loads(p.read_text())["config_hash"] for p in (folder / "cells").rglob("*.json")}
+
+
+def test_transfer_gives_every_detector_the_device_and_hashes_it(tmp_path, monkeypatch):
+    from pipelines import transfer
+
+    real, fakes = _sources()
+    made: list[str] = []
+    real_detector = transfer.Detector
+
+    def recording(spec, **kw):
+        made.append(kw.get("device"))
+        return real_detector(spec, **kw)
+
+    monkeypatch.setattr(transfer, "Detector", recording)
+    transfer.run_transfer(real, fakes, ["radial:lr"], tmp_path / "cpu", device="cpu", heatmaps=False)
+    assert made == ["cpu"]
+    transfer.run_transfer(real, fakes, ["radial:lr"], tmp_path / "unset", heatmaps=False)
+    assert _cell_hashes(tmp_path / "cpu") and _cell_hashes(tmp_path / "cpu").isdisjoint(_cell_hashes(tmp_path / "unset"))
+    # A detector's own device option wins over the study's.
+    transfer.run_transfer(real, fakes, ["radial:lr"], tmp_path / "own", device="cuda", heatmaps=False,
+                          detector_options={"radial:lr": {"device": "cpu"}})
+    assert made[-1] == "cpu"
+
+
+def test_transfer_worker_processes_get_the_device(tmp_path, monkeypatch):
+    from pipelines import transfer
+
+    real, fakes = _sources()
+    shipped = []
+
+    def capture(cells, jobs, bar, label):
+        shipped.extend(cells)  # what is pickled to the worker processes
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(transfer, "_compute_cells_in_parallel", capture)
+    with pytest.raises(KeyboardInterrupt):
+        transfer.run_transfer(real, fakes, ["radial:lr", "xy:lr"], tmp_path, device="cuda", jobs=2, heatmaps=False)
+    assert len(shipped) == 2 and all(c.options["device"] == "cuda" for c in shipped)
+
+
+def _study(device: str):
+    from pipelines.study_config import parse_config
+
+    return parse_config({
+        "study": {"name": "t", "seed": 0, "resolution": 32, "data": "embedded", "n_real": 32, "device": device},
+        "train": {"steps": 1, "batch_size": 8, "width": 4, "z_dim": 8},
+        "grid": {"upsamplers": ["nearest"]},
+        "generate": {"n": 20, "batch_size": 20, "grid": 4},
+        "transfer": {"detectors": ["radial:lr"], "jobs": 2},
+    })
+
+
+def test_study_transfer_step_hashes_the_device_and_asks_for_a_gpu(tmp_path, monkeypatch):
+    from pipelines import study
+
+    real, _ = _sources()
+    steps = {s.key: s for s in study.build_steps(_study("cpu"), tmp_path, real, "data", False)}
+    assert steps["transfer"].inputs["device"] == "cpu" and "num_gpus" not in steps["transfer"].resources
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    gpu = {s.key: s for s in study.build_steps(_study("cuda"), tmp_path, real, "data", False)}
+    assert gpu["transfer"].hash != steps["transfer"].hash  # CPU and GPU matrices never mix
+    assert gpu["transfer"].resources == {"num_cpus": 2, "num_gpus": 1}  # Ray gives the step its GPU
+    assert study.detector_device("auto") == "cuda" and study.detector_device("cuda:1") == "cuda:1"
+
+
+def test_study_transfer_step_passes_the_device_to_run_transfer(tmp_path, monkeypatch):
+    from pipelines import study
+
+    real, fakes = _sources()
+    seen = {}
+    monkeypatch.setattr(study, "load_fakes", lambda out, name: fakes["grid"].images)
+    monkeypatch.setattr(study, "run_transfer", lambda *a, **kw: seen.update(kw))
+    study._transfer_step(_study("cpu"), tmp_path, real, False, False)
+    assert seen["device"] == "cpu"

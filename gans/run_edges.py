@@ -129,9 +129,11 @@ def wrap_ddp(modules: list[nn.Module | None], device: torch.device, info: DistIn
         return modules
     ids = [device.index] if device.type == "cuda" else None
     out = []
+    sync_bn = device.type == "cuda" and torch.distributed.get_backend() == "nccl"
     for m in modules:
-        if m is not None and device.type == "cuda":
-            # Global batch statistics on GPUs; SyncBatchNorm has no CPU kernel, so on CPU each
+        if m is not None and sync_bn:
+            # Global batch statistics on GPUs with NCCL; SyncBatchNorm has no CPU kernel (and
+            # gloo, used to share one GPU between ranks, is not its backend), so there each
             # rank normalises its own shard and rank 0's running statistics are broadcast.
             m = nn.SyncBatchNorm.convert_sync_batchnorm(m)
         out.append(DistributedDataParallel(m, device_ids=ids) if m is not None else None)

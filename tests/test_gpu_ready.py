@@ -309,9 +309,6 @@ def test_on_cuda_the_loop_reads_its_flags_only_on_due_steps(tmp_path, monkeypatc
 
 
 def test_to_device_copies_through_pinned_memory_to_cuda():
-    class Host(torch.Tensor):
-        pass
-
     calls: list[str] = []
     x = torch.zeros(3)
     pinned = SimpleNamespace(to=lambda dev, non_blocking=False: calls.append(f"to {dev} {non_blocking}") or "gpu")

@@ -105,7 +105,7 @@ class CNNClassifier(BaseEstimator):
         input_norm: str = "auto",
         pretrained: str | None = None,
         device: str = "auto",
-        amp: bool = True,
+        amp: bool | str = True,  # True: mixed precision on CUDA; "bf16"/"fp16" force it (CPU too)
         seed: int = 0,
         eval_batch_size: int = 256,
         progress: bool = False,

@@ -42,6 +42,13 @@ def _no_grad_needed(x: torch.Tensor) -> bool:
     return not (torch.is_grad_enabled() and x.requires_grad)
 
 
+@lru_cache(maxsize=32)
+def _luma_weights(device: str, dtype: torch.dtype, scale: float) -> torch.Tensor:
+    """The (3,) luma weights times ``scale`` on ``device``: built once, since copying them from the
+    host on every call would make the host wait for a GPU (2 n_dis + 2 times per spectral-D step)."""
+    return (torch.tensor(LUMA, dtype=dtype) * scale).to(device)
+
+
 def grayscale(images: torch.Tensor) -> torch.Tensor:
     """(N, 3|1, H, W) -> (N, H, W) luma, float (uint8 scaled to [0, 1])."""
     x = validate_batch(images)
@@ -51,7 +58,7 @@ def grayscale(images: torch.Tensor) -> torch.Tensor:
     n, c, h, w = x.shape
     if c == 1:
         return x[:, 0] * scale if scale != 1.0 else x[:, 0]
-    weights = torch.tensor(LUMA, dtype=x.dtype, device=x.device) * scale
+    weights = _luma_weights(str(x.device), x.dtype, scale)
     # One (3,) @ (3, H*W) product per image; several times faster on CPU than einsum here.
     return (weights @ x.reshape(n, c, h * w)).view(n, h, w)
 

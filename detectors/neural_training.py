@@ -16,9 +16,10 @@ import torch
 from sklearn.metrics import average_precision_score
 from torch import nn
 
+from plumbing.devices import amp_dtype, to_device
 from plumbing.progress import progress_bar
 
-__all__ = ["batches", "input_stats", "macro_ap", "nll", "predict_outputs", "train_network"]
+__all__ = ["amp_policy", "batches", "input_stats", "macro_ap", "nll", "predict_outputs", "train_network"]
 
 # features(batch on the device, augmentation generator or None) -> (N, C, H, W) float features
 FeatureFn = Callable[[torch.Tensor, "torch.Generator | None"], torch.Tensor]
@@ -63,8 +64,29 @@ def input_stats(X: torch.Tensor, features: FeatureFn, per: str, batch_size: int,
     return mean.float(), std.float()
 
 
-def _use_amp(amp: bool, device: torch.device) -> bool:
-    return bool(amp) and device.type == "cuda"
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def amp_policy(amp: bool | str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of training on ``device``, or None for float32.
+
+    ``amp=True`` means mixed precision on CUDA only (on the CPU it rarely pays): bf16 where
+    ``device`` computes it natively (compute capability >= 8.0), else fp16, which
+    :func:`train_network` pairs with a GradScaler. ``"bf16"`` or ``"fp16"`` force that dtype
+    on any device, the CPU included (how the tests reach these paths without a GPU).
+    """
+    if isinstance(amp, str):
+        if amp not in AMP_DTYPES:
+            raise ValueError(f"Unknown amp {amp!r}; choose True, False, {' or '.join(map(repr, AMP_DTYPES))}.")
+        return AMP_DTYPES[amp]
+    if not amp or device.type != "cuda":
+        return None
+    return amp_dtype(device)
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    """Autocast on ``device``'s own type (so the CPU is reached too), or nothing for float32."""
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
 
 
 def train_network(
@@ -78,7 +100,7 @@ def train_network(
     batch_size: int,
     lr: float,
     weight_decay: float,
-    amp: bool,
+    amp: bool | str,
     generator: torch.Generator,
     device: torch.device,
     validate: Callable[[nn.Module], dict[str, float]] | None = None,
@@ -92,10 +114,9 @@ def train_network(
     ``validate`` (returning ``val_ap`` and ``val_nll``), training stops after ``patience`` epochs
     without a better validation AP (ties go to the lower loss) and the best weights are restored.
     """
-    use_amp = _use_amp(amp, device)
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-    autocast = (lambda: torch.autocast("cuda", dtype=amp_dtype)) if use_amp else nullcontext
+    dtype = amp_policy(amp, device)
+    # fp16 needs loss scaling against underflowing gradients; bf16 has float32's range.
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
     y_t = torch.as_tensor(y)
 
@@ -113,17 +134,18 @@ def train_network(
                 if idx.numel() < 2:  # BatchNorm cannot train on a single sample
                     continue
                 with torch.no_grad():
-                    feats = features(X[idx].to(device), generator)
-                yb = y_t[idx].to(device)
-                with autocast():
+                    feats = features(to_device(X[idx], device), generator)
+                yb = to_device(y_t[idx], device)
+                with _autocast(device, dtype):
                     batch_loss = loss(net, feats, yb)
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(batch_loss).backward()
                 scaler.step(opt)
                 scaler.update()
-                total += float(batch_loss.detach()) * idx.numel()
+                # Summed on the device: reading the loss every batch would make the host wait.
+                total = total + batch_loss.detach().double() * idx.numel()
                 seen += idx.numel()
-            record = {"epoch": epoch, "loss": total / max(seen, 1)}
+            record = {"epoch": epoch, "loss": float(total) / max(seen, 1)}
             if validate is not None:
                 record.update(validate(net))
                 key = (record["val_ap"], -record["val_nll"])
@@ -149,21 +171,25 @@ def predict_outputs(
     features: FeatureFn,
     outputs: Callable[[nn.Module, torch.Tensor], torch.Tensor],
     batch_size: int,
-    amp: bool,
+    amp: bool | str,
     device: torch.device,
     input_shape: tuple[int, ...],
 ) -> np.ndarray:
-    """``outputs(net, features)`` over ``X`` in eval mode, batch by batch, as one float64 array."""
+    """``outputs(net, features)`` over ``X`` in eval mode, batch by batch, as one float64 array.
+
+    Inference runs in float32 whatever ``amp`` says (kept for the callers' signature): bf16 keeps
+    ~3 significant digits, which would tie and reorder close scores and coarsen AP and the
+    thresholds chosen on validation scores; a forward pass is cheap next to training.
+    """
+    del amp
     net.eval()
-    use_amp = _use_amp(amp, device) and torch.cuda.is_bf16_supported()
     outs = []
     for sl in batches(X.shape[0], batch_size):
-        feats = features(X[sl].to(device), None)
+        feats = features(to_device(X[sl], device), None)
         if tuple(feats.shape[1:]) != tuple(input_shape):
             raise ValueError(
                 f"The classifier was trained on features of shape {tuple(input_shape)} but got "
                 f"{tuple(feats.shape[1:])}; give images at the training resolution."
             )
-        with torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else nullcontext():
-            outs.append(outputs(net, feats).float().cpu())
+        outs.append(outputs(net, feats).float().cpu())
     return torch.cat(outs).double().numpy()

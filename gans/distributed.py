@@ -19,7 +19,7 @@ from plumbing.devices import check_device, resolve_device
 
 __all__ = [
     "DistInfo", "any_rank", "barrier", "broadcast_buffers", "check_device", "current_info", "env_info",
-    "gather_objects", "init_distributed", "resolve_device", "shutdown",
+    "gather_objects", "init_distributed", "rank_device", "resolve_device", "shutdown",
 ]
 
 @dataclass(frozen=True)
@@ -60,16 +60,37 @@ def current_info() -> DistInfo:
     return env_info()
 
 
+def rank_device(device: str | torch.device, info: DistInfo) -> torch.device:
+    """This rank's device: under torchrun a CUDA rank computes on GPU ``LOCAL_RANK``.
+
+    ``cuda`` and ``auto`` pick it; ``cuda:N`` is accepted only when N is this rank's local
+    rank, since one N for every rank puts them all on one GPU (NCCL: "Duplicate GPU").
+    """
+    dev = resolve_device(device, info.local_rank)
+    if info.enabled and dev.type == "cuda":
+        mine = info.local_rank % torch.cuda.device_count()
+        if dev.index is not None and dev.index != mine:
+            raise ValueError(
+                f"Device {str(device)!r} would put every torchrun rank on GPU {dev.index} (this is local rank "
+                f"{info.local_rank}); use --device cuda, which gives each rank its own GPU, and choose the GPUs "
+                "with CUDA_VISIBLE_DEVICES."
+            )
+        dev = torch.device("cuda", mine)
+    return dev
+
+
 def init_distributed(device: str | torch.device = "auto") -> tuple[DistInfo, torch.device, bool]:
     """Join torchrun's process group if launched by it; return (info, this rank's device, created)."""
     info = current_info()
-    dev = resolve_device(device, info.local_rank)
+    dev = rank_device(device, info)
     if not info.enabled or dist.is_initialized():
         return info, dev, False
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
-    backend = "nccl" if dev.type == "cuda" else "gloo"
-    kwargs = {"device_id": dev} if dev.type == "cuda" else {}
+    # FORGELAB_DIST_BACKEND=gloo lets several ranks share one GPU (NCCL refuses: "Duplicate
+    # GPU"); benchmarks/gpu_check.py exercises DDP that way on a machine with one GPU.
+    backend = os.environ.get("FORGELAB_DIST_BACKEND") or ("nccl" if dev.type == "cuda" else "gloo")
+    kwargs = {"device_id": dev} if backend == "nccl" else {}
     dist.init_process_group(backend, rank=info.rank, world_size=info.world_size, **kwargs)
     return info, dev, True
 

@@ -34,8 +34,13 @@ _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 @torch.no_grad()
 def update_ema(ema: nn.Module, online: nn.Module, decay: float) -> None:
     """``ema <- decay * ema + (1 - decay) * online`` for every parameter; buffers are not touched."""
-    for pe, p in zip(ema.parameters(), online.parameters(), strict=True):
-        pe.lerp_(p.detach(), 1.0 - decay)
+    targets, sources = list(ema.parameters()), [p.detach() for p in online.parameters()]
+    if len(targets) != len(sources):
+        raise ValueError(f"The EMA network has {len(targets)} parameters and the online one {len(sources)}; "
+                         "build both from the same config.")
+    # One multi-tensor kernel for all parameters (per-parameter lerp_ launched one kernel each);
+    # the same arithmetic, so the same numbers.
+    torch._foreach_lerp_(targets, sources, 1.0 - decay)
 
 
 def standing_latents(seed: int, z_dim: int, batch_size: int, n_batches: int = STANDING_BATCHES) -> torch.Tensor:

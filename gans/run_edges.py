@@ -22,6 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from gans.checkpoint import write_atomically
 from gans.distributed import DistInfo
+from plumbing.devices import fused_adam
 from plumbing.progress import progress_bar
 
 __all__ = ["StopRequest", "TrainLog", "loss_text", "no_sync", "optimizer_to", "trim_log", "unwrap", "wrap_ddp"]
@@ -128,9 +129,11 @@ def wrap_ddp(modules: list[nn.Module | None], device: torch.device, info: DistIn
         return modules
     ids = [device.index] if device.type == "cuda" else None
     out = []
+    sync_bn = device.type == "cuda" and torch.distributed.get_backend() == "nccl"
     for m in modules:
-        if m is not None and device.type == "cuda":
-            # Global batch statistics on GPUs; SyncBatchNorm has no CPU kernel, so on CPU each
+        if m is not None and sync_bn:
+            # Global batch statistics on GPUs with NCCL; SyncBatchNorm has no CPU kernel (and
+            # gloo, used to share one GPU between ranks, is not its backend), so there each
             # rank normalises its own shard and rank 0's running statistics are broadcast.
             m = nn.SyncBatchNorm.convert_sync_batchnorm(m)
         out.append(DistributedDataParallel(m, device_ids=ids) if m is not None else None)
@@ -147,10 +150,23 @@ def no_sync(modules: list[nn.Module]) -> ExitStack:
 
 
 def optimizer_to(opt: torch.optim.Optimizer | None, device: torch.device) -> None:
-    """Move an optimiser's state tensors (not its step counters) to ``device``."""
+    """Move an optimiser's state tensors to ``device``; Adam on CUDA switches to its fused kernel.
+
+    The choice is made here, after any checkpoint was loaded, because ``load_state_dict``
+    restores the saved run's flag. The fused kernel keeps its step counters on the device; the
+    other implementations keep them on the host (so the CPU path is unchanged).
+    """
     if opt is None:
         return
+    fused = isinstance(opt, torch.optim.Adam) and fused_adam(device)
+    for group in opt.param_groups:
+        if fused:
+            group.update(fused=True, foreach=None)
+        elif group.get("fused"):  # a checkpoint of a CUDA run, resumed on the CPU
+            group["fused"] = False
     for st in opt.state.values():
         for k, v in st.items():
             if isinstance(v, torch.Tensor) and k != "step":
                 st[k] = v.to(device)
+            elif isinstance(v, torch.Tensor):
+                st[k] = v.to(device, torch.float32) if fused else v.cpu()

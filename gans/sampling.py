@@ -2,15 +2,27 @@
 
 Determinism: the latent of image ``i`` depends only on ``(seed, i)`` — latents are drawn in
 fixed chunks of :data:`Z_CHUNK` from a generator seeded by ``(seed, i // Z_CHUNK)`` — and the
-generator always runs on :data:`FORWARD_CHUNK` latents at a time, so the same seed gives the
-same bytes on a given device whatever the batch size or the number of torchrun ranks
-(``batch_size`` only sets how many images each yielded batch holds).
+generator always runs on one fixed number of latents at a time (:func:`forward_chunk`), so
+``batch_size``, ``n`` and the number of torchrun ranks never change an image's bytes
+(``batch_size`` only sets how many images each yielded batch holds). What is bit-identical:
+
+* on the CPU, the same seed gives the same bytes, run after run (forwards of
+  :data:`FORWARD_CHUNK` latents);
+* on a GPU, forwards are sized by the GPU's memory (a function of the generator and the GPU
+  model), and by default cuDNN may choose non-deterministic algorithms and TF32 rounding, so
+  two runs *can* differ in a rounding now and then. With ``deterministic=True``
+  (``forgelab generate --deterministic``, :mod:`plumbing.determinism`) they do not, on the same
+  GPU model and software versions;
+* a GPU and the CPU, or two GPU models, never promise the same bytes.
+
 Images are rounded to uint8 exactly once, here, so the in-memory batches and the PNG files
 hold the same bytes.
 
 A fake set is a folder of lossless RGB PNGs (``000000.png`` ...) and ``manifest.json``. PNG
 encoding runs in a thread pool (Pillow releases the GIL while compressing) while the next
-batch goes through the generator, so the forward passes are not held up by the encoder. The set
+batch goes through the generator, so the forward passes are not held up by the encoder; on a
+GPU the uint8 images come back through pinned memory, copied asynchronously, and the next
+chunk's forward is queued before the previous chunk is handed out. The set
 is complete only when its manifest says ``"status": "finished"``: the manifest is written
 atomically after the last PNG, so an interrupted run never looks finished.
 """
@@ -36,7 +48,8 @@ from torch import nn
 from gans import distributed
 from gans.checkpoint import load_checkpoint, load_module_state
 from gans.networks import build_generator
-from plumbing.devices import resolve_device
+from plumbing.determinism import deterministic_mode
+from plumbing.devices import resolve_device, to_device
 from plumbing.files import write_json
 from plumbing.progress import progress_bar
 
@@ -46,6 +59,10 @@ Z_CHUNK = 256
 # which would flip a uint8 value now and then. With one shape, an image's bytes depend only on
 # (seed, index, device), never on batch_size, on n, or on which rank computed it.
 FORWARD_CHUNK = 128
+# On a GPU the forward chunk is FORWARD_CHUNK * 2**k, as large as fits in this share of the
+# GPU's memory, up to MAX_FORWARD_CHUNK (128 latents leave a large GPU mostly idle).
+GPU_MEMORY_SHARE = 0.25
+MAX_FORWARD_CHUNK = 8192
 MANIFEST = "manifest.json"
 # zlib level 1: still lossless, several times faster than the default 6 for a few % more bytes.
 PNG_COMPRESS_LEVEL = 1
@@ -88,47 +105,109 @@ def _check_count(n: int, batch_size: int) -> None:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
 
 
+def chunk_for_memory(bytes_per_image: float, budget: float, base: int = FORWARD_CHUNK,
+                     cap: int = MAX_FORWARD_CHUNK) -> int:
+    """The largest ``base * 2**k`` (at most ``cap``, at least ``base``) whose images fit in ``budget`` bytes."""
+    chunk = base
+    while chunk * 2 <= cap and chunk * 2 * bytes_per_image <= budget:
+        chunk *= 2
+    return chunk
+
+
+@torch.no_grad()
+def forward_chunk(G: nn.Module, device: torch.device) -> int:
+    """Latents per forward pass: :data:`FORWARD_CHUNK` on the CPU, sized by memory on a GPU.
+
+    On CUDA the peak memory of one forward of FORWARD_CHUNK latents gives the bytes per image;
+    the chunk is the largest power-of-two multiple that fits in :data:`GPU_MEMORY_SHARE` of the
+    GPU's total (not free) memory, so it depends only on the generator and the GPU model.
+    """
+    if device.type != "cuda":
+        return FORWARD_CHUNK
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    to_uint8(G(torch.zeros(FORWARD_CHUNK, G.z_dim, device=device)))
+    per_image = (torch.cuda.max_memory_allocated(device) - before) / FORWARD_CHUNK
+    total = torch.cuda.get_device_properties(device).total_memory
+    return chunk_for_memory(max(per_image, 1.0), GPU_MEMORY_SHARE * total)
+
+
+def _forward_chunks(G: nn.Module, indices: torch.Tensor, seed: int, device: torch.device,
+                    chunk: int) -> Iterator[torch.Tensor]:
+    """uint8 CPU images of ``indices``, one forward chunk at a time.
+
+    On CUDA each chunk is copied into pinned host memory without blocking, and chunk k is
+    handed out only after chunk k+1's forward has been queued, so the GPU computes while the
+    host encodes.
+    """
+    in_flight: deque[tuple[torch.Tensor, torch.cuda.Event]] = deque()
+    for start in range(0, indices.numel(), chunk):
+        z = latents(seed, indices[start : start + chunk], G.z_dim)
+        k = z.shape[0]
+        if k < chunk:  # pad, so every forward pass has the same shape
+            z = torch.cat([z, z.new_zeros(chunk - k, z.shape[1])])
+        with torch.no_grad():
+            images = to_uint8(G(to_device(z, device))[:k])
+        if device.type != "cuda":
+            yield images.cpu()
+            continue
+        host = torch.empty(images.shape, dtype=torch.uint8, pin_memory=True)
+        host.copy_(images, non_blocking=True)
+        copied = torch.cuda.Event()
+        copied.record()
+        in_flight.append((host, copied))
+        if len(in_flight) > 1:
+            host, copied = in_flight.popleft()
+            copied.synchronize()
+            yield host
+    while in_flight:
+        host, copied = in_flight.popleft()
+        copied.synchronize()
+        yield host
+
+
 def _generate_indices(G: nn.Module, indices: torch.Tensor, seed: int, batch_size: int,
-                      device: torch.device) -> Iterator[torch.Tensor]:
+                      device: torch.device, chunk: int | None = None) -> Iterator[torch.Tensor]:
     was_training = G.training
     G.eval()  # BatchNorm with running statistics: each image independent of its batch-mates
     pending: list[torch.Tensor] = []
     ready = 0
     try:
-        for start in range(0, indices.numel(), FORWARD_CHUNK):
-            z = latents(seed, indices[start : start + FORWARD_CHUNK], G.z_dim)
-            k = z.shape[0]
-            if k < FORWARD_CHUNK:  # pad, so every forward pass has the same shape
-                z = torch.cat([z, z.new_zeros(FORWARD_CHUNK - k, z.shape[1])])
-            with torch.no_grad():
-                pending.append(to_uint8(G(z.to(device))[:k]).cpu())
-            ready += k
-            while ready >= batch_size or (ready and start + FORWARD_CHUNK >= indices.numel()):
+        chunk = chunk or forward_chunk(G, device)
+        for images in _forward_chunks(G, indices, seed, device, chunk):
+            pending.append(images)
+            ready += images.shape[0]
+            while ready >= batch_size:
                 flat = torch.cat(pending)
                 yield flat[:batch_size]
-                pending = [flat[batch_size:]] if flat.shape[0] > batch_size else []
-                ready = max(0, flat.shape[0] - batch_size)
+                pending, ready = [flat[batch_size:]], ready - batch_size
+        if ready:
+            yield torch.cat(pending)
     finally:
         G.train(was_training)
 
 
 def generate(G: nn.Module, n: int, seed: int = 0, batch_size: int = 256,
-             device: str | torch.device | None = None) -> Iterator[torch.Tensor]:
+             device: str | torch.device | None = None, deterministic: bool = False) -> Iterator[torch.Tensor]:
     """Yield ``n`` generated images as uint8 CPU batches of ``batch_size``, the same for the same seed.
 
-    ``device`` None runs where G's weights are; another device moves G there.
+    ``device`` None runs where G's weights are; another device moves G there. ``deterministic``
+    asks for deterministic GPU kernels while generating (see the module docstring).
     """
     _check_count(n, batch_size)
     dev = resolve_device(device) if device is not None else _model_device(G)
     if dev != _model_device(G):
         G.to(dev)
-    yield from _generate_indices(G, torch.arange(n), seed, batch_size, dev)
+    with deterministic_mode(deterministic):
+        yield from _generate_indices(G, torch.arange(n), seed, batch_size, dev)
 
 
 def generate_tensor(G: nn.Module, n: int, seed: int = 0, batch_size: int = 256,
-                    device: str | torch.device | None = None) -> torch.Tensor:
+                    device: str | torch.device | None = None, deterministic: bool = False) -> torch.Tensor:
     """All ``n`` generated images as one uint8 CPU tensor (n, 3, R, R)."""
-    return torch.cat(list(generate(G, n, seed=seed, batch_size=batch_size, device=device)))
+    return torch.cat(list(generate(G, n, seed=seed, batch_size=batch_size, device=device,
+                                   deterministic=deterministic)))
 
 
 def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
@@ -193,8 +272,11 @@ def _clear_fake_set(folder: Path) -> None:
 
 def write_fake_set(checkpoint: str | os.PathLike, n: int, out_dir: str | os.PathLike, seed: int = 0,
                    batch_size: int = 256, device: str | torch.device = "auto", progress: bool = False,
-                   overwrite: bool = False, workers: int | None = None) -> Path:
+                   overwrite: bool = False, workers: int | None = None, deterministic: bool = False) -> Path:
     """Write ``n`` lossless RGB PNGs from a checkpoint plus manifest.json into ``out_dir``; return it.
+
+    ``deterministic`` asks for deterministic GPU kernels (see the module docstring); the
+    manifest records it and the forward chunk, the two things a GPU's bytes depend on.
 
     Under torchrun each rank writes images ``rank::world_size`` and rank 0 writes the manifest
     after all ranks are done. A folder whose manifest says "finished" is refused unless
@@ -222,7 +304,9 @@ def write_fake_set(checkpoint: str | os.PathLike, n: int, out_dir: str | os.Path
         G, meta = load_generator(checkpoint, device=dev)
         started = time.perf_counter()
         mine = torch.arange(info.rank, n, info.world_size)
-        _encode_all(G, mine, n, seed, batch_size, dev, out, progress and info.is_main, workers)
+        with deterministic_mode(deterministic):
+            chunk = forward_chunk(G, dev)
+            _encode_all(G, mine, n, seed, batch_size, dev, out, progress and info.is_main, workers, chunk)
         distributed.barrier(info)
         if info.is_main:
             manifest = dict(old)
@@ -240,6 +324,8 @@ def write_fake_set(checkpoint: str | os.PathLike, n: int, out_dir: str | os.Path
                 "format": "png",
                 "files": png_name(0, n).replace("0", "#"),
                 "world_size": info.world_size,
+                "forward_chunk": chunk,
+                "deterministic": bool(deterministic),
                 "seconds": round(time.perf_counter() - started, 3),
                 "status": "finished",
             })
@@ -251,7 +337,7 @@ def write_fake_set(checkpoint: str | os.PathLike, n: int, out_dir: str | os.Path
 
 
 def _encode_all(G: nn.Module, indices: torch.Tensor, n: int, seed: int, batch_size: int, dev: torch.device,
-                out: Path, progress: bool, workers: int | None) -> None:
+                out: Path, progress: bool, workers: int | None, chunk: int | None = None) -> None:
     # One core stays with the generator; the others encode.
     workers = workers or max(1, min(16, (os.cpu_count() or 2) - 1))
     pending: deque[Future] = deque()
@@ -260,7 +346,7 @@ def _encode_all(G: nn.Module, indices: torch.Tensor, n: int, seed: int, batch_si
             ThreadPoolExecutor(max_workers=workers) as pool:
         try:
             for start, batch in zip(range(0, indices.numel(), batch_size),
-                                    _generate_indices(G, indices, seed, batch_size, dev), strict=True):
+                                    _generate_indices(G, indices, seed, batch_size, dev, chunk), strict=True):
                 arr = batch.permute(0, 2, 3, 1).contiguous().numpy()
                 idx = indices[start : start + batch_size].tolist()
                 names = [out / png_name(i, n) for i in idx]

@@ -40,7 +40,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.parametrizations import spectral_norm
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import _SpectralNorm
 
 from gans.dcgan import check_input
 from gans.upsamplers import fixed_resampling, make_upsampler
@@ -159,6 +160,27 @@ class Generator(nn.Module):
         if z.ndim != 2 or z.shape[1] != self.z_dim:
             raise ValueError(f"z must have shape (N, {self.z_dim}), got {tuple(z.shape)}.")
         return self.to_rgb(self.blocks(self.project(z)))
+
+
+class _Float32SpectralNorm(_SpectralNorm):
+    """torch's spectral-norm parametrization with its power iteration and sigma in float32.
+
+    Under CUDA autocast ``mv`` runs in bf16, so sigma (and the u, v estimates) would carry ~3
+    significant digits and the Lipschitz constraint would be a loose one. Autocast is switched
+    off here; the layer's own matmul/conv still runs in bf16. State-dict keys are torch's.
+    """
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=weight.device.type, enabled=False):
+            return super().forward(weight.float()).to(weight.dtype)
+
+
+def spectral_norm(module: nn.Module, name: str = "weight") -> nn.Module:
+    """Spectral normalisation of ``module.name`` (one power iteration per forward, as in the paper), in float32."""
+    weight = getattr(module, name)
+    dim = 1 if isinstance(module, nn.ConvTranspose2d) else 0
+    parametrize.register_parametrization(module, name, _Float32SpectralNorm(weight, 1, dim, 1e-12))
+    return module
 
 
 def _sn_conv(in_ch: int, out_ch: int, k: int, gain: float) -> nn.Module:

@@ -43,6 +43,7 @@ from gans.run_edges import StopRequest, TrainLog, no_sync, optimizer_to, trim_lo
 from gans.sampling import derive_seed, latents
 from gans.spectral import SpectralDiscriminator, real_mean_profile, spectral_regularization
 from gans.train_config import LR_SCHEDULES, TrainConfig
+from plumbing.devices import to_device
 from plumbing.files import write_json
 
 __all__ = [
@@ -125,6 +126,7 @@ class Trainer:
         self.progress = progress
         self.step = 0
         self.resumed_from: int | None = None
+        self._nonfinite: torch.Tensor | None = None  # any non-finite loss since the flags were last read
         self.info, self.device, self._created_pg = distributed.init_distributed(self.cfg.device)
         try:
             self._setup(resume)
@@ -277,15 +279,16 @@ class Trainer:
 
     def _real_batch(self) -> torch.Tensor:
         idx = self.next_indices()
-        x = self.images[idx.to(self.images.device)].to(self.device, non_blocking=True)
+        # Pinned, queued copies (plumbing.devices.to_device): no host-device wait per batch.
+        x = to_device(self.images[to_device(idx, self.images.device)], self.device)
         return x.float().div_(127.5).sub_(1.0)
 
     def _z(self) -> torch.Tensor:
-        return torch.randn(self.local_batch, self.z_dim, generator=self.z_gen).to(self.device, non_blocking=True)
+        return to_device(torch.randn(self.local_batch, self.z_dim, generator=self.z_gen), self.device)
 
     def _autocast(self):
         if self.amp:
-            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
         return nullcontext()
 
     def train_step(self) -> dict[str, torch.Tensor]:
@@ -444,9 +447,22 @@ class Trainer:
         self._last_saved = self.step if self.resumed_from is not None else -1
 
     def _check_step(self, out: dict[str, torch.Tensor], stop: StopRequest) -> bool:
-        """Raise TrainingDiverged if any rank has a non-finite loss; True if any rank was asked to stop."""
+        """Raise TrainingDiverged if any rank has a non-finite loss; True if any rank was asked to stop.
+
+        Reading the flags makes the host wait for the device. On CUDA they are read only on steps
+        that log, sample, checkpoint or end the run (and, in one process, once a stop is asked
+        for); in between a non-finite loss is remembered on the device, so nothing is ever
+        written from diverged weights and the other steps never wait for the GPU.
+        """
         values = torch.stack([v.float() for v in out.values()])
-        flags = torch.stack([(~torch.isfinite(values)).any(), torch.tensor(stop.requested, device=values.device)])
+        bad = (~torch.isfinite(values)).any()
+        self._nonfinite = bad if self._nonfinite is None else self._nonfinite | bad
+        cfg = self.cfg
+        due = self.step == cfg.steps or any(self._due(e) for e in (cfg.log_every, cfg.sample_every, cfg.ckpt_every))
+        if self.device.type == "cuda" and not due and (self.info.enabled or not stop.requested):
+            return False
+        # new_full: a fill kernel, not a copy from host memory
+        flags = torch.stack([self._nonfinite.float(), values.new_full((), float(stop.requested))])
         diverged, stop_now = distributed.any_rank(flags.float(), self.info).tolist()
         if diverged:
             raise self._diverged(list(out), values)

@@ -334,7 +334,7 @@ def _schedule(ray: Any, waiting: dict[str, Step], rows: dict[str, _Row], steplog
     from rich.console import Console
     from rich.live import Live
 
-    remote = ray.remote(max_retries=1, retry_exceptions=False, num_returns="streaming")(_task)
+    remotes = step_remotes(ray)
     running: dict[str, tuple[Any, Step]] = {}  # key -> (the task's result stream, step)
     shared: dict[int, tuple[Any, Any]] = {}  # id(argument) -> (its object ref, the argument), see _ship
     cwd = os.getcwd()
@@ -346,7 +346,7 @@ def _schedule(ray: Any, waiting: dict[str, Step], rows: dict[str, _Row], steplog
             if all(rows[d].state in ("done", "skipped") for d in step.deps):
                 del waiting[key]
                 resume = steplog.start(key, hashes[key])  # the driver writes steps.json, before submitting
-                stream = remote.options(name=key, **_ray_options(step)).remote(
+                stream = remote_for(step, remotes).options(name=key, **_ray_options(step)).remote(
                     ship(ray, step.run, shared), resume, str(step_log_path(root, key)), cwd)
                 running[key] = (stream, step)
                 rows[key].state, rows[key].started = "queued", time.perf_counter()
@@ -396,6 +396,23 @@ def _schedule(ray: Any, waiting: dict[str, Step], rows: dict[str, _Row], steplog
         finally:
             if progress:
                 live.update(_table(rows), refresh=True)
+
+
+def step_remotes(ray: Any) -> dict[str, Any]:
+    """The step task as Ray remote functions: ``"cpu"`` and ``"gpu"`` (a fresh worker per call).
+
+    Ray ends a worker after each task (``max_calls=1``) only when ``num_gpus`` is given in the
+    decorator, not through ``.options()``; a worker kept alive would hold its CUDA context and
+    could take a later step assigned to another GPU (two steps on one GPU). So GPU steps go
+    through a function declared with both; ``.options()`` then sets each step's own amounts.
+    """
+    common = {"max_retries": 1, "retry_exceptions": False, "num_returns": "streaming"}
+    return {"cpu": ray.remote(**common)(_task), "gpu": ray.remote(num_gpus=1, max_calls=1, **common)(_task)}
+
+
+def remote_for(step: Step, remotes: dict[str, Any]) -> Any:
+    """The remote function of :func:`step_remotes` that runs ``step``."""
+    return remotes["gpu" if step.resources.get("num_gpus", 0) > 0 else "cpu"]
 
 
 RESOURCE_NAMES = {"num_cpus": "CPU", "num_gpus": "GPU", "memory": "memory"}

@@ -367,7 +367,10 @@ def quality_metrics(
         raise ValueError("No metric chosen; ask for at least one of fid, kid, isc, prc, spectral.")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
-    cuda = resolve_device(device).type == "cuda"  # torch-fidelity takes a flag, not a device
+    dev = resolve_device(device)
+    # torch-fidelity takes a flag, not a device, and runs on the *current* CUDA device, so the
+    # calls below make ``dev`` current (else cuda:N would silently compute on cuda:0).
+    cuda = dev.type == "cuda"
     if feature_extractor is not None:
         _check_extractor(feature_extractor)
     weights = check_weights_file(feature_extractor_weights) if feature_extractor_weights else None
@@ -440,7 +443,8 @@ def quality_metrics(
                 kwargs.update(cache=True, cache_root=str(cache_root_dir), input2_cache_name=name)
             else:
                 kwargs["cache"] = False
-            result = _calculate(extractor, w, **kwargs)
+            with torch.cuda.device(dev) if cuda else nullcontext():
+                result = _calculate(extractor, w, **kwargs)
             out.update({METRIC_NAMES[k]: float(v) for k, v in result.items() if k in METRIC_NAMES})
             for metric, on in chosen.items():
                 if on:

@@ -171,10 +171,11 @@ def build_steps(cfg: StudyConfig, out: Path, real: RealImages | ImageSet, data_h
                           partial(_parity_step, cfg, out, real, progress), deps=generated))
         how = {"jobs"}  # options that change how the matrix is computed, not its values
         what = {k: v for k, v in cfg.transfer.model_dump().items() if k not in how}
-        inputs.update(transfer=what, seed=cfg.study.seed)
+        # The device type is hashed: cells fitted on the CPU and on a GPU are not interchangeable.
+        inputs.update(transfer=what, seed=cfg.study.seed, device=device_name(cfg.study.device))
         steps.append(Step("transfer", inputs, ["transfer/matrix.csv"],
                           partial(_transfer_step, cfg, out, real, progress),
-                          deps=(*generated, "parity"), resources={"num_cpus": cfg.transfer.jobs}))
+                          deps=(*generated, "parity"), resources={**gpu, "num_cpus": cfg.transfer.jobs}))
     return steps
 
 
@@ -452,7 +453,15 @@ def _transfer_step(cfg: StudyConfig, out: Path, real: RealImages | ImageSet, pro
     real_src = real.train if real.test is None else (real.train, real.test)
     run_transfer(real_src, fakes, list(t.detectors), out / "transfer", rows=tuple(t.rows), seed=cfg.study.seed,
                  fractions=tuple(t.fractions), jpeg=t.jpeg, attribute=t.attribute, progress=progress,
-                 jobs=t.jobs, seeds=t.seeds)
+                 jobs=t.jobs, seeds=t.seeds, device=detector_device(cfg.study.device))
+
+
+def detector_device(device: str) -> str:
+    """The study's device for its detectors: as given, with ``auto`` resolved (cpu or cuda) here.
+
+    Resolved once in the step, so ``jobs`` > 1 worker processes and the cell hashes agree on it.
+    """
+    return device_name(device) if device == "auto" else device
 
 
 def _image_set(images: torch.Tensor, name: str) -> ImageSet:

@@ -319,7 +319,7 @@ def run_transfer(real: SetSpec, fakes: dict[str, SetSpec], detectors: list[str],
                  rows: str | Sequence[str] = ("each",), seed: int = 0,
                  fractions: Sequence[float] = (0.6, 0.2, 0.2), jpeg: int | None = None, attribute: bool = False,
                  progress: bool = False, detector_options: dict[str, dict[str, Any]] | None = None,
-                 heatmaps: bool = True, jobs: int = 1, seeds: int = 1) -> list[dict]:
+                 heatmaps: bool = True, jobs: int = 1, seeds: int = 1, device: str | None = None) -> list[dict]:
     """Fit every detector on every row's sources, test on every source; write the matrix; return its records.
 
     Records are dicts ``{detector, train, test, metric, value}`` (plus ``sd`` and ``n`` when
@@ -329,6 +329,8 @@ def run_transfer(real: SetSpec, fakes: dict[str, SetSpec], detectors: list[str],
     always written). ``jobs`` > 1 fits that many cells at once in worker processes (each with its
     share of the CPU threads); the cells are the same as with ``jobs=1``, since every cell seeds
     its own fit. ``seeds`` = K repeats the protocol with the seeds ``seed, ..., seed + K - 1``.
+    ``device`` (unless a detector's options name their own) goes to every detector, in worker
+    processes too, and into each cell's hash, so cells fitted on the CPU and on a GPU never mix.
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be a positive integer, got {jobs!r}.")
@@ -363,7 +365,10 @@ def run_transfer(real: SetSpec, fakes: dict[str, SetSpec], detectors: list[str],
 
     def cell(spec: str, row: str, k: int) -> TransferCell:
         rep = reps[k]
-        return TransferCell(spec, dict(options.get(spec, {})), row, row_map.get(row, names), names, rep.real,
+        opts = dict(options.get(spec, {}))
+        if device is not None:
+            opts.setdefault("device", device)
+        return TransferCell(spec, opts, row, row_map.get(row, names), names, rep.real,
                             rep.fakes, rep.real_test, rep.fake_test, out, rep.base, rep.seed, k)
 
     def label(spec: str, row: str, k: int) -> str:

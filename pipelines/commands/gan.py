@@ -189,6 +189,9 @@ def generate_command(
     batch_size: int = typer.Option(256, "--batch-size", help="Images per batch handed to the PNG writers."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished fake set in --out."),
+    deterministic: bool = typer.Option(
+        False, "--deterministic",
+        help="Deterministic cuDNN/cuBLAS kernels and no TF32, so a GPU repeats its bytes (slower; the CPU always does)."),
 ) -> None:
     """Write N lossless PNGs from a trained generator (EMA weights when present) plus manifest.json."""
     from gans.sampling import load_generator, write_fake_set
@@ -203,10 +206,12 @@ def generate_command(
     try:
         run = RunFolder(out)
         if info.is_main:
-            run.start("generate", {"source": str(source), "n": n, "seed": seed, "batch_size": batch_size},
+            run.start("generate", {"source": str(source), "n": n, "seed": seed, "batch_size": batch_size,
+                                   "deterministic": deterministic},
                       seed=seed, device=str(dev), data=meta["checkpoint"], overwrite=overwrite)
         distributed.barrier(info)
-        write_fake_set(source, n, out, seed=seed, batch_size=batch_size, device=dev, progress=info.is_main)
+        write_fake_set(source, n, out, seed=seed, batch_size=batch_size, device=dev, progress=info.is_main,
+                       deterministic=deterministic)
         if info.is_main:
             run.finish()
             typer.echo(f"Wrote {n} images of {meta['arch']}/{meta['upsampler']} to {out}")

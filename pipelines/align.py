@@ -102,3 +102,15 @@ def apply_alignment(images: torch.Tensor, plan: AlignPlan | None) -> torch.Tenso
     if plan is None or plan.quality is None or images.shape[0] == 0:
         return images
     return augment.jpeg(images, plan.quality)
+
+
+def align_sets(sets: Mapping[str, Any], plan: AlignPlan | None) -> dict[str, Any]:
+    """Named ImageSets (or (train, test) tuples of them) with their images re-encoded by ``plan``."""
+    from dataclasses import replace
+
+    def one(s: Any) -> Any:
+        if isinstance(s, tuple):
+            return tuple(one(p) for p in s)
+        return replace(s, images=apply_alignment(s.images, plan))
+
+    return {name: one(s) for name, s in sets.items()}

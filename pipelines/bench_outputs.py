@@ -194,7 +194,9 @@ def report_html(result: dict[str, Any], figures: dict, curves: dict) -> str:
 
 def print_bench(result: dict[str, Any], console: Console | None = None) -> None:
     """Print one table per (detector, row) in the field's shape: sources and Mean down, metrics across."""
-    console = console or Console()
+    if console is None:  # off a terminal rich assumes 80 columns, too narrow for the field's ten
+        console = Console()
+        console = console if console.is_terminal else Console(width=max(console.width, 120))
     records = result["records"]
     align = result["align"]
     caption = align["text"] if align else "Not aligned (--no-align): codec and size differences reach the detector."

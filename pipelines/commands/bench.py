@@ -95,8 +95,9 @@ def bench(
     if data.plan is not None:
         typer.echo(data.plan.text())
     else:
-        typer.echo(f"Not aligned: images {data.preprocess}ed at {data.resolution} px as stored; codec and size "
-                   "differences reach the detectors.")
+        how = {"crop": "native crops", "resize": "resized"}.get(data.preprocess, data.preprocess)
+        typer.echo(f"Not aligned: images as stored ({how} at {data.resolution} px); codec and size differences "
+                   "reach the detectors.")
     if skipped:
         typer.echo(f"Skipped {len(skipped)} unreadable or too small file(s); they are listed in {folder.manifest_path}.")
     result = run_bench(data, specs, out, rows=rows, models=[str(m) for m in model], sweeps=sweeps, seed=seed,

@@ -117,11 +117,15 @@ def test_every_number_of_the_table_is_scikit_learns_on_the_same_scores(tmp_path,
     for png in ("hist_radial-lr_chk.png", "robustness_radial-lr.png"):
         assert (out / "figures" / png).read_bytes()[:4] == b"\x89PNG"
 
-    # Resume: a second run reuses the cell (same file, same numbers).
-    before = (out / "cells" / "radial-lr" / "chk.json").stat().st_mtime_ns
+    # Resume: an interrupted run (manifest not finished) reuses its finished cells, file and numbers alike.
+    cell_file = out / "cells" / "radial-lr" / "chk.json"
+    before = cell_file.stat().st_mtime_ns
+    manifest["status"] = "running"
+    (out / "manifest.json").write_text(json.dumps(manifest))
     r2 = CliRunner().invoke(app, ["bench", str(root), "--train", "chk", "--detector", "radial:lr", "--out", str(out),
-                                  "--no-progress", "--sweep", "jpeg=60", "--sweep", "blur=0,1", "--overwrite"])
+                                  "--no-progress", "--sweep", "jpeg=60", "--sweep", "blur=0,1"])
     assert r2.exit_code == 0, r2.output
+    assert cell_file.stat().st_mtime_ns == before and _rows(out / "results.csv") == rows
 
 
 def _save(images: torch.Tensor, folder: Path, fmt: str, quality: int | None = None, size: tuple[int, int] | None = None,

@@ -60,6 +60,7 @@ from pipelines.data import (
     load_images,
     split_indices,
 )
+from pipelines.names import SWEEP_KINDS
 from pipelines.parity import SetFormat, file_format
 from pipelines.protocol import (
     Column,
@@ -81,7 +82,6 @@ SPLITS = ("train", "val", "test")
 REAL_DIR, FAKE_DIR = "0_real", "1_fake"
 MEAN = "Mean"
 CLEAN = "none"  # the unperturbed condition
-SWEEP_KINDS = ("jpeg", "blur", "resize")
 MAX_DEFAULT_RESOLUTION = 256
 LAYOUT_HINT = (f"lay each source out as SOURCE/{REAL_DIR} + SOURCE/{FAKE_DIR} "
                f"or SOURCE/CLASS/{REAL_DIR} + SOURCE/CLASS/{FAKE_DIR}")

@@ -11,7 +11,10 @@ from pathlib import Path
 import typer
 
 from pipelines.errors import friendly
+from pipelines.names import SWEEP_KINDS
 from pipelines.runfolder import locked
+
+SWEEP_EXAMPLES = {"jpeg": "100,95,90,75,50", "blur": "0,1,2", "resize": "0.5,0.75,1.5"}
 
 
 def bench(
@@ -33,7 +36,8 @@ def bench(
                                            show_default="the lowest quality found"),
     preprocess: str = typer.Option("crop", "--preprocess", help="With --no-align: resize or crop (native pixels)."),
     sweep: list[str] = typer.Option([], "--sweep", help="Robustness conditions on the test images, real and fake "
-                                    "alike: jpeg=100,95,90,75,50, blur=0,1,2 or resize=0.5,0.75,1.5 (repeat)."),
+                                    "alike, KIND=V1,V2,... (repeat): " + ", ".join(
+                                        f"{k}={SWEEP_EXAMPLES.get(k, '...')}" for k in SWEEP_KINDS) + "."),
     val_fraction: float = typer.Option(0.2, "--val-fraction", help="Share of the training images held out to "
                                        "calibrate the threshold when a source has no val/ folder."),
     limit: int | None = typer.Option(None, "--limit", help="Use at most N images of each 0_real / 1_fake folder "

@@ -16,7 +16,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 from typer.testing import CliRunner
 
 from detectors.metrics import BENCH_METRICS
-from pipelines.bench import parse_sweeps, scan_tree, sweep_perturb
+from pipelines.bench import parse_sweeps, parse_train, scan_tree, sweep_perturb
 from pipelines.cli import app
 
 R = 32
@@ -241,3 +241,11 @@ def test_a_fitted_model_is_evaluated_with_its_own_threshold(tmp_path):
     s = np.r_[cell["scores"]["chk"]["real"], cell["scores"]["chk"]["fake"]]
     x = torch.cat([smooth_images(24, R, 3), _checker(30, 4)])
     assert np.allclose(s, det.score(x))  # PNGs at 32 px, nothing re-encoded: the model sees the same pixels
+
+
+def test_train_groups_are_rows_and_unions():
+    assert parse_train(["a,b", "a", " c "], ["a", "b", "c"]) == {"a+b": ["a", "b"], "a": ["a"], "c": ["c"]}
+    with pytest.raises(ValueError, match=r"No training source 'd' under train/; available: a, b\."):
+        parse_train(["a,d"], ["a", "b"])
+    with pytest.raises(ValueError, match="given twice"):
+        parse_train(["a", "a"], ["a"])

@@ -156,3 +156,6 @@ def test_detect_fit_and_eval_align(tmp_path):
                             "--no-progress"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["n_real"] == 24  # aligned as fitted, and the JSON stays clean
+    r = runner.invoke(app, ["detect", "score", str(model), str(fake), "--out", str(tmp_path / "s.csv"), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert "re-encoded as JPEG quality 70" in " ".join(r.output.split())  # PNGs too: as the detector was fitted

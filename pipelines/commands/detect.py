@@ -221,7 +221,11 @@ def score(
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["path", "score", "label", *(["class"] if attribution else [])])
     n = n_fake = 0
-    for s in _load_sets(folders, det.resolution[0], limit, progress, _model_preprocess(model, preprocess)):
+    sets = _load_sets(folders, det.resolution[0], limit, progress, _model_preprocess(model, preprocess))
+    fitted = _model_align(model)
+    if fitted is not None:  # as fitted: the same final codec, at most at the fitted quality
+        sets, _ = _align(sets, fitted.get("quality"))
+    for s in sets:
         scores = det.score(s.images, progress=progress)
         classes = det.attribute(s.images) if attribution else None
         for i, (path, value) in enumerate(zip(s.files, scores, strict=True)):

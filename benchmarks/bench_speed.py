@@ -31,9 +31,9 @@ def images(n: int, size: int, seed: int, trace: float) -> np.ndarray:
     yy, xx = np.mgrid[:size, :size]
     x = np.zeros((n, size, size, 3))
     for _ in range(5):
-        f = g.integers(0, 6, (n, 2, 1, 1))
+        fy, fx = (g.integers(0, 6, (n, 1, 1)) for _ in range(2))
         ph = g.uniform(0, 2 * np.pi, (n, 1, 1, 3))
-        x += g.uniform(0, 1, (n, 1, 1, 3)) * np.cos(2 * np.pi * (f[:, :1] * yy + f[:, 1:] * xx)[..., None] / size + ph)
+        x += g.uniform(0, 1, (n, 1, 1, 3)) * np.cos(2 * np.pi * (fy * yy + fx * xx)[..., None] / size + ph)
     x = 128 + 40 * x / np.abs(x).max(axis=(1, 2, 3), keepdims=True) + g.normal(0, 3, x.shape)
     x += trace * (((yy + xx) % 2) * 2 - 1)[None, :, :, None]  # a faint Nyquist checkerboard
     return np.clip(np.round(x), 0, 255).astype(np.uint8)

@@ -137,13 +137,15 @@ def robustness_png(records: list[dict], spec: str, sweeps: Sequence[Sequence]) -
         ax = fig.add_subplot(1, len(kinds), i + 1)
         xs = [v for k, v in sweeps if k == kind]
         conds = [f"{kind}={v:g}" for v in xs]
-        for row in rows:
+        lowest = 0.4
+        for j, row in enumerate(rows):  # a colour per row, a line style per metric
             for metric, style in (("ap", "-o"), ("acc", "--s"), ("acc_oracle", ":^")):
                 ys = [val.get((row, c, metric), np.nan) for c in conds]
-                ax.plot(range(len(xs)), ys, style, ms=4, label=f"{row} · {metric}")
+                lowest = min(lowest, np.nanmin(ys) if np.isfinite(ys).any() else lowest)
+                ax.plot(range(len(xs)), ys, style, ms=4, color=f"C{j % 10}", label=f"{row} · {metric}")
         ax.set_xticks(range(len(xs)), labels=[f"{v:g}" for v in xs])
         ax.set_xlabel({"jpeg": "JPEG quality", "blur": "blur sigma (px)", "resize": "resize factor"}[kind])
-        ax.set_ylim(0.4, 1.02)
+        ax.set_ylim(np.floor(lowest * 10) / 10 - 0.02, 1.02)
         ax.axhline(0.5, color="grey", lw=0.8, ls=":")
         ax.set_ylabel("mean over test sources")
         if i == 0:

@@ -546,7 +546,7 @@ def run_bench(data: BenchData, detectors: Sequence[str], out_dir: str | os.PathL
     result = {"records": records, "per_repeat": per_repeat, "cells": done, "columns": columns,
               "conditions": conditions, "rows": all_rows, "row_sources": row_sources, "detectors": specs_all,
               "sizes": sizes, "align": data.plan.as_dict() if data.plan else None, "seeds": seed_list,
-              "layouts": data.layouts, "sweeps": [list(s) for s in sweeps]}
+              "layouts": data.layouts, "sweeps": [list(s) for s in sweeps], "preprocess": data.preprocess}
     write_bench_outputs(out, result)
     return result
 

@@ -170,8 +170,8 @@ def report_html(result: dict[str, Any], figures: dict, curves: dict) -> str:
              "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td.n{text-align:left}"
              "tr.mean td{font-weight:bold}</style>",
              "<h1>forgelab bench</h1>"]
-    parts.append(f"<p><b>Formats.</b> {html.escape(align['text']) if align else 'Not aligned (--no-align): images were '}"
-                 f"{'' if align else html.escape(str(result.get('preprocess', 'loaded as given')))}</p>")
+    how = html.escape(str(result.get("preprocess", "")))
+    parts.append(f"<p><b>Formats.</b> {html.escape(align['text']) if align else f'Not aligned (--no-align): images as stored, preprocessed by {how}; codec and size differences reach the detectors.'}</p>")
     parts.append(f"<p>Resolution {result['sizes']['resolution']} px; test sources: "
                  f"{html.escape(', '.join(result['columns']))}. <i>oracle acc</i> uses the best threshold on the test "
                  "scores themselves (no detector can choose it for an unseen source).</p>")

@@ -106,7 +106,6 @@ def bench(
         typer.echo(f"Skipped {len(skipped)} unreadable or too small file(s); they are listed in {folder.manifest_path}.")
     result = run_bench(data, specs, out, rows=rows, models=[str(m) for m in model], sweeps=sweeps, seed=seed,
                        seeds=seeds, jobs=jobs, val_fraction=val_fraction, progress=progress)
-    result["preprocess"] = data.preprocess
     print_bench(result)
     folder.finish(outputs=["results.csv", "repeats.csv", "results.json", "report.html", "figures/", "cells/"])
     typer.echo(f"Wrote {out / 'results.csv'}, {out / 'results.json'} and {out / 'report.html'}.")

@@ -403,7 +403,12 @@ def load_bench(root: str | os.PathLike, train_sources: Sequence[str], *, resolut
                cache: bool = True, progress: bool = False) -> BenchData:
     """Scan, check, plan the alignment of and load the parts of a benchmark tree that a run needs."""
     tree = scan_tree(root)
-    formats = read_formats(tree)
+    need = list(dict.fromkeys(train_sources))
+    parse_train(need, list(tree["train"]))  # an unknown source stops here, naming the available ones
+    # Only the sets this run reads: ForenSynths' train/ alone holds 720,000 images.
+    used = {"train": {n: tree["train"][n] for n in need}, "val": {n: tree["val"][n] for n in need if n in tree["val"]},
+            "test": tree["test"]}
+    formats = read_formats(used)
     if resolution is None:
         resolution = default_resolution(formats)
     mode = "align" if align else check_preprocess(preprocess)
@@ -411,7 +416,6 @@ def load_bench(root: str | os.PathLike, train_sources: Sequence[str], *, resolut
     if align:
         plan = plan_alignment({f"{split}/{name}/{kind}": set_format(f"{split}/{name}/{kind}", fs)
                                for (split, name, kind), fs in formats.items()}, max_quality)
-    need = list(dict.fromkeys(train_sources))
 
     def load(part: dict[str, Source], names) -> dict[str, LoadedSet]:
         return {n: load_source(part[n], resolution, mode, plan, limit=limit, cache=cache, progress=progress)

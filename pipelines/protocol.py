@@ -12,8 +12,8 @@ holds (``detectors.metrics.evaluate`` or ``detectors.metrics.bench_metrics``).
 
 Rows are named training recipes: the transfer matrix's ``each``, ``all`` and ``loo`` rows, a
 bench's ``--train`` groups and ``--model`` folders. A new kind of row (for example detectors fitted
-on real images only) is a new entry in the caller's row map whose cell is computed by
-:func:`fit_and_score` like every other.
+on real images only) is a new entry in the caller's row map whose cell is fitted by
+:func:`fit_detector` and scored by :func:`score_columns` like every other.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show full traceback
 def _register() -> None:
     # Each module adds its commands to ``app``, so that the modules stay small and each one
     # owns one group of commands.
-    for name in ("gan", "detect", "data", "transfer", "study", "metrics"):
+    for name in ("gan", "detect", "data", "transfer", "bench", "study", "metrics"):
         importlib.import_module(f"pipelines.commands.{name}").register(app)
 
 

@@ -21,6 +21,9 @@ Preprocessing (:func:`preprocess_pil`), for every image from every source:
    traces) is kept; antialiased resizing erases exactly those traces. Step 1 is skipped in
    this mode (a 90-degree EXIF rotation would move the grid by one pixel). An image smaller
    than ``R`` on either side is skipped with a reason that names its size and the two fixes.
+   ``preprocess="align"``: as "crop", at the centred offset rounded down to a multiple of
+   :data:`ALIGN_GRID` (16), so a JPEG source's 8x8 blocks and 4:2:0 chroma blocks stay on the
+   grid a later re-encoding uses (see :mod:`pipelines.align`).
 4. uint8 ``(3, R, R)``.
 
 Folders are read recursively (``.jpg .jpeg .png .webp .bmp`` in any letter case; hidden files
@@ -60,8 +63,12 @@ RESAMPLE = Image.Resampling.BICUBIC
 PREPROCESS_VERSION = 1
 EMBEDDED = "embedded"
 DEFAULT_EMBEDDED_COUNT = 512
-# How images become R x R: "resize" (antialiased, the default) or "crop" (native pixels).
-PREPROCESS_MODES = ("resize", "crop")
+# How images become R x R: "resize" (antialiased, the default), "crop" (native pixels) or "align"
+# (native pixels on the JPEG grid; the first step of pipelines.align).
+PREPROCESS_MODES = ("resize", "crop", "align")
+# Crop offsets of "align" are multiples of this: the 16x16 MCU of 4:2:0 JPEG, so both the 8x8 luma
+# blocks and the subsampled chroma blocks of a JPEG source stay where its encoder put them.
+ALIGN_GRID = 16
 # The embedded photos are split at this fraction of their width: crops of region "train" lie
 # left of it, crops of region "test" right of it, so the two pools share no pixel.
 EMBEDDED_REGIONS = ("train", "test")
@@ -143,6 +150,11 @@ def even_centre_offset(size: int, resolution: int) -> int:
     return ((size - resolution) // 2) & ~1
 
 
+def grid_centre_offset(size: int, resolution: int, grid: int = ALIGN_GRID) -> int:
+    """Offset of a centred ``resolution`` window in ``size`` pixels, rounded down to a multiple of ``grid``."""
+    return ((size - resolution) // 2) // grid * grid
+
+
 # ---------------------------------------------------------------------------------------------
 # One preprocessing path
 
@@ -173,10 +185,11 @@ def preprocess_pil(img: Image.Image, resolution: int, preprocess: str = "resize"
     w, h = rgb.size
     if w < 1 or h < 1:
         raise UnreadableImage(f"image has no pixels ({w}x{h})")
-    if preprocess == "crop":
+    if preprocess in ("crop", "align"):
         if w < resolution or h < resolution:
             raise TooSmallImage(too_small_reason(w, h, resolution))
-        x0, y0 = even_centre_offset(w, resolution), even_centre_offset(h, resolution)
+        offset = even_centre_offset if preprocess == "crop" else grid_centre_offset
+        x0, y0 = offset(w, resolution), offset(h, resolution)
         arr = np.asarray(rgb, dtype=np.uint8)[y0 : y0 + resolution, x0 : x0 + resolution]
         return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
     s = min(w, h)
@@ -549,13 +562,14 @@ def embedded_images(resolution: int, n: int = DEFAULT_EMBEDDED_COUNT, seed: int 
         name, photo = photos[int(rng.integers(len(photos)))]
         x_lo, x_hi = embedded_region(photo.size[0], region)
         w, h = x_hi - x_lo, photo.size[1]
-        if preprocess == "crop":
+        if preprocess in ("crop", "align"):
             if w < resolution or h < resolution:
                 where = f"the {region} region of {name}" if region else name
                 raise ValueError(f"{where} is {w}x{h} pixels, smaller than the {resolution}x{resolution} crop; "
                                  "pass a smaller --resolution or --preprocess resize.")
-            x = x_lo + 2 * int(rng.integers(0, (w - resolution) // 2 + 1))
-            y = 2 * int(rng.integers(0, (h - resolution) // 2 + 1))
+            step = 2 if preprocess == "crop" else ALIGN_GRID
+            x = x_lo + step * int(rng.integers(0, (w - resolution) // step + 1))
+            y = step * int(rng.integers(0, (h - resolution) // step + 1))
             arr = np.asarray(photo, dtype=np.uint8)[y : y + resolution, x : x + resolution]
             out[i] = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
             files.append(f"{EMBEDDED}:{name}#x={x},y={y},w={resolution},h={resolution}")

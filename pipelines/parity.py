@@ -1,9 +1,16 @@
-"""Format parity guard: do the real and fake sets differ in codec, JPEG quality or native size?
+"""Format parity guard: do the real and fake sets differ in codec, JPEG quality, chroma subsampling or native size?
 
 A detector that can tell real from fake by how the files were stored learns the codec, not the
 generator — the most common false result in this field. Before fitting, :func:`parity_warnings`
 compares the sets and returns one sentence per difference, naming it and the fix
-(``--jpeg Q`` re-encodes both sets alike; ``--preprocess crop`` takes native pixels from both).
+(``--align`` takes native crops on the JPEG grid and re-encodes every set at one quality, see
+:mod:`pipelines.align`; ``--preprocess crop`` takes native pixels from both).
+
+``--jpeg Q`` alone does not silence a codec difference: re-encoding a JPEG set leaves its first
+compression in place (the lower quality's loss of detail, and its 8x8 blocks wherever the crop is
+off the JPEG grid), so the warning stays, worded for that case. Chroma subsampling (4:2:0 leaves
+a 2x2 trace in the colour planes, which ``npr``, ``dwt`` and ``periodicity`` read) is compared
+too.
 
 Only file headers and JPEG quantisation tables are read (no pixel decoding), from at most
 ``sample`` files per set, spread evenly over the sorted list. In-memory tensors (fakes generated
@@ -65,14 +72,20 @@ def jpeg_quality(table: Sequence[int]) -> int:
     return int(100 - np.argmin(dist[::-1]))
 
 
+# Pillow's JpegImagePlugin.get_sampling codes.
+SUBSAMPLING_NAMES = {0: "4:4:4", 1: "4:2:2", 2: "4:2:0"}
+
+
 @dataclass(frozen=True)
 class FileFormat:
-    """How one image is stored: codec (Pillow's format name), JPEG quality (None if not JPEG), width, height."""
+    """How one image is stored: codec (Pillow's format name), JPEG quality and chroma subsampling (None if not
+    JPEG or unknown), width, height."""
 
     codec: str
     quality: int | None
     width: int
     height: int
+    subsampling: str | None = None
 
 
 def file_format(path: str | os.PathLike) -> FileFormat | None:
@@ -82,11 +95,15 @@ def file_format(path: str | os.PathLike) -> FileFormat | None:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 codec = (img.format or "?").upper()
-                quality = None
+                quality, subsampling = None, None
                 tables = getattr(img, "quantization", None)
                 if codec == "JPEG" and tables:
                     quality = jpeg_quality(tables[min(tables)])
-                return FileFormat(codec, quality, *img.size)
+                if codec == "JPEG":
+                    from PIL import JpegImagePlugin
+
+                    subsampling = SUBSAMPLING_NAMES.get(JpegImagePlugin.get_sampling(img))
+                return FileFormat(codec, quality, *img.size, subsampling=subsampling)
     except (OSError, ValueError, Image.DecompressionBombError):
         return None
 
@@ -99,6 +116,7 @@ class SetFormat:
     codecs: Counter = field(default_factory=Counter)
     qualities: list[int] = field(default_factory=list)
     sizes: Counter = field(default_factory=Counter)
+    subsamplings: Counter = field(default_factory=Counter)
 
     @property
     def codec(self) -> str:
@@ -109,6 +127,18 @@ class SetFormat:
     def quality(self) -> int | None:
         """Median estimated JPEG quality, or None when the set holds no JPEG."""
         return int(np.median(self.qualities)) if self.qualities else None
+
+    @property
+    def subsampling(self) -> str | None:
+        """The most common chroma subsampling of the set's JPEG files ("4:2:0", ...), None without JPEG."""
+        return self.subsamplings.most_common(1)[0][0] if self.subsamplings else None
+
+    def merge(self, other: SetFormat) -> None:
+        """Add another part's counts (a train and a test folder of one source)."""
+        self.codecs.update(other.codecs)
+        self.qualities.extend(other.qualities)
+        self.sizes.update(other.sizes)
+        self.subsamplings.update(other.subsamplings)
 
     @property
     def shorter_side(self) -> float | None:
@@ -161,29 +191,52 @@ def describe(source: Any, name: str = "", sample: int = 64) -> SetFormat:
         out.codecs[fmt.codec] += 1
         if fmt.quality is not None:
             out.qualities.append(fmt.quality)
+        if fmt.subsampling is not None:
+            out.subsamplings[fmt.subsampling] += 1
         out.sizes[(fmt.width, fmt.height)] += 1
     return out
 
 
 def compare(real: SetFormat, fake: SetFormat, *, jpeg: int | None = None, preprocess: str = "resize",
-            resolution: int | None = None) -> list[str]:
+            resolution: int | None = None, aligned: bool = False) -> list[str]:
     """One-sentence warnings for each way ``fake`` is stored differently from ``real``.
 
-    ``jpeg`` (the run re-encodes both sets at that quality) silences codec and quality
-    differences; ``preprocess="crop"`` silences size differences.
+    ``aligned`` (every set reached the detector through :mod:`pipelines.align`: native crops on the
+    JPEG grid, one quality, one subsampling) silences codec, quality and subsampling differences,
+    and native sizes no longer matter. ``jpeg`` (both sets re-encoded at that quality) does not
+    silence them, since a JPEG set's first compression survives re-encoding: the warning says so.
+    ``preprocess="crop"`` (or ``"align"``) silences size differences.
     """
+    if aligned:
+        return []
     out = []
-    if jpeg is None and real.codecs and fake.codecs:
-        if real.codec != fake.codec:
+    fix = "pass --align to crop both on the JPEG grid and re-encode them at one quality"
+    if real.codecs and fake.codecs:
+        lowest = min(real.qualities + fake.qualities, default=None)
+        if jpeg is not None and "JPEG" in (real.codec, fake.codec) and (
+            real.codec != fake.codec or _quality_differs(real, fake) or _subsampling_differs(real, fake)
+        ):
+            out.append(
+                f"Real images are {_codec_text(real)} and fake set {fake.name!r} is {_codec_text(fake)}: --jpeg {jpeg} "
+                f"re-encodes both, but the first compression survives re-encoding, so a detector can still learn the "
+                f"codec; {fix}" + (f" no higher than {lowest}." if lowest is not None else ".")
+            )
+        elif real.codec != fake.codec:
             q = f" (quality about {real.quality})" if real.quality else ""
             out.append(
                 f"Real images are {real.codec}{q} but fake set {fake.name!r} is {fake.codec}: a detector can learn "
-                f"the codec instead of the generator; pass --jpeg Q to re-encode both sets alike."
+                f"the codec instead of the generator; {fix} (or pass --jpeg Q to re-encode both sets alike)."
             )
-        elif real.quality is not None and fake.quality is not None and abs(real.quality - fake.quality) > QUALITY_TOLERANCE:
+        elif _quality_differs(real, fake):
             out.append(
                 f"Real images are JPEG quality about {real.quality} but fake set {fake.name!r} about {fake.quality}: "
-                f"a detector can learn the compression; pass --jpeg Q to re-encode both sets alike."
+                f"a detector can learn the compression; {fix} (or pass --jpeg Q to re-encode both sets alike)."
+            )
+        elif _subsampling_differs(real, fake):
+            out.append(
+                f"Real images are JPEG with {real.subsampling} chroma subsampling but fake set {fake.name!r} with "
+                f"{fake.subsampling}: subsampling leaves a 2x2 trace in one set's colour (what npr, dwt and "
+                f"periodicity read); {fix}."
             )
     rs, fs = real.shorter_side, fake.shorter_side
     if preprocess == "resize" and rs and fs and max(rs, fs) / min(rs, fs) > SIZE_TOLERANCE:
@@ -195,8 +248,32 @@ def compare(real: SetFormat, fake: SetFormat, *, jpeg: int | None = None, prepro
     return out
 
 
+def _quality_differs(a: SetFormat, b: SetFormat) -> bool:
+    return a.quality is not None and b.quality is not None and abs(a.quality - b.quality) > QUALITY_TOLERANCE
+
+
+def _subsampling_differs(a: SetFormat, b: SetFormat) -> bool:
+    return a.subsampling is not None and b.subsampling is not None and a.subsampling != b.subsampling
+
+
+def _codec_text(s: SetFormat) -> str:
+    """``JPEG (quality about 75, 4:2:0)`` or ``PNG``."""
+    details = [f"quality about {s.quality}"] if s.quality is not None else []
+    details += [s.subsampling] if s.subsampling else []
+    return f"{s.codec} ({', '.join(details)})" if details else s.codec
+
+
+def summarise(src: Any, name: str, sample: int = 64) -> SetFormat:
+    """:func:`describe` of one set, or of a (train, test) tuple of sets taken together."""
+    s = SetFormat(name)
+    for p in list(src) if isinstance(src, tuple) else [src]:
+        s.merge(describe(p, name, sample))
+    return s
+
+
 def parity_warnings(real: Any, fakes: dict[str, Any] | Sequence[Any], *, jpeg: int | None = None,
-                    preprocess: str = "resize", resolution: int | None = None, sample: int = 64) -> list[str]:
+                    preprocess: str = "resize", resolution: int | None = None, sample: int = 64,
+                    aligned: bool = False) -> list[str]:
     """Compare the real set with each fake set (name -> folder, file list, ImageSet or tensor); return warnings.
 
     Each source may also be a tuple (train, test) of such sets; both parts are described together.
@@ -204,18 +281,9 @@ def parity_warnings(real: Any, fakes: dict[str, Any] | Sequence[Any], *, jpeg: i
     if not isinstance(fakes, dict):
         fakes = {f"fake_{i + 1}": f for i, f in enumerate(fakes)}
 
-    def summary(src: Any, name: str) -> SetFormat:
-        parts = list(src) if isinstance(src, tuple) else [src]
-        s = SetFormat(name)
-        for p in parts:
-            d = describe(p, name, sample)
-            s.codecs.update(d.codecs)
-            s.qualities.extend(d.qualities)
-            s.sizes.update(d.sizes)
-        return s
-
-    r = summary(real, "real")
+    r = summarise(real, "real", sample)
     out = []
     for name, src in fakes.items():
-        out.extend(compare(r, summary(src, name), jpeg=jpeg, preprocess=preprocess, resolution=resolution))
+        out.extend(compare(r, summarise(src, name, sample), jpeg=jpeg, preprocess=preprocess, resolution=resolution,
+                           aligned=aligned))
     return out

@@ -144,6 +144,7 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
         "matrix": read_matrix(run / "transfer" / "matrix.csv"),
         "config_text": config_text,
         "parity": _read_json_or(run / "parity.json", {}).get("warnings"),
+        "align": _read_json_or(run / "transfer" / "align.json", {}).get("text"),
     }
 
 
@@ -490,7 +491,10 @@ def _data_section(d: dict[str, Any]) -> str:
             parts.append("<h3>Format parity</h3><p class='note'>The real and fake sets are stored differently; a "
                          f"detector may have learned the difference instead of the generator:</p><ul>{items}</ul>")
         else:
-            parts.append("<h3>Format parity</h3><p>The real and fake sets agree in codec, JPEG quality and native size.</p>")
+            parts.append("<h3>Format parity</h3><p>What the detectors see of the real and fake sets agrees in codec, "
+                         "JPEG quality, chroma subsampling and size.</p>")
+    if d.get("align"):
+        parts.append(f"<p><b>Formats aligned.</b> {html.escape(str(d['align']))}</p>")
     return ("<h2 id='data'>Data</h2>" + "".join(parts)) if parts else ""
 
 

@@ -45,11 +45,12 @@ from gans import training
 from gans.sampling import generate_tensor, load_generator, write_fake_set
 from gans.training import TrainConfig
 from pipelines import report
+from pipelines.align import align_sets, plan_for_sets
 from pipelines.arrays import load_fakes, mean_spectra, save_array, save_arrays, write_grid
 from pipelines.data import EMBEDDED, ImageSet, load_data, resolve_data, split_indices
 from pipelines.executors import check_executor, require_ray
 from pipelines.executors import run_steps as run_with
-from pipelines.parity import parity_warnings
+from pipelines.parity import parity_warnings, summarise
 from pipelines.runfolder import RunFolder
 from pipelines.steps import Step, StepLog
 from pipelines.study_config import (
@@ -67,7 +68,7 @@ from plumbing.locks import folder_contents
 
 PLAN_FILE = "study.json"
 PARITY_FILE = "parity.json"
-PARITY_VERSION = 1  # bump when the warnings change wording
+PARITY_VERSION = 2  # bump when the warnings change wording (2: what the detector sees, chroma, [data] align)
 CONFIG_COPY = "config.toml"
 
 Executor = Callable[[list[Step], StepLog], None]
@@ -118,7 +119,7 @@ def _run(cfg: StudyConfig, out: Path, data: str | Path | None, overwrite: bool, 
     data_hash = tensor_digest(real.train.images)
     folder.update(data_info={
         "source": str(spec), "count": real.loaded, "fingerprint": data_hash,
-        "skipped": len(getattr(real.train, "skipped", []) or []), "preprocess": cfg.data.preprocess,
+        "skipped": len(getattr(real.train, "skipped", []) or []), "preprocess": cfg.data.mode,
         **real.describe(),
     })
     if cfg.text is not None:
@@ -151,7 +152,7 @@ def build_steps(cfg: StudyConfig, out: Path, real: RealImages | ImageSet, data_h
     """
     real = _as_real(real)
     gpu = {"num_cpus": 1, "num_gpus": 1} if device_name(cfg.study.device) == "cuda" else {"num_cpus": 1}
-    data_key = data_hash if cfg.data.preprocess == "resize" else f"{data_hash}/{cfg.data.preprocess}"
+    data_key = data_hash if cfg.data.mode == "resize" else f"{data_hash}/{cfg.data.mode}"
     steps = [Step("spectra/real", {"data": data_key}, _spectra_outputs("real"),
                   partial(_real_spectra_step, out, real.train.images, cfg.generate.grid))]
     fakes_hashes: dict[str, str] = {}
@@ -165,7 +166,7 @@ def build_steps(cfg: StudyConfig, out: Path, real: RealImages | ImageSet, data_h
         inputs: dict[str, Any] = {"data": data_key, "fakes": fakes_hashes}
         if real.test is not None:  # held-out real test images (absent only with [data] held_out = 0)
             inputs["real_test"] = tensor_digest(real.test.images)
-        parity_inputs = {**inputs, "jpeg": cfg.transfer.jpeg, "preprocess": cfg.data.preprocess,
+        parity_inputs = {**inputs, "jpeg": cfg.transfer.jpeg, "preprocess": cfg.data.mode,
                          "resolution": cfg.study.resolution, "version": PARITY_VERSION}
         steps.append(Step("parity", parity_inputs, [PARITY_FILE],
                           partial(_parity_step, cfg, out, real, progress), deps=generated))
@@ -274,7 +275,7 @@ def _test_count(cfg: StudyConfig, n_train: int) -> int:
 
 def _load_real(cfg: StudyConfig, data: str | Path | None, progress: bool) -> tuple[RealImages, str | Path]:
     """The study's real images, split into what the GANs may see and the detectors' real test images, and where they came from."""
-    mode, seed, res = cfg.data.preprocess, cfg.study.seed, cfg.study.resolution
+    mode, seed, res = cfg.data.mode, cfg.study.seed, cfg.study.resolution
     spec = resolve_data(str(data) if data is not None else cfg.study.data)
     if spec == EMBEDDED:
         # Disjoint regions of the photos: a pixel CNN cannot pass the test by memorising training crops.
@@ -336,7 +337,7 @@ def _plan(cfg: StudyConfig, real: RealImages, spec: Any, data_hash: str) -> dict
         "source": cfg.source,
         "resolution": cfg.study.resolution,
         "data": {"source": str(spec), "count": real.loaded, "fingerprint": data_hash,
-                 "preprocess": cfg.data.preprocess, **real.describe()},
+                 "preprocess": cfg.data.mode, **real.describe()},
         "generators": [
             {"name": g.name, "arch": g.arch, "upsampler": g.upsampler, "spectral_d": g.spectral_d,
              "steps": g.train.get("steps"), "width": g.train.get("width"), "train": g.train}
@@ -411,32 +412,50 @@ def _quality_step(cfg: StudyConfig, out: Path, name: str, real: torch.Tensor, _r
 
 
 def _parity_step(cfg: StudyConfig, out: Path, real: RealImages | ImageSet, progress: bool, _resume: bool) -> None:
-    """Compare how the real and each fake set are stored (codec, JPEG quality, native size); write and print the warnings.
+    """Compare what the detectors will see of the real and each fake set (codec, JPEG quality, chroma, size); write and
+    print the warnings.
 
-    Warnings that differ only in the fake set's name are merged into one sentence naming all
-    the sets, so a study of twelve generators prints one line per difference, not twelve.
+    The generators learned from the real images after the study's preprocessing, so the check
+    compares what the detector sees, not how the source files are stored: resized real images are
+    the tensors the generators imitated (lossless, at the study's resolution, like the fakes);
+    native crops (``preprocess = "crop"``) keep their files' codec, which the fakes lack; with
+    ``[data] align`` every set passes through one final codec and nothing is left to compare.
+    The stored format of the real files is recorded beside the warnings. Warnings that differ
+    only in the fake set's name are merged into one sentence naming all the sets, so a study of
+    twelve generators prints one line per difference, not twelve.
     """
     real = _as_real(real)
     t = cfg.transfer
     assert t is not None
-    real_src = real.train if real.test is None else (real.train, real.test)
+    mode = cfg.data.mode
+    stored = real.train if real.test is None else (real.train, real.test)
+    if mode == "resize":  # what the generators learned from and the detectors see: tensors at R
+        seen: Any = real.train.images if real.test is None else (real.train.images, real.test.images)
+    else:
+        seen = stored
     names = [g.name for g in cfg.generators]
-    per_set = {n: parity_warnings(real_src, {n: load_fakes(out, n)}, jpeg=t.jpeg, preprocess=cfg.data.preprocess,
-                                  resolution=cfg.study.resolution) for n in names}
+    per_set = {n: parity_warnings(seen, {n: load_fakes(out, n)}, jpeg=t.jpeg, preprocess=mode,
+                                  resolution=cfg.study.resolution, aligned=cfg.data.align) for n in names}
     merged: dict[str, list[str]] = {}
     for n, msgs in per_set.items():
         for m in msgs:
             merged.setdefault(m.replace(f"fake set {n!r}", "fake set {sets}"), []).append(n)
     warnings = []
     # In a study the fixes are config keys, not command-line options.
-    fixes = {"pass --jpeg Q": "set [transfer] jpeg = Q", "pass --preprocess crop": 'set [data] preprocess = "crop"'}
+    fixes = {"pass --jpeg Q": "set [transfer] jpeg = Q", "pass --preprocess crop": 'set [data] preprocess = "crop"',
+             "pass --align": "set [data] align = true"}
     for template, sets in merged.items():
         for option, key in fixes.items():
             template = template.replace(option, key)
         label = f"fake set {sets[0]!r}" if len(sets) == 1 else "fake sets " + ", ".join(repr(x) for x in sets)
         text = template.replace("fake set {sets} is", f"{label} {'is' if len(sets) == 1 else 'are'}")
         warnings.append(text.replace("fake set {sets}", label))
-    write_json(out / PARITY_FILE, {"warnings": warnings, "by_set": per_set})  # by_set: as parity_warnings words them
+    fmt = summarise(stored, "real")
+    record = {"warnings": warnings, "by_set": per_set,  # by_set: as parity_warnings words them
+              "compared": "what the detector sees" if mode == "resize" else "stored files (native crops)",
+              "real_stored": {"codec": fmt.codec, "quality": fmt.quality, "subsampling": fmt.subsampling,
+                              "sizes": fmt.size_text() if fmt.sizes else None}}
+    write_json(out / PARITY_FILE, record)
     if progress:
         for w in warnings:
             Console(highlight=False, stderr=True).print(f"[yellow]Warning:[/] {w}")
@@ -451,8 +470,14 @@ def _transfer_step(cfg: StudyConfig, out: Path, real: RealImages | ImageSet, pro
     del resume
     fakes = {g.name: _image_set(load_fakes(out, g.name), g.name) for g in cfg.generators}
     real_src = real.train if real.test is None else (real.train, real.test)
+    jpeg = t.jpeg
+    if cfg.data.align:  # one final codec for every set; [transfer] jpeg only caps its quality
+        plan = plan_for_sets({"real": real_src, **fakes}, max_quality=t.jpeg)
+        aligned = align_sets({"real": real_src, **fakes}, plan)
+        real_src, fakes, jpeg = aligned["real"], {n: aligned[n] for n in fakes}, None
+        write_json(out / "transfer" / "align.json", plan.as_dict())
     run_transfer(real_src, fakes, list(t.detectors), out / "transfer", rows=tuple(t.rows), seed=cfg.study.seed,
-                 fractions=tuple(t.fractions), jpeg=t.jpeg, attribute=t.attribute, progress=progress,
+                 fractions=tuple(t.fractions), jpeg=jpeg, attribute=t.attribute, progress=progress,
                  jobs=t.jobs, seeds=t.seeds, device=detector_device(cfg.study.device))
 
 

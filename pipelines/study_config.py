@@ -90,10 +90,19 @@ class DataOptions(Section):
     detectors' real test images; the GANs and the detectors' real training images are the
     rest. 0 trains the GANs on every image and tests the detectors on a split of the same
     images (the behaviour before held-out sets; only for resuming old studies).
+    ``align``: real images are native crops on the JPEG grid (``preprocess`` is then unused) and,
+    if they are JPEG, the detectors see every real and fake image re-encoded at their lowest
+    quality (at most ``[transfer] jpeg``) with one chroma subsampling (see :mod:`pipelines.align`).
     """
 
     preprocess: Literal["resize", "crop"] = "resize"
     held_out: float = 0.2
+    align: bool = False
+
+    @property
+    def mode(self) -> str:
+        """How real images are read: ``preprocess``, or "align" (native crops on the JPEG grid) with ``align``."""
+        return "align" if self.align else self.preprocess
 
 
 class GridOptions(Section):

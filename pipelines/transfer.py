@@ -45,29 +45,36 @@ and ``attribution.json``.
 
 from __future__ import annotations
 
-import json
 import os
-import time
-import zlib
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.multiprocessing as tmp
 from sklearn.metrics import confusion_matrix
 
 from detectors.detector import Detector, check_spec
 from detectors.metrics import evaluate
 from pipelines.data import ImageSet, perturb, split_indices
 from pipelines.names import NAME_RULE, RESERVED_NAMES, ROW_KINDS, is_plain_name
-from pipelines.transfer_outputs import slug, write_attribution, write_outputs
+from pipelines.protocol import (
+    Column,
+    TestFeatures,
+    balanced,
+    cached_cell,
+    cell_path,
+    derive_seed,
+    fit_detector,
+    pool_repeats,
+    run_cells,
+    sample_indices,
+    score_columns,
+)
+from pipelines.transfer_outputs import write_attribution, write_outputs
 from plumbing.digests import json_digest, tensor_digest
-from plumbing.files import read_json, write_json
-from plumbing.progress import progress_bar
+from plumbing.files import write_json
 
 CELL_VERSION = 1
 
@@ -117,20 +124,14 @@ class TransferCell:
 
 
 # ---------------------------------------------------------------------------------------------
-# Small helpers
+# Small helpers (the shared protocol's, under the names this module has always used)
 
-
-def _seed(seed: int, *parts: str) -> int:
-    """A 32-bit seed derived from ``seed`` and names, so every subset has its own stream."""
-    words = [int(seed) & 0xFFFFFFFF] + [zlib.crc32(p.encode()) for p in parts]
-    return int(np.random.SeedSequence(words).generate_state(1)[0])
-
-
-def _sample(n_have: int, n_take: int, seed: int) -> np.ndarray:
-    """Sorted ``n_take`` of ``range(n_have)`` without replacement, by ``seed``."""
-    if n_take >= n_have:
-        return np.arange(n_have)
-    return np.sort(np.random.default_rng(seed).choice(n_have, n_take, replace=False))
+_seed = derive_seed
+_sample = sample_indices
+_balanced = balanced
+_TestFeatures = TestFeatures
+_cell_path = cell_path
+_cached = cached_cell
 
 
 def check_source_name(name: str) -> str:
@@ -213,41 +214,6 @@ def make_splits(spec: SetSpec, name: str, fractions: Sequence[float], seed: int,
     return Splits(train, val, test, digest)
 
 
-def _balanced(real: torch.Tensor, fakes: list[torch.Tensor], seed: int, *tag: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Equal real and fake counts, with the same count from each fake source (seeded subsets)."""
-    k = len(fakes)
-    m = min(min(f.shape[0] for f in fakes), real.shape[0] // k)
-    if m < 1:
-        raise ValueError(f"Too few real images ({real.shape[0]}) to balance {k} fake sources; give more real images.")
-    fake = torch.cat([f[_sample(f.shape[0], m, _seed(seed, *tag, "fake", str(i)))] for i, f in enumerate(fakes)])
-    return real[_sample(real.shape[0], m * k, _seed(seed, *tag, "real"))], fake
-
-
-# ---------------------------------------------------------------------------------------------
-# Features once, scores per fitted detector
-
-
-class _TestFeatures:
-    """Test-set features, computed once per (feature, options) and reused by every row and detector.
-
-    Detectors whose classifier takes feature vectors share them through
-    ``Detector.transform`` / ``Detector.score_features``; CNNs compute their feature inside
-    (with augmentation at training time) and are scored on the images.
-    """
-
-    def __init__(self) -> None:
-        self.cache: dict[tuple[str, str], torch.Tensor] = {}
-
-    def score(self, det, name: str, images: torch.Tensor) -> np.ndarray:
-        """Fakeness scores of test set ``name`` by a fitted detector, reusing its features."""
-        if det.raw_input:
-            return np.asarray(det.score(images), dtype=np.float64)
-        key = (json.dumps([det.feature, det.feature_options, det.input_kind], sort_keys=True, default=str), name)
-        if key not in self.cache:
-            self.cache[key] = det.transform(images)
-        return det.score_features(self.cache[key])
-
-
 # ---------------------------------------------------------------------------------------------
 # The run
 
@@ -298,21 +264,13 @@ def aggregate(cells: dict[tuple[str, str, int], dict[str, Any]], names: Sequence
     """
     k = len(seeds)
     pairs = list(dict.fromkeys((spec, row) for spec, row, _ in cells if row != ATTRIBUTION))
-    records, per_repeat = [], []
+    runs: dict[tuple, list[float]] = {}
     for spec, row in pairs:
-        runs = [cells[(spec, row, r)]["results"] for r in range(k)]
+        results = [cells[(spec, row, r)]["results"] for r in range(k)]
         for test in names:
-            for metric in runs[0][test]:
-                values = [float(res[test][metric]) for res in runs]
-                rec = {"detector": spec, "train": row, "test": test, "metric": metric}
-                if k == 1:
-                    rec["value"] = values[0]
-                else:
-                    rec.update(value=float(np.mean(values)), sd=float(np.std(values, ddof=1)), n=k)
-                records.append(rec)
-                per_repeat += [{"detector": spec, "train": row, "test": test, "metric": metric, "repeat": r,
-                                "seed": int(seeds[r]), "value": v} for r, v in enumerate(values)]
-    return records, per_repeat
+            for metric in results[0][test]:
+                runs[(spec, row, test, metric)] = [float(res[test][metric]) for res in results]
+    return pool_repeats(runs, ("detector", "train", "test", "metric"), seeds)
 
 
 def run_transfer(real: SetSpec, fakes: dict[str, SetSpec], detectors: list[str], out_dir: str | os.PathLike,
@@ -374,19 +332,9 @@ def run_transfer(real: SetSpec, fakes: dict[str, SetSpec], detectors: list[str],
     def label(spec: str, row: str, k: int) -> str:
         return f"{spec} · {row.lstrip('@')}" + (f" · seed {seed_list[k]}" if seeds > 1 else "")
 
-    with progress_bar(progress, "Transfer matrix", len(tasks), transient=False) as bar:
-        if jobs == 1 or len(tasks) == 1:
-            feats: dict[int, _TestFeatures] = {}
-            for spec, row, k in tasks:
-                bar.update(description=label(spec, row, k))
-                if k not in feats:
-                    feats.clear()
-                    feats[k] = _TestFeatures()
-                cells[(spec, row, k)] = _compute_cell(cell(spec, row, k), feats[k])
-                bar.advance()
-        else:
-            done = _compute_cells_in_parallel([cell(*task) for task in tasks], jobs, bar, label)
-            cells.update((task, done[task]) for task in tasks)  # task order, not finishing order
+    cells.update(run_cells([cell(*task) for task in tasks], _compute_cell, lambda c: (c.spec, c.row, c.repeat),
+                           lambda c: label(c.spec, c.row, c.repeat), jobs=jobs, progress=progress,
+                           title="Transfer matrix"))
 
     records, per_repeat = aggregate(cells, names, seed_list)
     rep0 = reps[0]
@@ -426,49 +374,14 @@ def pool_attribution(cells: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _compute_cell(cell: TransferCell, feats: _TestFeatures | None = None) -> dict[str, Any]:
+def _compute_cell(cell: TransferCell, feats: TestFeatures | None = None) -> dict[str, Any]:
     """One (detector, row) cell: a fitted matrix row, or the attribution model (also a worker entry)."""
     if cell.attribution:
         return _attribution_cell(cell)
     return _matrix_cell(cell, feats or _TestFeatures())
 
 
-def _worker_init(threads: int) -> None:
-    torch.set_num_threads(threads)
-
-
-def _compute_cells_in_parallel(cells: list[TransferCell], jobs: int, bar, label) -> dict:
-    """Fit cells in ``jobs`` worker processes (spawned: torch does not survive fork safely)."""
-    threads = max(1, torch.get_num_threads() // jobs)
-    done = {}
-    with ProcessPoolExecutor(max_workers=min(jobs, len(cells)), mp_context=tmp.get_context("spawn"),
-                             initializer=_worker_init, initargs=(threads,)) as pool:
-        futures = {pool.submit(_compute_cell, cell): cell for cell in cells}
-        for fut in as_completed(futures):
-            cell = futures[fut]
-            done[(cell.spec, cell.row, cell.repeat)] = fut.result()
-            bar.update(description=label(cell.spec, cell.row, cell.repeat))
-            bar.advance()
-    return done
-
-
-def _cell_path(out: Path, spec: str, row: str, repeat: int = 0) -> Path:
-    """Repeat 0 where single-seed runs keep their cells; later repeats in ``repeat-<r>/`` beside them."""
-    folder = out / "cells" / slug(spec)
-    return (folder if repeat == 0 else folder / f"repeat-{repeat}") / f"{slug(row)}.json"
-
-
-def _cached(path: Path, config_hash: str) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        cell = read_json(path)
-    except (ValueError, FileNotFoundError):  # a damaged cell is recomputed
-        return None
-    return cell if isinstance(cell, dict) and cell.get("config_hash") == config_hash else None
-
-
-def _matrix_cell(c: TransferCell, feats: _TestFeatures) -> dict[str, Any]:
+def _matrix_cell(c: TransferCell, feats: TestFeatures) -> dict[str, Any]:
     """Fit the cell's detector on its row's sources and evaluate it on every column (or reuse the saved cell)."""
     config_hash = json_digest({**c.base, "detector": c.spec, "options": c.options, "row": c.row,
                                "sources": c.sources})
@@ -476,18 +389,12 @@ def _matrix_cell(c: TransferCell, feats: _TestFeatures) -> dict[str, Any]:
     cell = _cached(path, config_hash)
     if cell is not None:
         return cell
-    t0 = time.perf_counter()
     tr_real, tr_fake = _balanced(c.real.train, [c.fakes[s].train for s in c.sources], c.seed, c.row, "train")
     va_real, va_fake = _balanced(c.real.val, [c.fakes[s].val for s in c.sources], c.seed, c.row, "val")
-    det = Detector(c.spec, seed=c.seed, **c.options).fit(tr_real, tr_fake, va_real, va_fake)
-    fit_s = time.perf_counter() - t0
-    s_real = feats.score(det, "real", c.real_test)
+    det, fit_s = fit_detector(c.spec, c.options, c.seed, tr_real, tr_fake, va_real, va_fake)
     n_test = c.real_test.shape[0]
-    y_test = np.concatenate([np.zeros(n_test, np.int64), np.ones(n_test, np.int64)])
-    results = {}
-    for n in c.names:
-        scores = np.concatenate([s_real, feats.score(det, n, c.fake_test[n])])
-        results[n] = {k: float(v) for k, v in evaluate(y_test, scores, threshold=det.threshold).items()}
+    columns = {n: Column("real", c.real_test, n, c.fake_test[n]) for n in c.names}
+    results, _ = score_columns(det, feats, columns, lambda y, s, t: evaluate(y, s, threshold=t))
     cell = {
         "config_hash": config_hash,
         "detector": c.spec,

@@ -153,3 +153,22 @@ def test_choose_threshold_takes_attribution_labels():
 def test_bad_input(y, s, words):
     with pytest.raises(ValueError, match=words):
         evaluate(y, s)
+
+
+def test_oracle_accuracy_is_the_best_threshold_on_scikit_learns_roc():
+    from sklearn.metrics import roc_curve
+
+    from detectors.metrics import bench_metrics, oracle_accuracy
+
+    rng = np.random.default_rng(3)
+    for n_real, n_fake in ((50, 80), (7, 3)):
+        y = np.r_[np.zeros(n_real, int), np.ones(n_fake, int)]
+        s = np.round(rng.random(y.size) * 0.5 + 0.3 * y, 2)  # rounded: ties between classes
+        fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
+        best = ((tpr * n_fake + (1 - fpr) * n_real) / y.size).max()
+        assert oracle_accuracy(y, s) == pytest.approx(best, abs=1e-12)
+        m = bench_metrics(y, s, threshold=0.4)
+        assert m["acc_oracle"] >= max(m["acc"], m["acc_cal"])
+        assert m["acc_real_05"] == np.mean(s[y == 0] < 0.5) and m["acc_fake_cal"] == np.mean(s[y == 1] >= 0.4)
+    assert oracle_accuracy([0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4]) == 1.0
+    assert oracle_accuracy([0, 1], [0.7, 0.2]) == 0.5  # reversed scores: the best one threshold does is chance

@@ -57,9 +57,14 @@ def test_jpeg_real_and_png_fake_warn_about_the_codec(tmp_path):
     fake = save_set(tmp_path / "fake", 4, 32, "PNG")
     warns = parity_warnings(real, {"nearest": fake})
     assert len(warns) == 1
-    assert "JPEG (quality about 90)" in warns[0] and "'nearest' is PNG" in warns[0] and "--jpeg Q" in warns[0]
-    # --jpeg re-encodes both: nothing left to warn about.
-    assert parity_warnings(real, {"nearest": fake}, jpeg=75) == []
+    assert "JPEG (quality about 90)" in warns[0] and "'nearest' is PNG" in warns[0] and "--align" in warns[0]
+    # --jpeg re-encodes both, but the reals' first compression survives: the warning stays, worded for it.
+    (kept,) = parity_warnings(real, {"nearest": fake}, jpeg=75)
+    assert "--jpeg 75 re-encodes both, but the first compression survives" in kept
+    assert "JPEG (quality about 90, 4:2:0)" in kept and kept.endswith("--align to crop both on the JPEG grid and "
+                                                                       "re-encode them at one quality no higher than 90.")
+    # --align (native crops on the grid, one quality, one subsampling) leaves nothing to warn about.
+    assert parity_warnings(real, {"nearest": fake}, jpeg=75, aligned=True) == []
 
 
 def test_different_jpeg_qualities_warn(tmp_path):
@@ -91,3 +96,23 @@ def test_embedded_photos_are_described_by_their_jpeg_files():
     assert s.codec == "JPEG" and s.quality is not None and s.shorter_side == 427
     warns = parity_warnings(embedded_images(16, 4), {"dcgan": torch.zeros(2, 3, 16, 16, dtype=torch.uint8)})
     assert any("codec" in w for w in warns) and any("--preprocess crop" in w for w in warns)
+
+
+def test_chroma_subsampling_is_read_and_compared(tmp_path):
+    from PIL import Image
+
+    def save(folder, subsampling):
+        folder.mkdir()
+        rng = np.random.default_rng(0)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
+                folder / f"{i}.jpg", quality=90, subsampling=subsampling)
+        return folder
+
+    full, sub = save(tmp_path / "full", 0), save(tmp_path / "sub", 2)
+    assert file_format(next(full.iterdir())).subsampling == "4:4:4"
+    assert describe(sub, "s").subsampling == "4:2:0"
+    (w,) = parity_warnings(full, {"sub": sub})
+    assert "4:4:4 chroma subsampling but fake set 'sub' with 4:2:0" in w and "2x2 trace" in w
+    assert parity_warnings(full, {"same": full}) == []
+    assert parity_warnings(full, {"sub": sub}, aligned=True) == []

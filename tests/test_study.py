@@ -527,20 +527,37 @@ def test_crop_mode_enters_the_hashes_only_when_asked():
     assert crop["train/nearest"].hash != plain["train/nearest"].hash
 
 
-def test_parity_warnings_are_merged_printed_once_and_reported(tmp_path, image_folder, capsys):
-    """Real PNGs of 40 px vs fakes of 32 px: one size warning naming both fake sets, in the manifest and the report."""
-    cfg = tiny(study={"n_real": None}, data={"held_out": 0.25})
-    run_study(cfg, tmp_path / "run", data=image_folder, progress=True)
+def test_parity_compares_what_the_detector_sees_merged_printed_once_and_reported(tmp_path, capsys):
+    """Real JPEGs of 40 px: resized, they are what the GANs imitated (no warning); as native crops they keep their
+    codec, which the fakes lack (one warning naming both sets); with [data] align nothing is left to warn about."""
+    from conftest import smooth_images
+    from PIL import Image
+
+    folder = tmp_path / "jpegs"
+    folder.mkdir()
+    for i, img in enumerate(smooth_images(24, 40, seed=1)):
+        Image.fromarray(img.permute(1, 2, 0).numpy()).save(folder / f"{i:02d}.jpg", quality=80)
+    resized = tiny(study={"n_real": None}, data={"held_out": 0.25})
+    run_study(resized, tmp_path / "resize", data=folder, progress=False)
+    assert json.loads((tmp_path / "resize" / "manifest.json").read_text())["parity_warnings"] == []
+    parity = json.loads((tmp_path / "resize" / "parity.json").read_text())
+    assert parity["compared"] == "what the detector sees" and parity["real_stored"]["codec"] == "JPEG"
+
+    crop = tiny(study={"n_real": None}, data={"held_out": 0.25, "preprocess": "crop"})
+    run_study(crop, tmp_path / "crop", data=folder, progress=True)
     err = capsys.readouterr().err
-    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
-    (w,) = manifest["parity_warnings"]
-    assert "natively 40 px" in w and "fake sets 'nearest', 'bed_of_nails' are 32 px" in w
-    assert w.endswith('set [data] preprocess = "crop" to take native pixels from both.')
-    assert " ".join(err.split()).count("natively 40 px") == 1
-    assert "natively 40 px" in (tmp_path / "run" / "report.html").read_text()
-    with_crop = tiny(study={"n_real": None}, data={"held_out": 0.25, "preprocess": "crop"})
-    run_study(with_crop, tmp_path / "crop", data=image_folder, progress=False)
-    assert json.loads((tmp_path / "crop" / "manifest.json").read_text())["parity_warnings"] == []
+    (w,) = json.loads((tmp_path / "crop" / "manifest.json").read_text())["parity_warnings"]
+    assert "Real images are JPEG (quality about 80) but fake sets 'nearest', 'bed_of_nails' are PNG" in w
+    assert "set [data] align = true" in w
+    assert " ".join(err.split()).count("quality about 80") == 1
+    assert "quality about 80" in (tmp_path / "crop" / "report.html").read_text()
+
+    aligned = tiny(study={"n_real": None}, data={"held_out": 0.25, "align": True})
+    run_study(aligned, tmp_path / "align", data=folder, progress=False)
+    assert json.loads((tmp_path / "align" / "manifest.json").read_text())["parity_warnings"] == []
+    plan = json.loads((tmp_path / "align" / "transfer" / "align.json").read_text())
+    assert plan["quality"] == 80 and plan["subsampling"] == "4:2:0"
+    assert "re-encoded as JPEG quality 80" in (tmp_path / "align" / "report.html").read_text()
 
 
 def test_training_fields_added_later_enter_the_hash_only_when_set(monkeypatch):

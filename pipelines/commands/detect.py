@@ -62,6 +62,30 @@ def _load_sets(folders: list[Path], resolution: int, limit: int | None, progress
     return sets
 
 
+ALIGN_HELP = ("Native crops on the JPEG grid and, if any set is JPEG, every set re-encoded at one quality (the "
+              "lowest found) and one chroma subsampling, so the detector cannot learn the codec.")
+
+
+def _align(sets: list, cap: int | None = None, echo: bool = True) -> tuple[list, Any]:
+    """The sets re-encoded by the alignment planned over all of them (``cap``: highest quality allowed), and the plan."""
+    from dataclasses import replace
+
+    from pipelines.align import apply_alignment, plan_for_sets
+
+    plan = plan_for_sets({str(i): s for i, s in enumerate(sets)}, max_quality=cap)
+    if echo:
+        typer.echo(plan.text())
+    return [replace(s, images=apply_alignment(s.images, plan)) for s in sets], plan
+
+
+def _model_align(model: Path) -> dict | None:
+    """The alignment a detector was fitted with (None when it was fitted without --align)."""
+    try:
+        return json.loads((model / "manifest.json").read_text(encoding="utf-8")).get("config", {}).get("align")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def _model_preprocess(model: Path, given: str | None) -> str:
     """--preprocess as given, else the mode the detector in ``model`` was fitted with (resize for old models)."""
     from pipelines.data import check_preprocess
@@ -85,6 +109,7 @@ def fit(
     out: Path = typer.Option(..., "--out", help="Model folder to write."),
     resolution: int = typer.Option(64, "--resolution", "-r", help="Image side length in pixels."),
     preprocess: str = typer.Option("resize", "--preprocess", help=PREPROCESS_HELP),
+    align: bool = typer.Option(False, "--align", help=ALIGN_HELP),
     limit: int | None = typer.Option(None, "--limit", help="At most this many images per folder.", show_default="all"),
     val_real: Path | None = typer.Option(None, "--val-real", help="Validation real images.",
                                         show_default="20% of the training images, held out"),
@@ -112,6 +137,8 @@ def fit(
     from pipelines.runfolder import RunFolder
 
     check_preprocess(preprocess)
+    if align:
+        preprocess = "align"
 
     params = parse_assignments(param, "--param")
     if grid:
@@ -131,7 +158,11 @@ def fit(
     real_set, *fake_sets = _load_sets([real, *fake], resolution, limit, progress, preprocess)
     val_sets = _load_sets([val_real, *val_fake], resolution, limit, progress, preprocess) if val_real is not None else None
     parity = parity_warnings(real_set, dict(zip(_unique_names(fake), fake_sets, strict=True)), preprocess=preprocess,
-                             resolution=resolution)
+                             resolution=resolution, aligned=align)
+    plan = None
+    if align:
+        aligned, plan = _align([real_set, *fake_sets, *(val_sets or [])])
+        real_set, fake_sets, val_sets = aligned[0], aligned[1:1 + len(fake_sets)], aligned[1 + len(fake_sets):] or None
     for warning in parity:  # on stdout: stderr stays the one-line "Error: ..." channel
         typer.echo(f"Warning: {warning}")
     config = {
@@ -140,6 +171,7 @@ def fit(
         "limit": limit, "val_real": str(val_real) if val_real else None, "val_fake": [str(f) for f in val_fake or []],
         "multiclass": multiclass, "classifier_params": params, "feature_options": options,
         "feature_batch_size": feature_batch_size,
+        **({"align": plan.as_dict()} if plan is not None else {}),
     }
     data = ";".join(s.fingerprint for s in [real_set, *fake_sets, *(val_sets or [])])
     run.start("detect fit", config, seed=seed, device=str(det.device), data=data, overwrite=overwrite)
@@ -189,7 +221,11 @@ def score(
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["path", "score", "label", *(["class"] if attribution else [])])
     n = n_fake = 0
-    for s in _load_sets(folders, det.resolution[0], limit, progress, _model_preprocess(model, preprocess)):
+    sets = _load_sets(folders, det.resolution[0], limit, progress, _model_preprocess(model, preprocess))
+    fitted = _model_align(model)
+    if fitted is not None:  # as fitted: the same final codec, at most at the fitted quality
+        sets, _ = _align(sets, fitted.get("quality"))
+    for s in sets:
         scores = det.score(s.images, progress=progress)
         classes = det.attribute(s.images) if attribution else None
         for i, (path, value) in enumerate(zip(s.files, scores, strict=True)):
@@ -210,6 +246,8 @@ def evaluate_cmd(
     fake: list[Path] = typer.Option(..., "--fake", help="Folder of fake test images; repeat for several."),
     limit: int | None = typer.Option(None, "--limit", help="At most this many images per folder.", show_default="all"),
     preprocess: str | None = typer.Option(None, "--preprocess", help=PREPROCESS_HELP, show_default="as fitted"),
+    align: bool | None = typer.Option(None, "--align/--no-align", help=ALIGN_HELP + " The quality is at most the "
+                                      "one the detector was fitted with.", show_default="as fitted"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
@@ -221,8 +259,12 @@ def evaluate_cmd(
     from detectors.metrics import evaluate
 
     det = Detector.load(model, device=device)
+    fitted = _model_align(model)
+    align = fitted is not None if align is None else align
     real_set, *fake_sets = _load_sets([real, *fake], det.resolution[0], limit, progress and not as_json,
-                                      _model_preprocess(model, preprocess))
+                                      "align" if align else _model_preprocess(model, preprocess))
+    if align:
+        (real_set, *fake_sets), _ = _align([real_set, *fake_sets], (fitted or {}).get("quality"), echo=not as_json)
     scores = np.concatenate([det.score(s.images) for s in [real_set, *fake_sets]])
     y = np.concatenate([np.zeros(len(real_set), np.int64)] + [np.ones(len(s), np.int64) for s in fake_sets])
     metrics = evaluate(y, scores, det.threshold)

@@ -86,6 +86,9 @@ def transfer(
                                    show_default="no compression"),
     preprocess: str = typer.Option("resize", "--preprocess", help="resize (antialiased) or crop (centred "
                                    "native pixels at an even offset, keeps the 2x2 grid)."),
+    align: bool = typer.Option(False, "--align", help="Native crops on the JPEG grid and, if any set is JPEG, every "
+                               "set re-encoded at one quality (the lowest found, at most --jpeg) and one chroma "
+                               "subsampling, so no detector can learn the codec."),
     attribute: bool = typer.Option(False, "--attribute", help="Also fit one multi-class model per detector (which source?)."),
     limit: int | None = typer.Option(None, "--limit", help="Use at most N images of each folder (fixed-seed subset).",
                                     show_default="all"),
@@ -113,6 +116,8 @@ def transfer(
     if seeds < 1:
         raise ValueError(f"--seeds must be at least 1 (the number of repeats of every cell), got {seeds}.")
     check_preprocess(preprocess)
+    if align:
+        preprocess = "align"  # native crops on the JPEG grid; the re-encoding follows once the sets are read
     fakes_raw = [parse_fake(f) for f in fake]
     names = [n for n, _ in fakes_raw]
     dup = sorted({n for n in names if names.count(n) > 1})
@@ -151,6 +156,8 @@ def transfer(
         config["preprocess"] = preprocess
     if seeds != 1:  # likewise: a one-seed run's config is that of runs made before --seeds
         config["seeds"] = seeds
+    if align:
+        config["align"] = True
 
     def load(part: str):
         if part.lower() == "embedded":
@@ -164,6 +171,14 @@ def transfer(
 
     real_set = load_spec(real_parts)
     fake_sets = {n: load_spec(p) for n, p in fake_parts.items()}
+    plan = None
+    if align:
+        from pipelines.align import align_sets, plan_for_sets
+
+        plan = plan_for_sets({"real": real_set, **fake_sets}, max_quality=jpeg)
+        aligned = align_sets({"real": real_set, **fake_sets}, plan)  # parity still reads the stored files
+        real_set, fake_sets = aligned["real"], {n: aligned[n] for n in fake_sets}
+        typer.echo(plan.text())
 
     def sets_of(x):
         return list(x) if isinstance(x, tuple) else [x]
@@ -179,14 +194,18 @@ def transfer(
     n_skipped = sum(len(v) for v in skipped.values())
     if n_skipped:
         typer.echo(f"Skipped {n_skipped} unreadable file(s); they are listed in {folder.manifest_path}.")
-    parity = parity_warnings(real_set, fake_sets, jpeg=jpeg, preprocess=preprocess, resolution=resolution)
+    parity = parity_warnings(real_set, fake_sets, jpeg=jpeg, preprocess=preprocess, resolution=resolution,
+                             aligned=align)
     for warning in parity:  # on stdout: stderr stays the one-line "Error: ..." channel
         typer.echo(f"Warning: {warning}")
-    folder.update(parity_warnings=parity)
+    folder.update(parity_warnings=parity, **({"align": plan.as_dict()} if plan is not None else {}))
 
+    # Under --align, --jpeg only caps the alignment's quality: the sets are already re-encoded once.
     records = run_transfer(real_set, fake_sets, specs, out, rows=row_kinds, seed=seed, fractions=fr,
-                           jpeg=jpeg, attribute=attribute, progress=True, jobs=jobs, seeds=seeds)
+                           jpeg=None if align else jpeg, attribute=attribute, progress=True, jobs=jobs, seeds=seeds)
     print_matrix(records, metric)
+    if plan is not None:
+        typer.echo(plan.text())
     folder.finish(outputs=["matrix.csv", "repeats.csv", "matrix.json", "heatmaps/", "cells/"] + (
         ["attribution.json", "attribution/"] if attribute else []))
     typer.echo(f"Wrote {out / 'matrix.csv'}, {out / 'matrix.json'} and heatmaps in {out / 'heatmaps'}.")

@@ -548,6 +548,10 @@ def test_transfer_gives_every_detector_the_device_and_hashes_it(tmp_path, monkey
         made.append(kw.get("device"))
         return real_detector(spec, **kw)
 
+    from pipelines import protocol
+
+    # Matrix rows are fitted by the shared protocol; attribution models by transfer itself.
+    monkeypatch.setattr(protocol, "Detector", recording)
     monkeypatch.setattr(transfer, "Detector", recording)
     transfer.run_transfer(real, fakes, ["radial:lr"], tmp_path / "cpu", device="cpu", heatmaps=False)
     assert made == ["cpu"]
@@ -565,11 +569,12 @@ def test_transfer_worker_processes_get_the_device(tmp_path, monkeypatch):
     real, fakes = _sources()
     shipped = []
 
-    def capture(cells, jobs, bar, label):
+    def capture(cells, compute, key, label, **kw):
+        assert kw["jobs"] == 2
         shipped.extend(cells)  # what is pickled to the worker processes
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(transfer, "_compute_cells_in_parallel", capture)
+    monkeypatch.setattr(transfer, "run_cells", capture)
     with pytest.raises(KeyboardInterrupt):
         transfer.run_transfer(real, fakes, ["radial:lr", "xy:lr"], tmp_path, device="cuda", jobs=2, heatmaps=False)
     assert len(shipped) == 2 and all(c.options["device"] == "cuda" for c in shipped)

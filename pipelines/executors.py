@@ -435,5 +435,5 @@ def _failure(key: str, error: BaseException, log: Path) -> str:
         name = type(error).__name__
         reason = "its worker process died twice (Ray retried it once)" if "Worker" in name or "Died" in name \
             else f"{name}: {str(error).splitlines()[0] if str(error) else ''}"
-    return f"Step {key} failed ({reason}); see its log {log}. Finished steps are kept: run the study again to resume."
+    return f"Step {key} failed ({reason}); see its log {log}. Finished steps are kept: run the study again with --resume to continue."
 

@@ -530,7 +530,7 @@ def _header(d: dict[str, Any]) -> str:
     fact_html = "".join(f"<div class='fact'><b>{html.escape(str(v))}</b><span>{k}</span></div>" for v, k in facts)
     warn = "" if status == "finished" else (
         f"<p class='note'>This study is not finished (status: {html.escape(str(status))}); the report shows "
-        "what exists so far. Run the study again to resume it.</p>")
+        "what exists so far. Run the study again with --resume to continue it.</p>")
     return (f"<header><h1>{html.escape(str(plan.get('name', 'study')))}</h1>"
             f"<div class='muted'>forgelab study report · written {time.strftime('%Y-%m-%d %H:%M')}</div></header>"
             + warn + f"<div class='facts'>{fact_html}</div>")

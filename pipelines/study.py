@@ -84,24 +84,31 @@ def run_study(
     progress: bool = True,
     executor: str | Executor | None = None,
     address: str | None = None,
+    resume: bool = True,
 ) -> Path:
-    """Run (or resume) a whole study into ``out_dir`` and return the path of its report.html.
+    """Run, resume or update a whole study in ``out_dir`` and return the path of its report.html.
 
     ``executor``: ``local`` or ``ray`` (None: the config's ``[study] executor``), or a function
     that runs a list of steps with a StepLog; ``address`` is the Ray cluster's (None: a local runtime).
+
+    A folder holding a finished study is updated: only the steps that are new or whose inputs
+    changed run, the others are kept, and the report is rebuilt; when every step is up to date
+    nothing runs and a note says how to rebuild the report or start over. A folder holding an
+    unfinished study is continued only with ``resume`` (the command line's ``--resume``), so that
+    a rerun never silently picks up, or throws away, an interrupted one.
     """
     cfg = load_config(config)
     threads = torch.get_num_threads()
     if cfg.study.threads is not None:
         torch.set_num_threads(cfg.study.threads)
     try:
-        return _run(cfg, Path(out_dir), data, overwrite, progress, executor, address)
+        return _run(cfg, Path(out_dir), data, overwrite, progress, executor, address, resume)
     finally:
         torch.set_num_threads(threads)
 
 
 def _run(cfg: StudyConfig, out: Path, data: str | Path | None, overwrite: bool, progress: bool,
-         executor: str | Executor | None, address: str | None) -> Path:
+         executor: str | Executor | None, address: str | None, resume: bool = True) -> Path:
     echo = Console(highlight=False).print if progress else (lambda _msg: None)
     t_start = time.perf_counter()
     name = cfg.study.executor if executor is None else executor
@@ -114,8 +121,15 @@ def _run(cfg: StudyConfig, out: Path, data: str | Path | None, overwrite: bool, 
     # The data are checked before the folder is touched, so a bad path leaves nothing behind.
     real, spec = _load_real(cfg, data, progress)
     check_counts(cfg, real, str(spec))
-    folder = _open_folder(out, cfg, overwrite, str(spec))
+    _check_folder(out, overwrite, resume)
     data_hash = tensor_digest(real.train.images)
+    steps = build_steps(cfg, out, real, data_hash, progress and not on_ray)
+    if not overwrite and _up_to_date(out, steps):
+        # Plain print, not rich: paths must not be wrapped or read as markup.
+        print(f"Nothing to do: every step of the study in {out} is finished and up to date with its config.\n"
+              f"Rebuild its report with `forgelab report {out}`; start over with --overwrite.", flush=True)
+        return out / report.REPORT_FILE
+    folder = _open_folder(out, cfg, overwrite, str(spec))
     folder.update(data_info={
         "source": str(spec), "count": real.loaded, "fingerprint": data_hash,
         "skipped": len(getattr(real.train, "skipped", []) or []), "preprocess": cfg.data.preprocess,
@@ -127,7 +141,7 @@ def _run(cfg: StudyConfig, out: Path, data: str | Path | None, overwrite: bool, 
     echo(f"Study [bold]{cfg.study.name}[/]: {len(cfg.generators)} generators, "
          f"{len(real.train)} real images from {spec} -> {out}")
 
-    executor(build_steps(cfg, out, real, data_hash, progress and not on_ray), StepLog(out, None if on_ray else echo))
+    executor(steps, StepLog(out, None if on_ray else echo))
 
     if (out / PARITY_FILE).is_file():
         folder.update(parity_warnings=read_json(out / PARITY_FILE).get("warnings", []))
@@ -306,22 +320,39 @@ def _load_real(cfg: StudyConfig, data: str | Path | None, progress: bool) -> tup
                       f"{spec}, the held-out {held:g} ([data] held_out), never seen by the GANs"), spec
 
 
-def _open_folder(out: Path, cfg: StudyConfig, overwrite: bool, data_label: str | None) -> RunFolder:
+def _check_folder(out: Path, overwrite: bool, resume: bool) -> None:
+    """Refuse a folder that holds something other than a study, or an unfinished study without ``resume``."""
     folder = RunFolder(out)
-    if folder.path.is_dir() and folder.manifest_path.exists() and not overwrite:
+    if overwrite or not folder.path.is_dir():
+        return
+    if folder.manifest_path.exists():
         old = folder.manifest()
         if old.get("command") != "study":
             raise FileExistsError(
                 f"{out} holds a '{old.get('command')}' run, not a study; choose another --out or pass --overwrite."
             )
-        if folder.is_finished():
+        if not folder.is_finished() and not resume:
             raise FileExistsError(
-                f"{out} already holds a finished study; pass --overwrite to redo it or choose another --out."
+                f"{out} holds an unfinished study; pass --resume to continue it (finished steps are kept), "
+                "--overwrite to start over, or choose another --out."
             )
-    elif folder.path.is_dir() and folder_contents(folder.path) and not overwrite:
+    elif folder_contents(folder.path):
         raise FileExistsError(
             f"{out} is not empty and is not a study folder; choose another --out or pass --overwrite."
         )
+
+
+def _up_to_date(out: Path, steps: list[Step]) -> bool:
+    """True when ``out`` holds a finished study whose every step is done from the same inputs, report included."""
+    folder = RunFolder(out)
+    if not folder.is_finished() or not (out / report.REPORT_FILE).is_file():
+        return False
+    log = StepLog(out)
+    return all(log.is_done(s.key, s.hash) for s in steps)
+
+
+def _open_folder(out: Path, cfg: StudyConfig, overwrite: bool, data_label: str | None) -> RunFolder:
+    folder = RunFolder(out)
     return folder.start(
         "study", cfg.to_dict(), seed=cfg.study.seed, device=device_name(cfg.study.device),
         data=data_label, overwrite=overwrite, resume=not overwrite,
@@ -367,7 +398,7 @@ def _train_step(tcfg: TrainConfig, real: torch.Tensor, run_dir: Path, progress: 
     training.train(tcfg, real, run_dir, resume=can_resume, progress=progress)
 
 
-def _generate_step(cfg: StudyConfig, name: str, out: Path, progress: bool, _resume: bool) -> None:
+def _generate_step(cfg: StudyConfig, name: str, out: Path, progress: bool, resume: bool) -> None:
     g = cfg.generate
     seed = cfg.study.seed if g.seed is None else g.seed
     run_dir = out / "generators" / name
@@ -378,7 +409,8 @@ def _generate_step(cfg: StudyConfig, name: str, out: Path, progress: bool, _resu
     write_grid(fakes, out / "samples" / f"{name}.png", g.grid)
     if g.save_fakes:
         write_fake_set(run_dir / "checkpoint.pt", g.n, out / "fakes" / name, seed=seed,
-                       batch_size=g.batch_size, device=device, progress=progress)
+                       batch_size=g.batch_size, device=device, progress=progress,
+                       overwrite=not resume)  # a redone step never keeps PNGs of the old generator
 
 
 def _fake_spectra_step(out: Path, name: str, _resume: bool) -> None:

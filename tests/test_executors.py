@@ -204,7 +204,7 @@ def test_ray_failure_names_the_step_and_its_log_and_keeps_finished_steps(ray_run
         run_steps(make_steps(tmp_path, {"b": "raise"}), StepLog(tmp_path), "ray", progress=False)
     log = step_log_path(tmp_path, "step/b")
     assert str(e.value) == (f"Step step/b failed (ZeroDivisionError: this step always fails); see its log {log}. "
-                            "Finished steps are kept: run the study again to resume.")
+                            "Finished steps are kept: run the study again with --resume to continue.")
     assert "ZeroDivisionError: this step always fails" in log.read_text()
     assert len(runs(tmp_path, "b")) == 1  # an exception is not retried, only a dead worker
     st = states(tmp_path)

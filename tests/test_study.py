@@ -318,9 +318,10 @@ def test_saved_fake_pngs_hold_the_same_bytes(study_dir):
         assert np.array_equal(arr, fakes[i].permute(1, 2, 0).numpy())
 
 
-def test_finished_study_is_refused_and_report_rebuilds(study_dir):
-    with pytest.raises(FileExistsError, match="finished study; pass --overwrite"):
-        run_study(TINY, study_dir, progress=False)
+def test_finished_study_rerun_changes_nothing_and_report_rebuilds(study_dir):
+    steps = (study_dir / "steps.json").read_text()
+    assert run_study(tiny(generate={"save_fakes": True}), study_dir, progress=False) == study_dir / "report.html"
+    assert (study_dir / "steps.json").read_text() == steps  # every step up to date: nothing ran
     (study_dir / "report.html").unlink()
     result = CliRunner().invoke(_app(), ["report", str(study_dir)])
     assert result.exit_code == 0, result.output

@@ -141,6 +141,7 @@ def train_command(
     cfg = TrainConfig.from_dict(settings)
 
     run = RunFolder(out)
+    run.refuse_unfinished(resume, overwrite)
     if run.is_finished() and not overwrite and not resume:
         raise FileExistsError(
             f"{out} already holds a finished run; pass --overwrite to replace it, --resume to extend it, "
@@ -188,11 +189,23 @@ def generate_command(
     seed: int = typer.Option(0, "--seed", help="Seed of the latents (same seed, same images)."),
     batch_size: int = typer.Option(256, "--batch-size", help="Images per batch handed to the PNG writers."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished fake set in --out."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished or unfinished fake set in --out."),
+    resume: bool = typer.Option(False, "--resume", help="Complete an interrupted fake set in --out (same options)."),
 ) -> None:
     """Write N lossless PNGs from a trained generator (EMA weights when present) plus manifest.json."""
     from gans.sampling import load_generator, write_fake_set
 
+    if resume and overwrite:
+        raise ValueError("--resume and --overwrite contradict each other; pass one of them.")
+    config = {"source": str(source), "n": n, "seed": seed, "batch_size": batch_size}
+    run = RunFolder(out)
+    run.refuse_unfinished(resume, overwrite)
+    if resume and run.is_unfinished():
+        old = {k: run.manifest().get("config", {}).get(k) for k in ("source", "n", "seed")}
+        if old != {k: config[k] for k in old}:
+            given = ", ".join(f"{k}={v}" for k, v in old.items())
+            raise ValueError(f"{out} holds an unfinished fake set of other options ({given}); "
+                             "resume it with those, or pass --overwrite to start over.")
     if n < 1:
         raise ValueError(f"--n must be a positive number of images, got {n}.")
     if batch_size < 1:
@@ -201,10 +214,11 @@ def generate_command(
     _, meta = load_generator(source)  # fail on a bad checkpoint before touching --out
     info, dev, created = distributed.init_distributed(device)
     try:
-        run = RunFolder(out)
         if info.is_main:
-            run.start("generate", {"source": str(source), "n": n, "seed": seed, "batch_size": batch_size},
-                      seed=seed, device=str(dev), data=meta["checkpoint"], overwrite=overwrite)
+            # Resuming rewrites every image: they are a function of (checkpoint, seed, index), so the
+            # ones written before the interruption come out byte for byte the same.
+            run.start("generate", config, seed=seed, device=str(dev), data=meta["checkpoint"], overwrite=overwrite,
+                      resume=resume and run.is_unfinished())
         distributed.barrier(info)
         write_fake_set(source, n, out, seed=seed, batch_size=batch_size, device=dev, progress=info.is_main)
         if info.is_main:

@@ -27,7 +27,8 @@ def study(
                               show_default="outputs/<study name>"),
     data: str = typer.Option(None, "--data", help="Real images: a folder or 'embedded'.",
                               show_default="the config's, else $FORGELAB_DATA"),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Delete a finished study in --out and run it again."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Delete the study in --out and start over."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted study in --out (finished steps are kept)."),
     set_: list[str] = typer.Option(None, "--set", help="Override a config value, e.g. --set train.steps=1500 (repeatable).",
                                 show_default="none"),
     executor: str = typer.Option(None, "--executor", help="Run the steps here ('local') or as Ray tasks ('ray').",
@@ -36,16 +37,21 @@ def study(
                                  show_default="a Ray runtime on this machine"),
     quiet: bool = typer.Option(False, "--quiet", help="No progress output."),
 ) -> None:
-    """Run a study from a TOML config: train, generate, spectra, metrics, transfer matrix, report (resumable)."""
+    """Run a study from a TOML config: train, generate, spectra, metrics, transfer matrix, report.
+
+    Rerun on a finished study after editing its config, it runs only the steps that are new or
+    changed (a detector or generator added, more training steps) and rebuilds the report.
+    """
     from pipelines.study import run_study
     from pipelines.study_config import load_config
 
+    _check_flags(resume, overwrite)
     cfg = load_config(config, overrides=tuple(set_ or ()))
     executor = _check_executor(executor or cfg.study.executor, address)
     target = out if out is not None else Path("outputs") / cfg.study.name
     with folder_lock(target, "study"):
         report = run_study(cfg, target, data=data, overwrite=overwrite, progress=not quiet, executor=executor,
-                           address=address)
+                           address=address, resume=resume)
     typer.echo(f"Report: {report}")
 
 
@@ -54,7 +60,8 @@ def quickstart(
     out: Path = typer.Option(QUICKSTART_OUT, "--out", help="Study folder."),
     data: str = typer.Option(None, "--data", help="Real images instead of the embedded sample photos: a folder.",
                               show_default="embedded"),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Delete a finished quickstart in --out and run it again."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Delete the quickstart in --out and start over."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted quickstart in --out."),
     executor: str = typer.Option(None, "--executor", help="Run the steps here ('local') or as Ray tasks ('ray').",
                                   show_default="the config's [study] executor, else local"),
     address: str = typer.Option(None, "--address", help="The Ray cluster to use with --executor ray, e.g. 'auto'.",
@@ -64,11 +71,17 @@ def quickstart(
     """Run the packaged quickstart study (embedded photos, 32 px, six upsamplers; minutes on a CPU)."""
     from pipelines.study import run_study
 
+    _check_flags(resume, overwrite)
     executor = _check_executor(executor or "local", address)
     with folder_lock(out, "quickstart"):
         report = run_study("quickstart", out, data=data, overwrite=overwrite, progress=not quiet, executor=executor,
-                           address=address)
+                           address=address, resume=resume)
     typer.echo(f"Report: {report}")
+
+
+def _check_flags(resume: bool, overwrite: bool) -> None:
+    if resume and overwrite:
+        raise ValueError("--resume and --overwrite contradict each other; pass one of them.")
 
 
 def _check_executor(name: str, address: str | None) -> str:

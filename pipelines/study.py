@@ -8,7 +8,8 @@ where it stopped and an edited config recomputes only what the edit touched.
 
 Real images: the GANs, and the detectors' real training images, come from one pool; the
 detectors' real *test* images from another that no generator trained on (:func:`_load_real`):
-ImageWoof's val/ when the data folder holds train/ and val/ and ``[study] subset = "train"``;
+ImageWoof's val/ when the data folder holds train/ and val/ (``[study] subset = "train"``, the
+default for such a folder);
 for data in one folder, the fraction ``[data] held_out`` (0.2) kept back from GAN training;
 for the embedded photos, crops of their right half while training crops come from the left
 half. study.json and the manifest record where both came from. Before the transfer matrix,
@@ -38,6 +39,7 @@ from typing import Any
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 
 from detectors.diversity import diversity
 from detectors.fidelity import spectral_fidelity
@@ -139,7 +141,7 @@ def _run(cfg: StudyConfig, out: Path, data: str | Path | None, overwrite: bool, 
         write_text(out / CONFIG_COPY, cfg.text)
     write_json(out / PLAN_FILE, _plan(cfg, real, spec, data_hash))
     echo(f"Study [bold]{cfg.study.name}[/]: {len(cfg.generators)} generators, "
-         f"{len(real.train)} real images from {spec} -> {out}")
+         f"{len(real.train)} real images from {escape(str(spec))} -> {escape(str(out))}")
 
     executor(steps, StepLog(out, None if on_ray else echo))
 
@@ -298,14 +300,22 @@ def _load_real(cfg: StudyConfig, data: str | Path | None, progress: bool) -> tup
         where = "crops of the embedded photos' {} part (region {!r})"
         return RealImages(train, test, len(train), where.format("left", "train"), where.format("right", "test")), spec
     root = Path(spec)
-    if cfg.study.subset:
-        spec = root / cfg.study.subset
+    subset = cfg.study.subset
+    if subset is None and (root / "train").is_dir() and (root / "val").is_dir():
+        # A data set root with train/ and val/ (ImageWoof's layout): train on train/, test on val/,
+        # as `subset = "train"` says; never on both mixed, which would leak val/ into GAN training.
+        subset = "train"
+        if progress:
+            print(f"{root} holds train/ and val/: the GANs train on train/, the detectors are tested on val/ "
+                  '(set [study] subset to use another sub-folder).', flush=True)
+    if subset:
+        spec = root / subset
         if not spec.is_dir():
             raise FileNotFoundError(
-                f"{spec} does not exist; [study] subset = {cfg.study.subset!r} must name a sub-folder of the data folder."
+                f"{spec} does not exist; [study] subset = {subset!r} must name a sub-folder of the data folder."
             )
     loaded = load_data(spec, res, limit=cfg.study.n_real, seed=seed, preprocess=mode, progress=progress)
-    if cfg.study.subset == "train" and (root / "val").is_dir():
+    if subset == "train" and (root / "val").is_dir():
         # ImageWoof's layout: the GANs train on train/, the detectors are tested on val/.
         test = load_data(root / "val", res, limit=_test_count(cfg, len(loaded)), seed=seed, preprocess=mode,
                          progress=progress)
@@ -469,8 +479,14 @@ def _parity_step(cfg: StudyConfig, out: Path, real: RealImages | ImageSet, progr
         warnings.append(text.replace("fake set {sets}", label))
     write_json(out / PARITY_FILE, {"warnings": warnings, "by_set": per_set})  # by_set: as parity_warnings words them
     if progress:
-        for w in warnings:
-            Console(highlight=False, stderr=True).print(f"[yellow]Warning:[/] {w}")
+        print_warnings(warnings)
+
+
+def print_warnings(warnings: list[str]) -> None:
+    """Print study warnings on stderr; their text is escaped, so ``[transfer] jpeg`` is not read as rich markup."""
+    console = Console(highlight=False, stderr=True)
+    for w in warnings:
+        console.print(f"[yellow]Warning:[/] {escape(w)}")
 
 
 def _transfer_step(cfg: StudyConfig, out: Path, real: RealImages | ImageSet, progress: bool, resume: bool) -> None:

@@ -73,7 +73,7 @@ class StudyOptions(Section):
     seed: int = 0
     resolution: int = 32
     data: str | None = None  # "embedded", a folder, or unset for $FORGELAB_DATA
-    subset: str | None = None  # sub-folder of the data folder, e.g. "train" for ImageWoof
+    subset: str | None = None  # sub-folder of the data folder; "train" when it holds train/ and val/ (ImageWoof)
     n_real: int | None = None  # how many real images to load (None: all; embedded: its default)
     device: str = "auto"
     threads: int | None = None  # torch intra-op CPU threads during the study (None: torch's default)

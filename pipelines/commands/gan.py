@@ -19,8 +19,11 @@ import typer
 
 from gans import distributed
 from gans.checkpoint import load_checkpoint
+from gans.networks import ARCHITECTURES
+from gans.sngan import SHORTCUTS
+from gans.upsamplers import UPSAMPLERS
 from gans.training import CHECKPOINT, CONFIG, TrainConfig, TrainingDiverged, train
-from pipelines.commands.defaults import train_default, train_flag_default
+from pipelines.commands.defaults import one_of, train_default, train_flag_default
 from pipelines.errors import fail, friendly
 from pipelines.runfolder import RunFolder, locked
 from plumbing.locks import folder_contents
@@ -74,10 +77,14 @@ def _saved_settings(out: Path) -> dict[str, Any]:
 
 
 def train_command(
-    arch: str | None = typer.Option(None, "--arch", help="Architecture: dcgan or sngan.", show_default=train_default("arch")),
+    arch: str | None = typer.Option(None, "--arch", help=f"Architecture: {one_of(ARCHITECTURES)}.",
+                                    show_default=train_default("arch")),
     upsampler: str | None = typer.Option(
-        None, "--upsampler", help="transposed, nearest, bilinear, bicubic, pixelshuffle or bed_of_nails.",
+        None, "--upsampler", help=f"Upsampler: {one_of(UPSAMPLERS)}.",
         show_default=train_default("upsampler")),
+    shortcut: str | None = typer.Option(
+        None, "--shortcut", help=f"SNGAN's residual shortcut: {one_of(SHORTCUTS)} (the paper's is 1x1).",
+        show_default=train_default("shortcut")),
     upsample_layers: str | None = typer.Option(
         None, "--upsample-layers", help="Use the upsampler in 'all' upsampling layers or the 'last' only.",
         show_default=train_default("upsample_layers")),
@@ -128,7 +135,8 @@ def train_command(
     if config is not None:
         settings.update(read_config_file(config))
     given = {
-        "arch": arch, "upsampler": upsampler, "upsample_layers": upsample_layers, "spectral_d": spectral_d,
+        "arch": arch, "upsampler": upsampler, "shortcut": shortcut, "upsample_layers": upsample_layers,
+        "spectral_d": spectral_d,
         "spectral_d_weight": spectral_d_weight, "spectral_reg": spectral_reg, "resolution": resolution,
         "steps": steps, "batch_size": batch_size, "width": width, "ema": ema, "amp": amp,
         "ckpt_every": ckpt_every, "sample_every": sample_every, "seed": seed, "device": device,

@@ -117,7 +117,8 @@ def _run(cfg: StudyConfig, out: Path, data: str | Path | None, overwrite: bool, 
     if isinstance(name, str):
         if check_executor(name) == "ray":
             require_ray()  # before the data are loaded and the folder is touched
-        executor = partial(run_with, executor=name, address=address, progress=progress)
+        executor = partial(run_with, executor=name, address=address, progress=progress, jobs=cfg.study.jobs,
+                           threads=cfg.study.threads)
     # Under Ray the live table shows the steps; their own bars would only fill the task logs.
     on_ray = name == "ray"
     # The data are checked before the folder is touched, so a bad path leaves nothing behind.

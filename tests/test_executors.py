@@ -104,6 +104,18 @@ def states(root: Path) -> dict[str, tuple[str, str]]:
 # ---------------------------------------------------------------- without Ray
 
 
+def test_local_with_two_jobs_runs_independent_steps_at_once(tmp_path):
+    # a and c have no dependencies: with two workers they meet (each waits until the other started).
+    log = StepLog(tmp_path)
+    steps = make_steps(tmp_path, {"a": "meet:c", "c": "meet:a"})
+    assert run_steps(steps, log, jobs=2) == dict.fromkeys(["step/a", "step/b", "step/c", "step/d"], "done")
+    assert results(tmp_path) == EXPECTED
+    assert (tmp_path / "started" / "a.met").read_text() == "True" == (tmp_path / "started" / "c.met").read_text()
+    assert {s for s, _ in states(tmp_path).values()} == {"done"}
+    assert run_steps(make_steps(tmp_path), StepLog(tmp_path), jobs=2) == dict.fromkeys(
+        ["step/a", "step/b", "step/c", "step/d"], "skipped")
+
+
 def test_local_runs_in_order_and_skips_finished_steps(tmp_path):
     log = StepLog(tmp_path)
     assert run_steps(make_steps(tmp_path), log) == dict.fromkeys(["step/a", "step/b", "step/c", "step/d"], "done")

@@ -16,7 +16,8 @@ from pipelines.steps import StepLog
 from pipelines.study import run_study
 
 TINY = {
-    "study": {"name": "tiny", "seed": 0, "resolution": 32, "data": "embedded", "n_real": 64},
+    # One thread: a step in a worker process computes exactly what it computes here.
+    "study": {"name": "tiny", "seed": 0, "resolution": 32, "data": "embedded", "n_real": 64, "threads": 1},
     "train": {"steps": 3, "batch_size": 16, "width": 8, "z_dim": 16, "log_every": 1,
               "sample_every": 0, "ckpt_every": 0},
     "grid": {"upsamplers": ["nearest", "bed_of_nails"]},
@@ -184,3 +185,18 @@ def _toml(cfg: dict) -> str:
 
     return "\n".join(f"[{section}]\n" + "\n".join(f"{k} = {value(v)}" for k, v in table.items()) + "\n"
                      for section, table in cfg.items())
+
+
+@pytest.mark.slow
+def test_two_local_jobs_give_the_same_study(finished, tmp_path):
+    """[study] jobs = 2 runs independent steps in two worker processes; every number is the same."""
+    out = tmp_path / "parallel"
+    run_study(tiny(study={"jobs": 2}), out, progress=False)
+    assert matrix(out) == matrix(finished)
+    for name in ("nearest", "bed_of_nails"):
+        assert (json.loads((out / "quality" / f"{name}.json").read_text())
+                == json.loads((finished / "quality" / f"{name}.json").read_text()))
+        assert ((out / "fakes" / f"{name}.npy").read_bytes() == (finished / "fakes" / f"{name}.npy").read_bytes())
+    steps = json.loads((out / "steps.json").read_text())["steps"]
+    assert {s["status"] for s in steps.values()} == {"done"} and len(steps) == len(
+        json.loads((finished / "steps.json").read_text())["steps"])

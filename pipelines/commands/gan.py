@@ -21,8 +21,8 @@ from gans import distributed
 from gans.checkpoint import load_checkpoint
 from gans.networks import ARCHITECTURES
 from gans.sngan import SHORTCUTS
-from gans.upsamplers import UPSAMPLERS
 from gans.training import CHECKPOINT, CONFIG, TrainConfig, TrainingDiverged, train
+from gans.upsamplers import UPSAMPLERS
 from pipelines.commands.defaults import one_of, train_default, train_flag_default
 from pipelines.errors import fail, friendly
 from pipelines.runfolder import RunFolder, locked

@@ -63,7 +63,7 @@ def interrupt_message(fn: Callable) -> str:
     except (TypeError, ValueError):
         has_resume = False
     how = ("run the same command with --resume to continue" if has_resume
-           else "run the same command again to continue")
+           else "run the same command again to finish it")
     return f"Interrupted; finished files are kept: {how}."
 
 

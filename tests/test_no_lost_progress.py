@@ -120,4 +120,4 @@ def test_interrupt_message_names_resume_only_where_the_command_has_it():
         pass
 
     assert "--resume" in interrupt_message(with_resume)
-    assert "--resume" not in interrupt_message(without) and "again" in interrupt_message(without)
+    assert "--resume" not in interrupt_message(without) and "same command again" in interrupt_message(without)

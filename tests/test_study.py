@@ -275,10 +275,11 @@ def test_tiny_study_outputs_and_report(study_dir):
     assert cells == {(a, b) for a in ("nearest", "bed_of_nails") for b in ("nearest", "bed_of_nails")}
 
     page = (out / "report.html").read_text(encoding="utf-8")
-    for section in ("id='summary'", "id='samples'", "id='spectra'", "id='transfer'", "radial:lr"):
+    for section in ("id='summary'", "id='samples'", "id='spectra'", "id='training'", "id='transfer'", "radial:lr"):
         assert section in page
     images = [base64.b64decode(b) for b in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)]
-    assert len(images) == 3 + 3 + 1  # sample grids (real + 2), three spectra figures, one heatmap
+    # sample grids (real + 2), three spectra figures, the training curves, one heatmap
+    assert len(images) == 3 + 3 + 1 + 1
     assert all(img[:8] == b"\x89PNG\r\n\x1a\n" for img in images)
     grid = Image.open(io.BytesIO(images[1]))  # nearest's grid: 16 images of 32 px, 4 x 4, 2 px padding
     assert grid.size == (4 * 34 + 2, 4 * 34 + 2)

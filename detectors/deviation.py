@@ -99,7 +99,7 @@ class RealDeviation(ClassifierMixin, BaseEstimator):
 
 @register_classifier("deviation")
 class DeviationClassifier(SklearnClassifier):
-    """One-sided deviation from the real images (see the module docstring); binary only."""
+    """One-sided: models the real images and scores how far an image departs from them, in any direction; binary only."""
 
     name = "deviation"
     default_grid: ClassVar[dict[str, list]] = {"floor": [0.0, 1.0, 3.0, 10.0], "alpha": [0.1, 1.0, 10.0]}

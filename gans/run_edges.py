@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 import threading
 import time
 from contextlib import ExitStack
@@ -23,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from gans.checkpoint import write_atomically
 from gans.distributed import DistInfo
 from plumbing.devices import fused_adam
-from plumbing.progress import progress_bar
+from plumbing.progress import NullBar, progress_bar
 
 __all__ = ["StopRequest", "TrainLog", "loss_text", "no_sync", "optimizer_to", "trim_log", "unwrap", "wrap_ddp"]
 
@@ -66,10 +67,14 @@ class TrainLog:
     previous record, images per second and the wall-clock time.
     """
 
-    def __init__(self, path: Path, *, enabled: bool, progress: bool, steps: int, step: int) -> None:
-        self.path, self.enabled = path, enabled
+    def __init__(self, path: Path, *, enabled: bool, progress: bool, steps: int, step: int,
+                 monitor: Any = None) -> None:
+        self.path, self.enabled, self.steps, self.monitor = path, enabled, steps, monitor
         self.bar = progress_bar(progress and enabled, "training", steps, completed=step, transient=False,
                                 fields={"losses": ""})
+        # Without a terminal there is no bar: a plain line every ~5 % of the run instead.
+        self.lines = progress and enabled and isinstance(self.bar, NullBar)
+        self.line_every, self.line_last = max(1, steps // 20), step
         self.t_last, self.step_last = time.perf_counter(), step
         self.file = None
 
@@ -97,6 +102,11 @@ class TrainLog:
         self.file.write(json.dumps(rec) + "\n")
         self.file.flush()
         self.bar.update(losses=loss_text(rec))
+        if self.monitor is not None:
+            self.monitor.scalars(step, rec)
+        if self.lines and (step - self.line_last >= self.line_every or step == self.steps):
+            self.line_last = step
+            print(f"{self.path.parent.name}: step {step}/{self.steps} {loss_text(rec)}", file=sys.stderr, flush=True)
 
     def advance(self, step: int) -> None:
         """Move the bar to ``step``."""

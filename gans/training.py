@@ -9,8 +9,10 @@ and adds Durall et al.'s spectral regulariser, keeps an EMA of the generator, an
 * ``checkpoint.pt`` every ``ckpt_every`` steps, atomically, with networks, optimisers,
   schedulers, step and every RNG state, so ``resume=True`` continues exactly where it stopped
   (on CPU bit-identically to an uninterrupted run);
-* ``log.jsonl`` (losses, learning rate, step time, images/s), ``samples/step_XXXXXX.png``
-  (a grid from fixed latents) and ``train_config.json`` (the full, resolved config).
+* ``log.jsonl`` (losses, D's mean outputs on real and fake, learning rate, step time, images/s,
+  and at sample steps the samples' ``spectral_l1``), ``samples/step_XXXXXX.png`` (a grid from
+  fixed latents), TensorBoard event files (:mod:`gans.monitor`) and ``train_config.json`` (the
+  full, resolved config).
 
 Under torchrun the same call uses DistributedDataParallel; rank 0 logs and checkpoints. As in
 stylegan2-ada's ``training_loop``, :meth:`Trainer.run` reads as the schedule; signals, the log
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import copy
 import math
-from contextlib import nullcontext
+from contextlib import closing, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,7 @@ from gans.checkpoint import (
     write_atomically,
 )
 from gans.ema import standing_bn_statistics, standing_latents, update_ema
+from gans.monitor import Monitor
 from gans.networks import build_discriminator, build_generator
 from gans.run_edges import StopRequest, TrainLog, no_sync, optimizer_to, trim_log, unwrap, wrap_ddp
 from gans.sampling import derive_seed, latents
@@ -127,6 +130,8 @@ class Trainer:
         self.step = 0
         self.resumed_from: int | None = None
         self._nonfinite: torch.Tensor | None = None  # any non-finite loss since the flags were last read
+        self.monitor: Monitor | None = None  # TensorBoard (gans.monitor), while run() runs
+        self.spectral: dict[str, float] = {}  # the last sample grid's spectral distance, for the next log record
         self.info, self.device, self._created_pg = distributed.init_distributed(self.cfg.device)
         try:
             self._setup(resume)
@@ -303,11 +308,13 @@ class Trainer:
                 fake = G(z)
             with self._autocast():
                 # Separate real and fake batches (BatchNorm in DCGAN's D must not mix them).
-                loss_d = losses.d_loss(cfg.loss, D(real), D(fake))
+                d_real, d_fake = D(real), D(fake)
+                loss_d = losses.d_loss(cfg.loss, d_real, d_fake)
             self.opt_D.zero_grad(set_to_none=True)
             loss_d.backward()
             self.opt_D.step()
             out["loss_d"] = loss_d.detach()
+            out["d_real"], out["d_fake"] = d_real.detach().float().mean(), d_fake.detach().float().mean()
             if SD is not None:
                 loss_sd = losses.d_loss(cfg.loss, SD(real), SD(fake))
                 self.opt_SD.zero_grad(set_to_none=True)
@@ -376,6 +383,8 @@ class Trainer:
             x = G(self.grid_z.to(self.device)).float().cpu()
         finally:
             G.train(was_training)
+        if self.monitor is not None:  # TensorBoard grid and spectrum (gans.monitor)
+            self.spectral = {"spectral_l1": self.monitor.samples(self.step, x)}
         path = self.out / SAMPLES / f"step_{self.step:06d}.png"
         write_atomically(path, lambda f: save_image(x, f, nrow=8, normalize=True, value_range=(-1, 1),
                                                     format="png"), fsync=False)
@@ -400,18 +409,22 @@ class Trainer:
                 self.save()
             return self.ckpt_path
         stop = StopRequest()
-        log = TrainLog(self.out / LOG, enabled=main, progress=self.progress, steps=cfg.steps, step=self.step)
+        self.monitor = Monitor(self.out, self.images, enabled=main, step=self.step)
+        log = TrainLog(self.out / LOG, enabled=main, progress=self.progress, steps=cfg.steps, step=self.step,
+                       monitor=self.monitor)
         try:
-            with stop, log:
+            with stop, log, closing(self.monitor):
                 while self.step < cfg.steps:
                     out = self.train_step()  # n_dis D (and spectral D) updates, one G update, EMA
                     self.step += 1
                     stop_now = self._check_step(out, stop)
-                    if self._due(cfg.log_every) or self.step == cfg.steps:
-                        log.write(self.step, out, cfg.batch_size * cfg.n_dis,
+                    sampled = main and self._due(cfg.sample_every)
+                    if sampled:
+                        self.save_samples()  # before the log record, which then holds the samples' spectral_l1
+                    if self._due(cfg.log_every) or self.step == cfg.steps or sampled:
+                        extra, self.spectral = self.spectral, {}
+                        log.write(self.step, out, cfg.batch_size * cfg.n_dis, **extra,
                                   lr_g=self.opt_G.param_groups[0]["lr"], lr_d=self.opt_D.param_groups[0]["lr"])
-                    if main and self._due(cfg.sample_every):
-                        self.save_samples()
                     if self._due(cfg.ckpt_every):
                         self.save()
                     log.advance(self.step)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import sys
 import traceback
 from collections.abc import Callable
@@ -26,6 +27,7 @@ state = {"debug": False}
 
 def friendly(fn: Callable) -> Callable:
     """Wrap a typer command so that errors end it with one line on stderr and exit code 1."""
+    interrupted = interrupt_message(fn)
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -34,7 +36,7 @@ def friendly(fn: Callable) -> Callable:
         except (typer.Exit, typer.Abort, SystemExit):
             raise
         except KeyboardInterrupt:
-            typer.echo("Interrupted; finished files are kept and the run can be resumed.", err=True)
+            typer.echo(interrupted, err=True)
             raise typer.Exit(130) from None
         except USER_ERRORS as e:
             if state["debug"]:
@@ -52,6 +54,17 @@ def friendly(fn: Callable) -> Callable:
             raise typer.Exit(2) from None
 
     return wrapper
+
+
+def interrupt_message(fn: Callable) -> str:
+    """What Ctrl-C prints: how to continue, naming ``--resume`` when the command has it."""
+    try:
+        has_resume = "resume" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        has_resume = False
+    how = ("run the same command with --resume to continue" if has_resume
+           else "run the same command again to finish it")
+    return f"Interrupted; finished files are kept: {how}."
 
 
 def fail(message: str) -> None:

@@ -113,17 +113,21 @@ def check_order(steps: Sequence[Step]) -> None:
 
 
 def run_steps(steps: Sequence[Step], steplog: StepLogLike, executor: str = "local", address: str | None = None,
-              *, progress: bool = True) -> dict[str, str]:
+              *, progress: bool = True, jobs: int = 1, threads: int | None = None) -> dict[str, str]:
     """Run every step that is not done yet, in dependency order; return each step's final state.
 
     ``executor`` is ``local`` (in order, in this process) or ``ray`` (tasks on a Ray runtime:
     this machine's when ``address`` is None, else the cluster at ``address``, e.g. ``auto`` or
-    ``ray://HOST:10001``). States are ``skipped`` (done earlier) and ``done``.
+    ``ray://HOST:10001``). States are ``skipped`` (done earlier) and ``done``. ``jobs`` > 1 runs
+    up to that many independent local steps at once in worker processes (``threads`` torch
+    threads each; see :func:`_run_local_parallel`).
     """
     check_executor(executor)
     check_order(steps)
     hashes = {s.key: s.hash for s in steps}  # the executor is no part of a hash
     if executor == "local":
+        if jobs > 1:
+            return _run_local_parallel(steps, steplog, hashes, jobs, threads)
         return _run_local(steps, steplog, hashes)
     ray = require_ray()
     return _run_ray(ray, steps, steplog, hashes, address, progress)
@@ -150,6 +154,89 @@ def _run_local(steps: Sequence[Step], steplog: StepLogLike, hashes: dict[str, st
         _check_outputs(step, steplog.root)
         steplog.finish(step.key, h, list(step.outputs), time.perf_counter() - t0)
         states[step.key] = "done"
+    return states
+
+
+def _worker_init(threads: int | None) -> None:
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    # Several workers share one terminal: plain progress lines, not live bars that overwrite each other.
+    os.environ["FORGELAB_PLAIN_PROGRESS"] = "1"
+
+
+def _exclusive(step: Step, jobs: int) -> bool:
+    """A step that wants a GPU or at least ``jobs`` CPUs runs alone, in this process."""
+    return bool(step.resources.get("num_gpus")) or step.resources.get("num_cpus", 1) >= jobs
+
+
+def _run_local_parallel(steps: Sequence[Step], steplog: StepLogLike, hashes: dict[str, str], jobs: int,
+                        threads: int | None) -> dict[str, str]:
+    """Up to ``jobs`` independent steps at once in spawned worker processes, the others in order here.
+
+    A step starts once its dependencies are done, earliest in the list first; a step that needs a
+    GPU or ``jobs`` CPUs (the transfer matrix with its own workers) waits until nothing else runs
+    and runs in this process. Every step seeds its own work, so the results are those of the
+    one-by-one executor. The driver alone writes steps.json; Ctrl-C lets the running steps save
+    (their workers get the signal too), and they stay "running" to resume.
+    """
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    echo = getattr(steplog, "echo", None) or (lambda _m: None)
+    states: dict[str, str] = {}
+    todo: list[Step] = []
+    for step in steps:
+        if steplog.is_done(step.key, hashes[step.key]):
+            states[step.key] = "skipped"
+            echo(f"[dim]skip[/]  {step.key} (finished earlier)")
+        else:
+            todo.append(step)
+    if not todo:
+        return states
+    running: dict[Any, tuple[Step, float]] = {}
+
+    def finished(step: Step, t0: float) -> None:
+        _check_outputs(step, steplog.root)
+        steplog.finish(step.key, hashes[step.key], list(step.outputs), time.perf_counter() - t0)
+        states[step.key] = "done"
+
+    def ready(step: Step) -> bool:
+        return all(states.get(d) in ("done", "skipped") for d in step.deps)
+
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"),
+                             initializer=_worker_init, initargs=(threads,)) as pool:
+        try:
+            while todo or running:
+                for step in [s for s in todo if ready(s)]:
+                    if _exclusive(step, jobs):
+                        if running:
+                            break  # wait for the pool to drain, keeping the list order
+                        todo.remove(step)
+                        resume = steplog.start(step.key, hashes[step.key])
+                        t0 = time.perf_counter()
+                        step.run(resume)
+                        finished(step, t0)
+                        break  # new steps may be ready now
+                    if len(running) >= jobs:
+                        break
+                    todo.remove(step)
+                    resume = steplog.start(step.key, hashes[step.key])
+                    running[pool.submit(step.run, resume)] = (step, time.perf_counter())
+                if not running:
+                    if todo and not any(ready(s) for s in todo):  # cannot happen after check_order
+                        raise RuntimeError(f"No step can start: {', '.join(s.key for s in todo)}.")
+                    continue
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    step, t0 = running.pop(fut)
+                    fut.result()  # a step's exception stops the study here, as in the one-by-one executor
+                    finished(step, t0)
+        except BaseException:
+            for fut in running:
+                fut.cancel()
+            raise
     return states
 
 
@@ -452,5 +539,5 @@ def _failure(key: str, error: BaseException, log: Path) -> str:
         name = type(error).__name__
         reason = "its worker process died twice (Ray retried it once)" if "Worker" in name or "Died" in name \
             else f"{name}: {str(error).splitlines()[0] if str(error) else ''}"
-    return f"Step {key} failed ({reason}); see its log {log}. Finished steps are kept: run the study again to resume."
+    return f"Step {key} failed ({reason}); see its log {log}. Finished steps are kept: run the study again with --resume to continue."
 

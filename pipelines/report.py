@@ -29,6 +29,7 @@ from pipelines.report_figures import (
     spectrum2d_figure,
     xy_figure,
 )
+from pipelines.report_training import training_section
 from pipelines.runfolder import RunFolder, read_json, write_bytes, write_text
 from pipelines.steps import StepLog
 from pipelines.transfer_outputs import mean_sd
@@ -77,6 +78,7 @@ nav a { margin-right: 16px; color: var(--accent); text-decoration: none; white-s
 .fact { background: var(--soft); border-radius: 6px; padding: 8px 12px; }
 .fact b { display: block; font-size: 18px; }
 .fact span { color: var(--muted); font-size: 13px; }
+.scroll { max-width: 100%; overflow-x: auto; }
 table { border-collapse: collapse; margin: 8px 0 14px; font-size: 14px; }
 th, td { border: 1px solid var(--line); padding: 4px 9px; text-align: right; }
 th { background: var(--soft); font-weight: 600; }
@@ -223,7 +225,8 @@ def _table(header: list[str], rows: list[list[Any]], name_cols: int = 1) -> str:
             else:
                 cells.append(f"<td>{_fmt(v)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{th}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    # In a scrolling box: a wide table (many detectors) scrolls inside the page instead of off its edge.
+    return f"<div class='scroll'><table><thead><tr>{th}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
 
 
 def _quality_value(q: dict[str, Any], key: str) -> float | None:
@@ -433,7 +436,9 @@ def _transfer_summary(matrix: list[dict[str, Any]], names: list[str], metric: st
                and r["train"] in names and r["test"] in names and np.isfinite(r["value"])]
         same = [r["value"] for r in sel if r["train"] == r["test"]]
         other = [r["value"] for r in sel if r["train"] != r["test"]]
-        worst = min(sel, key=lambda r: r["value"]) if other else None
+        # The weakest *transfer*: off the diagonal only (a diagonal cell is ordinary detection).
+        off = [r for r in sel if r["train"] != r["test"]]
+        worst = min(off, key=lambda r: r["value"]) if off else None
         rows.append([det, float(np.mean(same)) if same else None, float(np.mean(other)) if other else None,
                      f"{worst['train']} → {worst['test']} ({worst['value']:.2f})" if worst else "—"])
     label = METRICS.get(metric, {}).get("label", metric)
@@ -534,7 +539,7 @@ def _header(d: dict[str, Any]) -> str:
     fact_html = "".join(f"<div class='fact'><b>{html.escape(str(v))}</b><span>{k}</span></div>" for v, k in facts)
     warn = "" if status == "finished" else (
         f"<p class='note'>This study is not finished (status: {html.escape(str(status))}); the report shows "
-        "what exists so far. Run the study again to resume it.</p>")
+        "what exists so far. Run the study again with --resume to continue it.</p>")
     return (f"<header><h1>{html.escape(str(plan.get('name', 'study')))}</h1>"
             f"<div class='muted'>forgelab study report · written {time.strftime('%Y-%m-%d %H:%M')}</div></header>"
             + warn + f"<div class='facts'>{fact_html}</div>")
@@ -548,6 +553,7 @@ def render_html(d: dict[str, Any], figdir: Path) -> str:
         ("diversity", "Diversity", _diversity_section(d)),
         ("samples", "Samples", _samples_section(d)),
         ("spectra", "Spectra", _spectra_section(d, figdir)),
+        ("training", "Training", training_section(d, figdir, _figure_html, write_bytes)),
         ("transfer", "Transfer matrices", _transfer_section(d, figdir)),
         ("attribution", "Attribution", _attribution_section(d)),
         ("run", "Run details", _run_section(d)),

@@ -85,6 +85,19 @@ class RunFolder:
         """True when the manifest says the run completed."""
         return self.manifest().get("status") == "finished"
 
+    def is_unfinished(self) -> bool:
+        """True when the folder holds a run that started and did not finish (interrupted, crashed, diverged)."""
+        return self.manifest_path.exists() and self.manifest().get("status") != "finished"
+
+    def refuse_unfinished(self, resume: bool, overwrite: bool) -> None:
+        """Stop a new run from starting over an unfinished one unless ``--resume`` or ``--overwrite`` says what to do."""
+        if self.is_unfinished() and not resume and not overwrite:
+            command = self.manifest().get("command", "forgelab")
+            raise FileExistsError(
+                f"{self.path} holds an unfinished '{command}' run; pass --resume to continue it, "
+                "--overwrite to start over, or choose another --out."
+            )
+
     def start(self, command: str, config: dict[str, Any], *, seed: int | None = None,
               device: str | None = None, data: str | None = None, overwrite: bool = False,
               resume: bool = False) -> RunFolder:

@@ -8,7 +8,8 @@ where it stopped and an edited config recomputes only what the edit touched.
 
 Real images: the GANs, and the detectors' real training images, come from one pool; the
 detectors' real *test* images from another that no generator trained on (:func:`_load_real`):
-ImageWoof's val/ when the data folder holds train/ and val/ and ``[study] subset = "train"``;
+ImageWoof's val/ when the data folder holds train/ and val/ (``[study] subset = "train"``, the
+default for such a folder);
 for data in one folder, the fraction ``[data] held_out`` (0.2) kept back from GAN training;
 for the embedded photos, crops of their right half while training crops come from the left
 half. study.json and the manifest record where both came from. Before the transfer matrix,
@@ -38,6 +39,7 @@ from typing import Any
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 
 from detectors.diversity import diversity
 from detectors.fidelity import spectral_fidelity
@@ -85,38 +87,53 @@ def run_study(
     progress: bool = True,
     executor: str | Executor | None = None,
     address: str | None = None,
+    resume: bool = True,
 ) -> Path:
-    """Run (or resume) a whole study into ``out_dir`` and return the path of its report.html.
+    """Run, resume or update a whole study in ``out_dir`` and return the path of its report.html.
 
     ``executor``: ``local`` or ``ray`` (None: the config's ``[study] executor``), or a function
     that runs a list of steps with a StepLog; ``address`` is the Ray cluster's (None: a local runtime).
+
+    A folder holding a finished study is updated: only the steps that are new or whose inputs
+    changed run, the others are kept, and the report is rebuilt; when every step is up to date
+    nothing runs and a note says how to rebuild the report or start over. A folder holding an
+    unfinished study is continued only with ``resume`` (the command line's ``--resume``), so that
+    a rerun never silently picks up, or throws away, an interrupted one.
     """
     cfg = load_config(config)
     threads = torch.get_num_threads()
     if cfg.study.threads is not None:
         torch.set_num_threads(cfg.study.threads)
     try:
-        return _run(cfg, Path(out_dir), data, overwrite, progress, executor, address)
+        return _run(cfg, Path(out_dir), data, overwrite, progress, executor, address, resume)
     finally:
         torch.set_num_threads(threads)
 
 
 def _run(cfg: StudyConfig, out: Path, data: str | Path | None, overwrite: bool, progress: bool,
-         executor: str | Executor | None, address: str | None) -> Path:
+         executor: str | Executor | None, address: str | None, resume: bool = True) -> Path:
     echo = Console(highlight=False).print if progress else (lambda _msg: None)
     t_start = time.perf_counter()
     name = cfg.study.executor if executor is None else executor
     if isinstance(name, str):
         if check_executor(name) == "ray":
             require_ray()  # before the data are loaded and the folder is touched
-        executor = partial(run_with, executor=name, address=address, progress=progress)
+        executor = partial(run_with, executor=name, address=address, progress=progress, jobs=cfg.study.jobs,
+                           threads=cfg.study.threads)
     # Under Ray the live table shows the steps; their own bars would only fill the task logs.
     on_ray = name == "ray"
     # The data are checked before the folder is touched, so a bad path leaves nothing behind.
     real, spec = _load_real(cfg, data, progress)
     check_counts(cfg, real, str(spec))
-    folder = _open_folder(out, cfg, overwrite, str(spec))
+    _check_folder(out, overwrite, resume)
     data_hash = tensor_digest(real.train.images)
+    steps = build_steps(cfg, out, real, data_hash, progress and not on_ray)
+    if not overwrite and _up_to_date(out, steps):
+        # Plain print, not rich: paths must not be wrapped or read as markup.
+        print(f"Nothing to do: every step of the study in {out} is finished and up to date with its config.\n"
+              f"Rebuild its report with `forgelab report {out}`; start over with --overwrite.", flush=True)
+        return out / report.REPORT_FILE
+    folder = _open_folder(out, cfg, overwrite, str(spec))
     folder.update(data_info={
         "source": str(spec), "count": real.loaded, "fingerprint": data_hash,
         "skipped": len(getattr(real.train, "skipped", []) or []), "preprocess": cfg.data.mode,
@@ -126,9 +143,9 @@ def _run(cfg: StudyConfig, out: Path, data: str | Path | None, overwrite: bool, 
         write_text(out / CONFIG_COPY, cfg.text)
     write_json(out / PLAN_FILE, _plan(cfg, real, spec, data_hash))
     echo(f"Study [bold]{cfg.study.name}[/]: {len(cfg.generators)} generators, "
-         f"{len(real.train)} real images from {spec} -> {out}")
+         f"{len(real.train)} real images from {escape(str(spec))} -> {escape(str(out))}")
 
-    executor(build_steps(cfg, out, real, data_hash, progress and not on_ray), StepLog(out, None if on_ray else echo))
+    executor(steps, StepLog(out, None if on_ray else echo))
 
     if (out / PARITY_FILE).is_file():
         folder.update(parity_warnings=read_json(out / PARITY_FILE).get("warnings", []))
@@ -286,14 +303,22 @@ def _load_real(cfg: StudyConfig, data: str | Path | None, progress: bool) -> tup
         where = "crops of the embedded photos' {} part (region {!r})"
         return RealImages(train, test, len(train), where.format("left", "train"), where.format("right", "test")), spec
     root = Path(spec)
-    if cfg.study.subset:
-        spec = root / cfg.study.subset
+    subset = cfg.study.subset
+    if subset is None and (root / "train").is_dir() and (root / "val").is_dir():
+        # A data set root with train/ and val/ (ImageWoof's layout): train on train/, test on val/,
+        # as `subset = "train"` says; never on both mixed, which would leak val/ into GAN training.
+        subset = "train"
+        if progress:
+            print(f"{root} holds train/ and val/: the GANs train on train/, the detectors are tested on val/ "
+                  '(set [study] subset to use another sub-folder).', flush=True)
+    if subset:
+        spec = root / subset
         if not spec.is_dir():
             raise FileNotFoundError(
-                f"{spec} does not exist; [study] subset = {cfg.study.subset!r} must name a sub-folder of the data folder."
+                f"{spec} does not exist; [study] subset = {subset!r} must name a sub-folder of the data folder."
             )
     loaded = load_data(spec, res, limit=cfg.study.n_real, seed=seed, preprocess=mode, progress=progress)
-    if cfg.study.subset == "train" and (root / "val").is_dir():
+    if subset == "train" and (root / "val").is_dir():
         # ImageWoof's layout: the GANs train on train/, the detectors are tested on val/.
         test = load_data(root / "val", res, limit=_test_count(cfg, len(loaded)), seed=seed, preprocess=mode,
                          progress=progress)
@@ -308,22 +333,39 @@ def _load_real(cfg: StudyConfig, data: str | Path | None, progress: bool) -> tup
                       f"{spec}, the held-out {held:g} ([data] held_out), never seen by the GANs"), spec
 
 
-def _open_folder(out: Path, cfg: StudyConfig, overwrite: bool, data_label: str | None) -> RunFolder:
+def _check_folder(out: Path, overwrite: bool, resume: bool) -> None:
+    """Refuse a folder that holds something other than a study, or an unfinished study without ``resume``."""
     folder = RunFolder(out)
-    if folder.path.is_dir() and folder.manifest_path.exists() and not overwrite:
+    if overwrite or not folder.path.is_dir():
+        return
+    if folder.manifest_path.exists():
         old = folder.manifest()
         if old.get("command") != "study":
             raise FileExistsError(
                 f"{out} holds a '{old.get('command')}' run, not a study; choose another --out or pass --overwrite."
             )
-        if folder.is_finished():
+        if not folder.is_finished() and not resume:
             raise FileExistsError(
-                f"{out} already holds a finished study; pass --overwrite to redo it or choose another --out."
+                f"{out} holds an unfinished study; pass --resume to continue it (finished steps are kept), "
+                "--overwrite to start over, or choose another --out."
             )
-    elif folder.path.is_dir() and folder_contents(folder.path) and not overwrite:
+    elif folder_contents(folder.path):
         raise FileExistsError(
             f"{out} is not empty and is not a study folder; choose another --out or pass --overwrite."
         )
+
+
+def _up_to_date(out: Path, steps: list[Step]) -> bool:
+    """True when ``out`` holds a finished study whose every step is done from the same inputs, report included."""
+    folder = RunFolder(out)
+    if not folder.is_finished() or not (out / report.REPORT_FILE).is_file():
+        return False
+    log = StepLog(out)
+    return all(log.is_done(s.key, s.hash) for s in steps)
+
+
+def _open_folder(out: Path, cfg: StudyConfig, overwrite: bool, data_label: str | None) -> RunFolder:
+    folder = RunFolder(out)
     return folder.start(
         "study", cfg.to_dict(), seed=cfg.study.seed, device=device_name(cfg.study.device),
         data=data_label, overwrite=overwrite, resume=not overwrite,
@@ -369,7 +411,7 @@ def _train_step(tcfg: TrainConfig, real: torch.Tensor, run_dir: Path, progress: 
     training.train(tcfg, real, run_dir, resume=can_resume, progress=progress)
 
 
-def _generate_step(cfg: StudyConfig, name: str, out: Path, progress: bool, _resume: bool) -> None:
+def _generate_step(cfg: StudyConfig, name: str, out: Path, progress: bool, resume: bool) -> None:
     g = cfg.generate
     seed = cfg.study.seed if g.seed is None else g.seed
     run_dir = out / "generators" / name
@@ -380,7 +422,8 @@ def _generate_step(cfg: StudyConfig, name: str, out: Path, progress: bool, _resu
     write_grid(fakes, out / "samples" / f"{name}.png", g.grid)
     if g.save_fakes:
         write_fake_set(run_dir / "checkpoint.pt", g.n, out / "fakes" / name, seed=seed,
-                       batch_size=g.batch_size, device=device, progress=progress)
+                       batch_size=g.batch_size, device=device, progress=progress,
+                       overwrite=not resume)  # a redone step never keeps PNGs of the old generator
 
 
 def _fake_spectra_step(out: Path, name: str, _resume: bool) -> None:
@@ -457,8 +500,14 @@ def _parity_step(cfg: StudyConfig, out: Path, real: RealImages | ImageSet, progr
                               "sizes": fmt.size_text() if fmt.sizes else None}}
     write_json(out / PARITY_FILE, record)
     if progress:
-        for w in warnings:
-            Console(highlight=False, stderr=True).print(f"[yellow]Warning:[/] {w}")
+        print_warnings(warnings)
+
+
+def print_warnings(warnings: list[str]) -> None:
+    """Print study warnings on stderr; their text is escaped, so ``[transfer] jpeg`` is not read as rich markup."""
+    console = Console(highlight=False, stderr=True)
+    for w in warnings:
+        console.print(f"[yellow]Warning:[/] {escape(w)}")
 
 
 def _transfer_step(cfg: StudyConfig, out: Path, real: RealImages | ImageSet, progress: bool, resume: bool) -> None:

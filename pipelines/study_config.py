@@ -2,7 +2,7 @@
 
 Config layout (every section but [study] and one of [grid] / [[generators]] is optional)::
 
-    [study]        name, seed, resolution, data, subset, n_real, device, threads, executor
+    [study]        name, seed, resolution, data, subset, n_real, device, threads, executor, jobs
     [data]         preprocess ("resize" or "crop"), held_out (one-folder data only)
     [train]        defaults for every generator: any field of gans.training.TrainConfig
     [grid]         archs x upsamplers x spectral_d, every combination is one generator
@@ -73,11 +73,12 @@ class StudyOptions(Section):
     seed: int = 0
     resolution: int = 32
     data: str | None = None  # "embedded", a folder, or unset for $FORGELAB_DATA
-    subset: str | None = None  # sub-folder of the data folder, e.g. "train" for ImageWoof
+    subset: str | None = None  # sub-folder of the data folder; "train" when it holds train/ and val/ (ImageWoof)
     n_real: int | None = None  # how many real images to load (None: all; embedded: its default)
     device: str = "auto"
     threads: int | None = None  # torch intra-op CPU threads during the study (None: torch's default)
     executor: str = "local"  # "local" (this process) or "ray" (Ray tasks); in no step hash
+    jobs: int = Field(default=1, ge=1)  # local executor: independent steps run at once in worker processes
 
 
 class DataOptions(Section):
@@ -109,7 +110,7 @@ class GridOptions(Section):
     """The [grid] section: every combination of these lists becomes one generator."""
 
     archs: list[str] | None = None  # None: the [train] arch
-    upsamplers: list[str] | str = Field(default_factory=list)  # "all" for all six
+    upsamplers: list[str] | str = Field(default_factory=list)  # "all": every registered upsampler
     spectral_d: list[bool] = Field(default_factory=lambda: [False])
 
 

@@ -70,8 +70,12 @@ def progress_bar(enabled: bool, description: str, total: float | None, *, termin
     if not enabled:
         return NullBar()
     if terminal_only:
+        import os
+
         from rich.console import Console
 
-        if not Console(stderr=True).is_terminal:  # a transient bar leaves only blank lines in a log
+        # A transient bar leaves only blank lines in a log; worker processes that share a terminal
+        # (FORGELAB_PLAIN_PROGRESS) would draw over each other.
+        if not Console(stderr=True).is_terminal or os.environ.get("FORGELAB_PLAIN_PROGRESS"):
             return NullBar()
     return Bar(description, total, **options)

@@ -236,10 +236,10 @@ FOLDER_CASES = ["missing-path", "empty-folder", "no-images", *BAD_FILES]
 def test_bad_image_folder_is_one_line_error(command, case, lab, tmp_path):
     x, needles = make_folder(case, tmp_path)
     if command == "data-info" and case in BAD_FILES:
-        # `data info` exists to list unreadable files: it reports them and succeeds.
+        # `data info` lists unreadable files beside readable ones; a folder with no readable image
+        # is one sentence naming the first bad file, not a table of "None .. None" (issue 18).
         r = run_checked(lab, *IMAGE_COMMANDS[command](lab, x, tmp_path / "out"), extra_roots=(tmp_path,))
-        assert r.exit_code == 0, r.output
-        assert "readable     0" in r.output and f"skipped      {x / BAD_FILES[case][0]}:" in r.output
+        assert_one_error(r, "None of the 1 image file(s)", str(x / BAD_FILES[case][0]))
         return
     before = tree_hashes(tmp_path)
     r = run_checked(lab, *IMAGE_COMMANDS[command](lab, x, tmp_path / "out"))
@@ -698,7 +698,6 @@ FINISHED_CASES: dict[str, Callable[[Lab], list[object]]] = {
     "detect-score": lambda lab: ["detect", "score", lab.det, lab.data, "--out", lab.scores, "--no-progress"],
     "transfer": lambda lab: ["transfer", "--real", lab.data, "--fake", f"a={lab.fake}", "--detector", "radial:lr",
                              "--out", lab.transfer],
-    "study": lambda lab: ["study", lab.study_toml, "--data", lab.data, "--out", lab.study, "--quiet"],
     # Output folders that hold another command's finished run, or are the input data.
     "train-into-study": lambda lab: ["train", "--data", lab.data, *TINY_TRAIN, "--out", lab.study],
     "study-into-train-run": lambda lab: ["study", lab.study_toml, "--data", lab.data, "--out", lab.run, "--quiet"],
@@ -725,6 +724,13 @@ def test_finished_run_in_output_folder_is_kept(case, lab):
     assert any(w in r.stderr for w in ("already", "not empty", "holds")), r.stderr
     if case.endswith("-into-train-run"):  # the message says what the folder really holds
         assert "'train' run" in r.stderr
+
+
+def test_finished_study_rerun_unchanged_touches_nothing(lab):
+    """A finished study, rerun with its config unchanged, is kept as it is and says so (exit 0; issue 18)."""
+    r = run_checked(lab, "study", lab.study_toml, "--data", lab.data, "--out", lab.study, "--quiet")
+    assert r.exit_code == 0, r.output
+    assert "Nothing to do" in r.stdout and f"forgelab report {lab.study}" in r.stdout and "--overwrite" in r.stdout
 
 
 def test_resume_into_a_folder_that_is_not_a_run_is_refused(lab, tmp_path):

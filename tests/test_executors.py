@@ -104,6 +104,18 @@ def states(root: Path) -> dict[str, tuple[str, str]]:
 # ---------------------------------------------------------------- without Ray
 
 
+def test_local_with_two_jobs_runs_independent_steps_at_once(tmp_path):
+    # a and c have no dependencies: with two workers they meet (each waits until the other started).
+    log = StepLog(tmp_path)
+    steps = make_steps(tmp_path, {"a": "meet:c", "c": "meet:a"})
+    assert run_steps(steps, log, jobs=2) == dict.fromkeys(["step/a", "step/b", "step/c", "step/d"], "done")
+    assert results(tmp_path) == EXPECTED
+    assert (tmp_path / "started" / "a.met").read_text() == "True" == (tmp_path / "started" / "c.met").read_text()
+    assert {s for s, _ in states(tmp_path).values()} == {"done"}
+    assert run_steps(make_steps(tmp_path), StepLog(tmp_path), jobs=2) == dict.fromkeys(
+        ["step/a", "step/b", "step/c", "step/d"], "skipped")
+
+
 def test_local_runs_in_order_and_skips_finished_steps(tmp_path):
     log = StepLog(tmp_path)
     assert run_steps(make_steps(tmp_path), log) == dict.fromkeys(["step/a", "step/b", "step/c", "step/d"], "done")
@@ -204,7 +216,7 @@ def test_ray_failure_names_the_step_and_its_log_and_keeps_finished_steps(ray_run
         run_steps(make_steps(tmp_path, {"b": "raise"}), StepLog(tmp_path), "ray", progress=False)
     log = step_log_path(tmp_path, "step/b")
     assert str(e.value) == (f"Step step/b failed (ZeroDivisionError: this step always fails); see its log {log}. "
-                            "Finished steps are kept: run the study again to resume.")
+                            "Finished steps are kept: run the study again with --resume to continue.")
     assert "ZeroDivisionError: this step always fails" in log.read_text()
     assert len(runs(tmp_path, "b")) == 1  # an exception is not retried, only a dead worker
     st = states(tmp_path)

@@ -275,10 +275,11 @@ def test_tiny_study_outputs_and_report(study_dir):
     assert cells == {(a, b) for a in ("nearest", "bed_of_nails") for b in ("nearest", "bed_of_nails")}
 
     page = (out / "report.html").read_text(encoding="utf-8")
-    for section in ("id='summary'", "id='samples'", "id='spectra'", "id='transfer'", "radial:lr"):
+    for section in ("id='summary'", "id='samples'", "id='spectra'", "id='training'", "id='transfer'", "radial:lr"):
         assert section in page
     images = [base64.b64decode(b) for b in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)]
-    assert len(images) == 3 + 3 + 1  # sample grids (real + 2), three spectra figures, one heatmap
+    # sample grids (real + 2), three spectra figures, the training curves, one heatmap
+    assert len(images) == 3 + 3 + 1 + 1
     assert all(img[:8] == b"\x89PNG\r\n\x1a\n" for img in images)
     grid = Image.open(io.BytesIO(images[1]))  # nearest's grid: 16 images of 32 px, 4 x 4, 2 px padding
     assert grid.size == (4 * 34 + 2, 4 * 34 + 2)
@@ -318,9 +319,10 @@ def test_saved_fake_pngs_hold_the_same_bytes(study_dir):
         assert np.array_equal(arr, fakes[i].permute(1, 2, 0).numpy())
 
 
-def test_finished_study_is_refused_and_report_rebuilds(study_dir):
-    with pytest.raises(FileExistsError, match="finished study; pass --overwrite"):
-        run_study(TINY, study_dir, progress=False)
+def test_finished_study_rerun_changes_nothing_and_report_rebuilds(study_dir):
+    steps = (study_dir / "steps.json").read_text()
+    assert run_study(tiny(generate={"save_fakes": True}), study_dir, progress=False) == study_dir / "report.html"
+    assert (study_dir / "steps.json").read_text() == steps  # every step up to date: nothing ran
     (study_dir / "report.html").unlink()
     result = CliRunner().invoke(_app(), ["report", str(study_dir)])
     assert result.exit_code == 0, result.output

@@ -53,6 +53,10 @@ def info(
     if max_sizes < 1:
         raise ValueError(f"--max-sizes must be a positive number of sizes to list, got {max_sizes}.")
     s = scan_images(folder, progress=True)
+    if not s["readable"]:
+        path, reason = s["skipped"][0]
+        raise ValueError(f"None of the {s['files']} image file(s) in {folder} can be read (first: {path}: {reason}); "
+                         "check the files or give another folder.")
     sizes = list(s["sizes"].items())
     more = f" (+{len(sizes) - max_sizes} more)" if len(sizes) > max_sizes else ""
     rows = [

@@ -8,6 +8,7 @@ dataclass that applies it (``gans.training.TrainConfig``), so help and behaviour
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from typing import Any
 
 from gans.training import TrainConfig
@@ -41,3 +42,9 @@ def train_default(name: str, none: str = "none") -> str:
 def train_flag_default(name: str, flag: str) -> str:
     """TrainConfig's default of boolean ``name`` as the flag that selects it (``amp`` or ``no-amp``)."""
     return flag if field_default(TrainConfig, name) else f"no-{flag}"
+
+
+def one_of(names: Iterable[str]) -> str:
+    """Registered names as help text lists them: ``a, b or c`` (from the registry, so never stale)."""
+    names = list(names)
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]

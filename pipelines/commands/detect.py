@@ -107,7 +107,8 @@ def fit(
     real: Path = typer.Option(..., "--real", help="Folder of real images."),
     fake: list[Path] = typer.Option(..., "--fake", help="Folder of fake images; repeat for several sources."),
     out: Path = typer.Option(..., "--out", help="Model folder to write."),
-    resolution: int = typer.Option(64, "--resolution", "-r", help="Image side length in pixels."),
+    resolution: int | None = typer.Option(None, "--resolution", "-r", help="Image side length in pixels.",
+                                          show_default="the first --fake set's, as in transfer"),
     preprocess: str = typer.Option("resize", "--preprocess", help=PREPROCESS_HELP),
     align: bool = typer.Option(False, "--align", help=ALIGN_HELP),
     limit: int | None = typer.Option(None, "--limit", help="At most this many images per folder.", show_default="all"),
@@ -125,7 +126,7 @@ def fit(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     feature_batch_size: int | None = typer.Option(
         None, "--feature-batch-size", help="Images per feature batch.",
-        show_default="512 (detectors.detector.Detector)"
+        show_default="512"
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished model in --out."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
@@ -155,6 +156,12 @@ def fit(
     if not overwrite and (run.is_finished() or (out / META_FILE).exists()):
         raise FileExistsError(f"{out} already holds a fitted detector; pass --overwrite to replace it or choose another --out.")
 
+    if resolution is None:
+        # As `forgelab transfer` does: the fakes' native size, so no set is silently upsampled.
+        from pipelines.commands.transfer import infer_resolution
+
+        resolution = infer_resolution(str(fake[0]))
+        typer.echo(f"Resolution {resolution} px (from the fake set {fake[0]}).")
     real_set, *fake_sets = _load_sets([real, *fake], resolution, limit, progress, preprocess)
     val_sets = _load_sets([val_real, *val_fake], resolution, limit, progress, preprocess) if val_real is not None else None
     parity = parity_warnings(real_set, dict(zip(_unique_names(fake), fake_sets, strict=True)), preprocess=preprocess,
@@ -163,6 +170,10 @@ def fit(
     if align:
         aligned, plan = _align([real_set, *fake_sets, *(val_sets or [])])
         real_set, fake_sets, val_sets = aligned[0], aligned[1:1 + len(fake_sets)], aligned[1 + len(fake_sets):] or None
+    # detect fit has no --jpeg: its fix for a JPEG mismatch is to make the two sets alike beforehand.
+    parity = [w.replace("pass --jpeg Q to re-encode both sets alike",
+                        "re-encode both sets alike before fitting (`forgelab transfer --jpeg Q` does it for you)")
+              for w in parity]
     for warning in parity:  # on stdout: stderr stays the one-line "Error: ..." channel
         typer.echo(f"Warning: {warning}")
     config = {
@@ -298,15 +309,24 @@ def list_cmd() -> None:
     width = max(map(len, [*FEATURES, *CLASSIFIERS])) + 2  # names never run into their descriptions
     typer.echo("features:")
     for name, fn in FEATURES.items():
-        doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        typer.echo(f"  {name:<{width}}{doc}")
+        typer.echo(f"  {name:<{width}}{summary_line(fn)}")
     typer.echo("classifiers:")
     for name in sorted(CLASSIFIERS):
         cls = CLASSIFIERS[name]
-        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-        typer.echo(f"  {name:<{width}}[{cls.input_kind}] {doc}")
+        typer.echo(f"  {name:<{width}}[{cls.input_kind}] {summary_line(cls)}")
     typer.echo("valid pairs:")
     typer.echo("  " + " ".join(pairs))
+
+
+def summary_line(obj: Any) -> str:
+    """The first line of a docstring as plain text: no reST markup, no pointers into the source."""
+    import re
+
+    doc = (obj.__doc__ or "").strip()
+    line = doc.splitlines()[0] if doc else ""
+    line = re.sub(r":\w+:`~?([^`]+)`", r"\1", line)  # :func:`x` -> x
+    line = re.sub(r"``([^`]+)``", r"\1", line)  # ``x`` -> x
+    return re.sub(r"\s*\(see the module docstring\)", "", line)
 
 
 def register(app: typer.Typer) -> None:

@@ -19,8 +19,11 @@ import typer
 
 from gans import distributed
 from gans.checkpoint import load_checkpoint
+from gans.networks import ARCHITECTURES
+from gans.sngan import SHORTCUTS
 from gans.training import CHECKPOINT, CONFIG, TrainConfig, TrainingDiverged, train
-from pipelines.commands.defaults import train_default, train_flag_default
+from gans.upsamplers import UPSAMPLERS
+from pipelines.commands.defaults import one_of, train_default, train_flag_default
 from pipelines.errors import fail, friendly
 from pipelines.runfolder import RunFolder, locked
 from plumbing.locks import folder_contents
@@ -74,10 +77,14 @@ def _saved_settings(out: Path) -> dict[str, Any]:
 
 
 def train_command(
-    arch: str | None = typer.Option(None, "--arch", help="Architecture: dcgan or sngan.", show_default=train_default("arch")),
+    arch: str | None = typer.Option(None, "--arch", help=f"Architecture: {one_of(ARCHITECTURES)}.",
+                                    show_default=train_default("arch")),
     upsampler: str | None = typer.Option(
-        None, "--upsampler", help="transposed, nearest, bilinear, bicubic, pixelshuffle or bed_of_nails.",
+        None, "--upsampler", help=f"Upsampler: {one_of(UPSAMPLERS)}.",
         show_default=train_default("upsampler")),
+    shortcut: str | None = typer.Option(
+        None, "--shortcut", help=f"SNGAN's residual shortcut: {one_of(SHORTCUTS)} (the paper's is 1x1).",
+        show_default=train_default("shortcut")),
     upsample_layers: str | None = typer.Option(
         None, "--upsample-layers", help="Use the upsampler in 'all' upsampling layers or the 'last' only.",
         show_default=train_default("upsample_layers")),
@@ -128,7 +135,8 @@ def train_command(
     if config is not None:
         settings.update(read_config_file(config))
     given = {
-        "arch": arch, "upsampler": upsampler, "upsample_layers": upsample_layers, "spectral_d": spectral_d,
+        "arch": arch, "upsampler": upsampler, "shortcut": shortcut, "upsample_layers": upsample_layers,
+        "spectral_d": spectral_d,
         "spectral_d_weight": spectral_d_weight, "spectral_reg": spectral_reg, "resolution": resolution,
         "steps": steps, "batch_size": batch_size, "width": width, "ema": ema, "amp": amp,
         "ckpt_every": ckpt_every, "sample_every": sample_every, "seed": seed, "device": device,
@@ -141,6 +149,7 @@ def train_command(
     cfg = TrainConfig.from_dict(settings)
 
     run = RunFolder(out)
+    run.refuse_unfinished(resume, overwrite)
     if run.is_finished() and not overwrite and not resume:
         raise FileExistsError(
             f"{out} already holds a finished run; pass --overwrite to replace it, --resume to extend it, "
@@ -188,7 +197,8 @@ def generate_command(
     seed: int = typer.Option(0, "--seed", help="Seed of the latents (same seed, same images)."),
     batch_size: int = typer.Option(256, "--batch-size", help="Images per batch handed to the PNG writers."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished fake set in --out."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished or unfinished fake set in --out."),
+    resume: bool = typer.Option(False, "--resume", help="Complete an interrupted fake set in --out (same options)."),
     deterministic: bool = typer.Option(
         False, "--deterministic",
         help="Deterministic cuDNN/cuBLAS kernels and no TF32, so a GPU repeats its bytes (slower; the CPU always does)."),
@@ -196,6 +206,18 @@ def generate_command(
     """Write N lossless PNGs from a trained generator (EMA weights when present) plus manifest.json."""
     from gans.sampling import load_generator, write_fake_set
 
+    if resume and overwrite:
+        raise ValueError("--resume and --overwrite contradict each other; pass one of them.")
+    config = {"source": str(source), "n": n, "seed": seed, "batch_size": batch_size,
+              "deterministic": deterministic}
+    run = RunFolder(out)
+    run.refuse_unfinished(resume, overwrite)
+    if resume and run.is_unfinished():
+        old = {k: run.manifest().get("config", {}).get(k) for k in ("source", "n", "seed")}
+        if old != {k: config[k] for k in old}:
+            given = ", ".join(f"{k}={v}" for k, v in old.items())
+            raise ValueError(f"{out} holds an unfinished fake set of other options ({given}); "
+                             "resume it with those, or pass --overwrite to start over.")
     if n < 1:
         raise ValueError(f"--n must be a positive number of images, got {n}.")
     if batch_size < 1:
@@ -204,11 +226,11 @@ def generate_command(
     _, meta = load_generator(source)  # fail on a bad checkpoint before touching --out
     info, dev, created = distributed.init_distributed(device)
     try:
-        run = RunFolder(out)
         if info.is_main:
-            run.start("generate", {"source": str(source), "n": n, "seed": seed, "batch_size": batch_size,
-                                   "deterministic": deterministic},
-                      seed=seed, device=str(dev), data=meta["checkpoint"], overwrite=overwrite)
+            # Resuming rewrites every image: they are a function of (checkpoint, seed, index), so the
+            # ones written before the interruption come out byte for byte the same.
+            run.start("generate", config, seed=seed, device=str(dev), data=meta["checkpoint"], overwrite=overwrite,
+                      resume=resume and run.is_unfinished())
         distributed.barrier(info)
         write_fake_set(source, n, out, seed=seed, batch_size=batch_size, device=dev, progress=info.is_main,
                        deterministic=deterministic)

@@ -17,7 +17,16 @@ QUICKSTART_OUT = Path("outputs") / "quickstart"
 
 
 def _study_options_help() -> str:
-    return "A study config: a .toml file, or the name of a packaged one (quickstart, imagewoof-dcgan32, imagewoof-sngan64)."
+    from pipelines.study_config import packaged_configs
+
+    return f"A study config: a .toml file, or the name of a packaged one ({', '.join(packaged_configs())})."
+
+
+def _quickstart_help() -> str:
+    from gans.upsamplers import UPSAMPLERS
+
+    return (f"Run the packaged quickstart study: embedded photos, 32 px, a small DCGAN per upsampler "
+            f"({', '.join(UPSAMPLERS)}) plus one with a spectral discriminator; minutes on a CPU.")
 
 
 @friendly
@@ -27,7 +36,8 @@ def study(
                               show_default="outputs/<study name>"),
     data: str = typer.Option(None, "--data", help="Real images: a folder or 'embedded'.",
                               show_default="the config's, else $FORGELAB_DATA"),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Delete a finished study in --out and run it again."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Delete the study in --out and start over."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted study in --out (finished steps are kept)."),
     set_: list[str] = typer.Option(None, "--set", help="Override a config value, e.g. --set train.steps=1500 (repeatable).",
                                 show_default="none"),
     executor: str = typer.Option(None, "--executor", help="Run the steps here ('local') or as Ray tasks ('ray').",
@@ -36,16 +46,21 @@ def study(
                                  show_default="a Ray runtime on this machine"),
     quiet: bool = typer.Option(False, "--quiet", help="No progress output."),
 ) -> None:
-    """Run a study from a TOML config: train, generate, spectra, metrics, transfer matrix, report (resumable)."""
+    """Run a study from a TOML config: train, generate, spectra, metrics, transfer matrix, report.
+
+    Rerun on a finished study after editing its config, it runs only the steps that are new or
+    changed (a detector or generator added, more training steps) and rebuilds the report.
+    """
     from pipelines.study import run_study
     from pipelines.study_config import load_config
 
+    _check_flags(resume, overwrite)
     cfg = load_config(config, overrides=tuple(set_ or ()))
     executor = _check_executor(executor or cfg.study.executor, address)
     target = out if out is not None else Path("outputs") / cfg.study.name
     with folder_lock(target, "study"):
         report = run_study(cfg, target, data=data, overwrite=overwrite, progress=not quiet, executor=executor,
-                           address=address)
+                           address=address, resume=resume)
     typer.echo(f"Report: {report}")
 
 
@@ -54,21 +69,28 @@ def quickstart(
     out: Path = typer.Option(QUICKSTART_OUT, "--out", help="Study folder."),
     data: str = typer.Option(None, "--data", help="Real images instead of the embedded sample photos: a folder.",
                               show_default="embedded"),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Delete a finished quickstart in --out and run it again."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Delete the quickstart in --out and start over."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted quickstart in --out."),
     executor: str = typer.Option(None, "--executor", help="Run the steps here ('local') or as Ray tasks ('ray').",
                                   show_default="the config's [study] executor, else local"),
     address: str = typer.Option(None, "--address", help="The Ray cluster to use with --executor ray, e.g. 'auto'.",
                                  show_default="a Ray runtime on this machine"),
     quiet: bool = typer.Option(False, "--quiet", help="No progress output."),
 ) -> None:
-    """Run the packaged quickstart study (embedded photos, 32 px, six upsamplers; minutes on a CPU)."""
+    # The help text is _quickstart_help(), given at registration (it lists the registry's upsamplers).
     from pipelines.study import run_study
 
+    _check_flags(resume, overwrite)
     executor = _check_executor(executor or "local", address)
     with folder_lock(out, "quickstart"):
         report = run_study("quickstart", out, data=data, overwrite=overwrite, progress=not quiet, executor=executor,
-                           address=address)
+                           address=address, resume=resume)
     typer.echo(f"Report: {report}")
+
+
+def _check_flags(resume: bool, overwrite: bool) -> None:
+    if resume and overwrite:
+        raise ValueError("--resume and --overwrite contradict each other; pass one of them.")
 
 
 def _check_executor(name: str, address: str | None) -> str:
@@ -95,5 +117,5 @@ def report(
 def register(app: typer.Typer) -> None:
     """Add the study, quickstart and report commands to ``app``."""
     app.command("study")(study)
-    app.command("quickstart")(quickstart)
+    app.command("quickstart", help=_quickstart_help())(quickstart)
     app.command("report")(report)

@@ -34,6 +34,8 @@ from plumbing.progress import progress_bar
 FORMAT = "forgelab-detector"
 FORMAT_VERSION = 1
 META_FILE = "detector.json"
+# A real-only detector's threshold: the share of validation reals it calls fake.
+REAL_ONLY_FPR = 0.05
 CLASSIFIER_DIR = "classifier"
 
 # Features that exist as (N, C, H, W) maps and can feed an image classifier (CNN); every feature
@@ -96,6 +98,12 @@ def check_spec(spec: str) -> tuple[str, str]:
             f"Classifier {classifier!r} works on images and cannot take the 1D feature {feature!r}; use one of: {', '.join(ok)}."
         )
     return feature, classifier
+
+
+def supports_real_only(spec: str) -> bool:
+    """True when the classifier of ``FEATURE:CLASSIFIER`` can be fitted on real images alone (``fit(real, None)``)."""
+    _, classifier = check_spec(spec)
+    return bool(getattr(CLASSIFIERS[classifier], "supports_real_only", False))
 
 
 def _versions() -> dict[str, str]:
@@ -240,15 +248,21 @@ class Detector:
         return torch.cat(out)
 
     # -- fitting ---------------------------------------------------------------------------
-    def fit(self, real: torch.Tensor, fake: torch.Tensor | Sequence[torch.Tensor],
+    def fit(self, real: torch.Tensor, fake: torch.Tensor | Sequence[torch.Tensor] | None,
             val_real: torch.Tensor | None = None, val_fake: torch.Tensor | Sequence[torch.Tensor] | None = None,
             multiclass: bool = False, fake_names: Sequence[str] | None = None, progress: bool = False) -> Detector:
         """Learn real (label 0) versus fake (1, or 1..K per fake batch with ``multiclass``).
 
         Without ``val_real``/``val_fake`` a stratified ``val_fraction`` of the training images is
         held out; the threshold is chosen there (and neural classifiers stop early there).
+        ``fake=None`` fits on real images alone, for classifiers that declare
+        ``supports_real_only`` (see :meth:`_fit_real_only`).
         """
         real = _check_batch(real, "real")
+        if fake is None:
+            if multiclass or val_fake is not None:
+                raise ValueError("A real-only fit (fake=None) takes no fake validation images and cannot attribute sources.")
+            return self._fit_real_only(real, val_real, progress)
         fakes = _as_list(fake, "fake")
         if (val_real is None) != (val_fake is None):
             raise ValueError("Give both val_real and val_fake, or neither (then part of the training data is held out).")
@@ -293,6 +307,45 @@ class Detector:
         s_val = self._score_features(X_val)
         self.threshold = choose_threshold(y_val > 0, s_val)
         self.validation = evaluate((y_val > 0).astype(np.int64), s_val, self.threshold)
+        return self
+
+    def _fit_real_only(self, real: torch.Tensor, val_real: torch.Tensor | None, progress: bool) -> Detector:
+        """Fit on real images alone; the threshold calls ``REAL_ONLY_FPR`` of the validation reals fake.
+
+        Without ``val_real`` a ``val_fraction`` of the reals is held out (seeded). No fakes exist to
+        choose a balanced threshold, so it is the (1 - REAL_ONLY_FPR) quantile of the validation
+        reals' scores; ``validation`` records the reals' accuracy there and their count.
+        """
+        if not supports_real_only(self.spec):
+            ok = sorted(n for n, c in CLASSIFIERS.items() if getattr(c, "supports_real_only", False))
+            raise ValueError(f"Classifier {self.classifier_name!r} needs fake images to fit; "
+                             f"fit with fakes, or use a real-only classifier: {', '.join(ok)}.")
+        if val_real is not None:
+            val_real = _check_batch(val_real, "val_real")
+            if tuple(val_real.shape[-2:]) != tuple(real.shape[-2:]):
+                raise ValueError(f"All images must have the same size, got {tuple(real.shape[-2:])} and "
+                                 f"{tuple(val_real.shape[-2:])}; load them at one resolution.")
+        self.resolution = None
+        prep = (lambda t: t) if self.raw_input else (lambda t: self._raw_features(t, progress))
+        X = prep(real)
+        if val_real is not None:
+            X_val = prep(val_real)
+        else:
+            n_val = math.ceil(self.val_fraction * X.shape[0])
+            if n_val < 2 or X.shape[0] - n_val < 2:
+                raise ValueError(f"Too few real images ({X.shape[0]}) to hold out a validation split; "
+                                 "give more real images or pass val_real.")
+            order = torch.from_numpy(np.random.default_rng(self.seed).permutation(X.shape[0]))
+            X, X_val = X[order[n_val:]], X[order[:n_val]]
+        self.classifier = self._new_classifier()
+        self.classifier.fit(X, np.zeros(X.shape[0], np.int64), X_val, np.zeros(X_val.shape[0], np.int64))
+        self.classes, self.class_names = [0, 1], ["real", "fake"]
+        self.resolution = (int(real.shape[-2]), int(real.shape[-1]))
+        self.fitted = True
+        s_val = self._score_features(X_val)
+        self.threshold = float(np.quantile(s_val, 1.0 - REAL_ONLY_FPR))
+        self.validation = {"acc_real": float(np.mean(s_val < self.threshold)), "n_real": int(s_val.size),
+                           "real_only": True}
         return self
 
     def _holdout(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

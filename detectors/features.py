@@ -18,7 +18,7 @@ from functools import lru_cache
 import torch
 
 # ITU-R BT.601 luma, the usual RGB -> grayscale weights.
-from detectors import residuals
+from detectors import gridstats, residuals
 from detectors.batches import checked_float_batch, validate_batch  # noqa: F401  (re-exported)
 
 LUMA = (0.299, 0.587, 0.114)
@@ -222,6 +222,7 @@ def pixels(images: torch.Tensor, flatten: bool = False) -> torch.Tensor:
 register_feature("npr")(residuals.npr)
 register_feature("dwt")(residuals.dwt_hh)
 register_feature("periodicity")(residuals.periodicity)
+register_feature("haargrid")(gridstats.haargrid)
 
 
 @register_feature("fingerprint")

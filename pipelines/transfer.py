@@ -15,7 +15,10 @@ Protocol (one matrix per detector):
   images from each source and ``m * K`` real ones, ``m`` as large as the smallest source and
   the real split allow. Subsets are drawn with seeds derived from ``seed``.
 - **Rows.** ``each``: one row per fake source; ``all``: the union of every source; ``loo``:
-  one row ``loo:X`` per source X, trained on all sources but X. **Columns**: every source.
+  one row ``loo:X`` per source X, trained on all sources but X; ``real-only``: no fake source —
+  detectors whose classifier declares ``supports_real_only`` are fitted on the real training
+  split alone (all of it, not a balanced subset; validation on the real validation split) and
+  tested on every column; other detectors have no cell in that row. **Columns**: every source.
 - **Cells.** A detector is fitted once per row (threshold chosen on the row's validation
   split) and scores every column; test features are computed once per feature and reused by
   every row and detector that shares it. Each cell holds ``detectors.metrics.evaluate``'s
@@ -60,10 +63,10 @@ import torch
 import torch.multiprocessing as tmp
 from sklearn.metrics import confusion_matrix
 
-from detectors.detector import Detector, check_spec
+from detectors.detector import Detector, check_spec, supports_real_only
 from detectors.metrics import evaluate
 from pipelines.data import ImageSet, perturb, split_indices
-from pipelines.names import NAME_RULE, RESERVED_NAMES, ROW_KINDS, is_plain_name
+from pipelines.names import NAME_RULE, REAL_ONLY, RESERVED_NAMES, ROW_KINDS, is_plain_name
 from pipelines.transfer_outputs import slug, write_attribution, write_outputs
 from plumbing.digests import json_digest, tensor_digest
 from plumbing.files import read_json, write_json
@@ -168,6 +171,8 @@ def row_sources(rows: Sequence[str], names: Sequence[str]) -> dict[str, list[str
             out.update({n: [n] for n in names})
         elif kind == "all":
             out["all"] = list(names)
+        elif kind == REAL_ONLY:
+            out[REAL_ONLY] = []
         elif kind == "loo":
             if len(names) < 2:
                 raise ValueError("Leave-one-out rows need at least two fake sources; add --fake sets or drop 'loo'.")
@@ -358,7 +363,10 @@ def run_transfer(real: SetSpec, fakes: dict[str, SetSpec], detectors: list[str],
     reps = [_prepare_repeat(real, fakes, names, fractions, s, jpeg) for s in seed_list]
     cells: dict[tuple[str, str, int], dict[str, Any]] = {}
     # Repeat by repeat, so that one repeat's cached test features can go before the next.
-    tasks = [(d, r, k) for k in range(seeds) for d in specs for r in row_map]
+    if REAL_ONLY in row_map and not any(supports_real_only(d) for d in specs):
+        raise ValueError(f"No detector among {', '.join(specs)} can be fitted on real images alone; "
+                         "drop the real-only row or add one, e.g. fingerprint:deviation.")
+    tasks = [(d, r, k) for k in range(seeds) for d in specs for r in row_map if r != REAL_ONLY or supports_real_only(d)]
     tasks += [(d, ATTRIBUTION, k) for k in range(seeds) for d in specs] if attribute else []
 
     def cell(spec: str, row: str, k: int) -> TransferCell:
@@ -472,9 +480,14 @@ def _matrix_cell(c: TransferCell, feats: _TestFeatures) -> dict[str, Any]:
     if cell is not None:
         return cell
     t0 = time.perf_counter()
-    tr_real, tr_fake = _balanced(c.real.train, [c.fakes[s].train for s in c.sources], c.seed, c.row, "train")
-    va_real, va_fake = _balanced(c.real.val, [c.fakes[s].val for s in c.sources], c.seed, c.row, "val")
-    det = Detector(c.spec, seed=c.seed, **c.options).fit(tr_real, tr_fake, va_real, va_fake)
+    if c.sources:
+        tr_real, tr_fake = _balanced(c.real.train, [c.fakes[s].train for s in c.sources], c.seed, c.row, "train")
+        va_real, va_fake = _balanced(c.real.val, [c.fakes[s].val for s in c.sources], c.seed, c.row, "val")
+        det = Detector(c.spec, seed=c.seed, **c.options).fit(tr_real, tr_fake, va_real, va_fake)
+    else:  # the real-only row: every real training image, no fake
+        tr_real, va_real = c.real.train, c.real.val
+        tr_fake = va_fake = tr_real[:0]
+        det = Detector(c.spec, seed=c.seed, **c.options).fit(tr_real, None, va_real)
     fit_s = time.perf_counter() - t0
     s_real = feats.score(det, "real", c.real_test)
     n_test = c.real_test.shape[0]

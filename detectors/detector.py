@@ -16,6 +16,7 @@ import math
 import os
 import sys
 import warnings
+import zlib
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -27,6 +28,7 @@ import torch
 from detectors.base import CLASSIFIERS
 from detectors.features import FEATURES, extract, validate_batch
 from detectors.metrics import choose_threshold, evaluate
+from detectors.patches import aggregate, check_patches, crop_patches
 from plumbing.devices import resolve_device
 from plumbing.files import write_text
 from plumbing.progress import progress_bar
@@ -140,11 +142,17 @@ class Detector:
     ``set_feature_fn`` (the CNNs) get the raw uint8 images plus the feature function, so that
     their training augmentation (blur, JPEG) happens on images before the spectrum is taken; they
     standardise their inputs themselves.
+
+    ``patches=K`` (a square) with ``patch_size=R`` scores images of any size >= R through K R px
+    crops on an aligned grid (``patch_align``: 2, or 8 for JPEG sources) and aggregates them
+    (``patch_reduce``: ``mean`` of logits or ``max``); fitting uses the crops too, with the
+    validation split drawn by image (see :mod:`detectors.patches`).
     """
 
     def __init__(self, spec: str = "radial:svm", feature_options: dict[str, Any] | None = None, *,
                  device: str = "auto", feature_batch_size: int | None = None, seed: int = 0, val_fraction: float = 0.2,
-                 **classifier_params: Any):
+                 patches: int | None = None, patch_size: int | None = None, patch_reduce: str = "mean",
+                 patch_align: int = 2, **classifier_params: Any):
         self.feature, self.classifier_name = check_spec(spec)
         self.spec = f"{self.feature}:{self.classifier_name}"
         self.input_kind = classifier_kind(self.classifier_name)
@@ -155,6 +163,10 @@ class Detector:
             )
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction!r}.")
+        check_patches(patches, patch_reduce, patch_align)
+        if patches is not None and (isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size < 4):
+            raise ValueError(f"patches needs patch_size, the crop side in pixels (at least 4), got {patch_size!r}.")
+        self.patches, self.patch_size, self.patch_reduce, self.patch_align = patches, patch_size, patch_reduce, patch_align
         self.device = resolve_device(device)
         self.feature_batch_size = feature_batch_size
         self.seed = seed
@@ -217,6 +229,11 @@ class Detector:
     def _checked(self, images: torch.Tensor) -> torch.Tensor:
         """Validate a batch and, once fitted, its size against the training resolution."""
         images = _check_batch(images, "images")
+        if self.patches is not None:
+            if min(images.shape[-2:]) < self.patch_size:
+                raise ValueError(f"This detector scores {self.patch_size} px patches but got {images.shape[-2]}x{images.shape[-1]} "
+                                 f"images; give images of at least {self.patch_size} px.")
+            return images
         if self.resolution is not None and tuple(images.shape[-2:]) != self.resolution:
             h, w = self.resolution
             raise ValueError(
@@ -225,13 +242,24 @@ class Detector:
             )
         return images
 
+    def _crops(self, images: torch.Tensor) -> torch.Tensor:
+        """The K patches of every image (image-major) with ``patches``, else the images themselves."""
+        return images if self.patches is None else crop_patches(images, self.patch_size, self.patches, self.patch_align)
+
+    def _per_image(self, scores: np.ndarray) -> np.ndarray:
+        """Patch scores -> image scores (``patch_reduce`` over each image's K patches); identity without patches."""
+        return scores if self.patches is None else aggregate(scores, self.patches, self.patch_reduce)
+
     def transform(self, images: torch.Tensor, progress: bool = False) -> torch.Tensor:
-        """The detector's feature of ``images`` (CPU float32): (N, D) for vector classifiers, else (N, C, H, W)."""
-        return self._raw_features(self._checked(images), progress)
+        """The detector's feature of ``images`` (CPU float32): (N, D) for vector classifiers, else (N, C, H, W).
+
+        With ``patches`` it has N * K rows, image-major; :meth:`score_features` aggregates them.
+        """
+        return self._raw_features(self._crops(self._checked(images)), progress)
 
     def _inputs(self, images: torch.Tensor, progress: bool = False) -> torch.Tensor:
-        """What the classifier takes: the images themselves in raw-input mode, else the features."""
-        return self._checked(images) if self.raw_input else self.transform(images, progress)
+        """What the classifier takes: the images (or patches) themselves in raw-input mode, else the features."""
+        return self._crops(self._checked(images)) if self.raw_input else self.transform(images, progress)
 
     def _raw_features(self, images: torch.Tensor, progress: bool) -> torch.Tensor:
         options = dict(self.feature_options)
@@ -259,6 +287,8 @@ class Detector:
         ``supports_real_only`` (see :meth:`_fit_real_only`).
         """
         real = _check_batch(real, "real")
+        if self.patches is not None:
+            return self._fit_patches(real, fake, val_real, val_fake, multiclass, fake_names, progress)
         if fake is None:
             if multiclass or val_fake is not None:
                 raise ValueError("A real-only fit (fake=None) takes no fake validation images and cannot attribute sources.")
@@ -308,6 +338,61 @@ class Detector:
         self.threshold = choose_threshold(y_val > 0, s_val)
         self.validation = evaluate((y_val > 0).astype(np.int64), s_val, self.threshold)
         return self
+
+    def _fit_patches(self, real, fake, val_real, val_fake, multiclass, fake_names, progress) -> Detector:
+        """Fit on the K patches of every image; the validation split (when not given) is drawn by image.
+
+        Crops of one image never sit on both sides of the split, and the threshold is chosen on
+        the aggregated image scores of the validation images.
+        """
+        fakes = None if fake is None else _as_list(fake, "fake")
+        if val_real is None:
+            if val_fake is not None:
+                raise ValueError("Give both val_real and val_fake, or neither (then part of the training data is held out).")
+            real, val_real = self._image_holdout(real, "real")
+            if fakes is not None:
+                split = [self._image_holdout(f, f"fake[{i}]") for i, f in enumerate(fakes)]
+                fakes, val_fake = [s[0] for s in split], [s[1] for s in split]
+        for t in [real, val_real, *(fakes or []), *(_as_list(val_fake, "val_fake") if val_fake is not None else [])]:
+            self._checked(t)
+        k = self.patches
+
+        def crops(t: torch.Tensor) -> torch.Tensor:
+            return crop_patches(t, self.patch_size, k, self.patch_align)
+
+        patches, self.patches = self.patches, None  # fit the classifier on patches as plain images
+        try:
+            self.fit(crops(real), None if fakes is None else [crops(f) for f in fakes], crops(val_real),
+                     None if val_fake is None else [crops(_check_batch(f, "val_fake")) for f in _as_list(val_fake, "val_fake")],
+                     multiclass=multiclass, fake_names=fake_names, progress=progress)
+        finally:
+            self.patches = patches
+        # The threshold: on the validation images' aggregated scores, not on single patches.
+        vr = self._score_features(self._raw_input_or_features(crops(val_real), progress))
+        if val_fake is None:
+            s_val = self._per_image(vr)
+            self.threshold = float(np.quantile(s_val, 1.0 - REAL_ONLY_FPR))
+            self.validation = {"acc_real": float(np.mean(s_val < self.threshold)), "n_real": int(s_val.size),
+                               "real_only": True}
+        else:
+            vf = [self._score_features(self._raw_input_or_features(crops(f), progress)) for f in _as_list(val_fake, "val_fake")]
+            s_val = self._per_image(np.concatenate([vr, *vf]))
+            y_val = np.r_[np.zeros(vr.size // k), np.ones(sum(v.size for v in vf) // k)].astype(np.int64)
+            self.threshold = choose_threshold(y_val, s_val)
+            self.validation = evaluate(y_val, s_val, self.threshold)
+        return self
+
+    def _raw_input_or_features(self, crops: torch.Tensor, progress: bool) -> torch.Tensor:
+        return crops if self.raw_input else self._raw_features(crops, progress)
+
+    def _image_holdout(self, images: torch.Tensor, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """A seeded ``val_fraction`` of whole images held out for validation."""
+        n = images.shape[0]
+        n_val = math.ceil(self.val_fraction * n)
+        if n_val < 1 or n - n_val < 2:
+            raise ValueError(f"Too few {what} images ({n}) to hold out a validation split; give more images or pass val_real.")
+        order = torch.from_numpy(np.random.default_rng([self.seed, zlib.crc32(what.encode())]).permutation(n))
+        return images[order[n_val:]], images[order[:n_val]]
 
     def _fit_real_only(self, real: torch.Tensor, val_real: torch.Tensor | None, progress: bool) -> Detector:
         """Fit on real images alone; the threshold calls ``REAL_ONLY_FPR`` of the validation reals fake.
@@ -382,17 +467,23 @@ class Detector:
         self._require_fitted()
         if self.raw_input:
             raise ValueError(f"Detector {self.spec!r} computes its feature inside the CNN; call score(images).")
-        return self._score_features(X)
+        return self._per_image(self._score_features(X))
 
     def predict_proba(self, images: torch.Tensor, progress: bool = False) -> np.ndarray:
         """(N, K) class probabilities; column 0 is P(real), columns 1.. the fake sources."""
         self._require_fitted()
-        return self._proba_features(self._inputs(images, progress))
+        p = self._proba_features(self._inputs(images, progress))
+        if self.patches is None:
+            return p
+        if p.shape[1] == 2:
+            fake = self._per_image(p[:, 1])
+            return np.stack([1.0 - fake, fake], axis=1)
+        return p.reshape(-1, self.patches, p.shape[1]).mean(axis=1)  # attribution: mean class probabilities
 
     def score(self, images: torch.Tensor, progress: bool = False) -> np.ndarray:
-        """Fakeness P(fake) = 1 - P(real) of each image, in [0, 1]."""
+        """Fakeness P(fake) = 1 - P(real) of each image, in [0, 1] (aggregated over its patches with ``patches``)."""
         self._require_fitted()
-        return self._score_features(self._inputs(images, progress))
+        return self._per_image(self._score_features(self._inputs(images, progress)))
 
     def predict(self, images: torch.Tensor) -> np.ndarray:
         """1 for images scored at or above the threshold (fake), else 0."""
@@ -419,6 +510,7 @@ class Detector:
             "feature_batch_size": self.feature_batch_size,
             "seed": self.seed,
             "val_fraction": self.val_fraction,
+            "patches": {"k": self.patches, "size": self.patch_size, "reduce": self.patch_reduce, "align": self.patch_align},
             "threshold": self.threshold,
             "resolution": list(self.resolution),
             "classes": self.classes,
@@ -457,8 +549,11 @@ class Detector:
                 raise KeyError("format")
             version = int(meta["format_version"])
             spec = meta["spec"]
+            patch = meta.get("patches") or {"k": None, "size": None, "reduce": "mean", "align": 2}
             det = cls(spec, meta["feature_options"], device=device, feature_batch_size=meta["feature_batch_size"],
-                      seed=int(meta["seed"]), val_fraction=float(meta["val_fraction"]), **meta["classifier_params"])
+                      seed=int(meta["seed"]), val_fraction=float(meta["val_fraction"]), patches=patch["k"],
+                      patch_size=patch["size"], patch_reduce=patch["reduce"], patch_align=patch["align"],
+                      **meta["classifier_params"])
             det.threshold = float(meta["threshold"])
             det.resolution = tuple(int(v) for v in meta["resolution"])
             det.classes = [int(c) for c in meta["classes"]]

@@ -61,7 +61,7 @@ from detectors.cnn import CNNClassifier
 
 NPRNET_DIM = 512  # channels out of ResNet-50's layer2
 # Epochs and early-stopping patience of a fit on the CPU (on a GPU: 20 and 4); see the module docstring.
-CPU_EPOCHS = 6
+CPU_EPOCHS = 4
 CPU_PATIENCE = 2
 
 

@@ -171,6 +171,8 @@ def build_steps(cfg: StudyConfig, out: Path, real: RealImages | ImageSet, data_h
                           partial(_parity_step, cfg, out, real, progress), deps=generated))
         how = {"jobs"}  # options that change how the matrix is computed, not its values
         what = {k: v for k, v in cfg.transfer.model_dump().items() if k not in how}
+        if what["patches"] is None:  # no patch keys without patches: older studies keep their step hash
+            what = {k: v for k, v in what.items() if not k.startswith("patch")}
         inputs.update(transfer=what, seed=cfg.study.seed)
         steps.append(Step("transfer", inputs, ["transfer/matrix.csv"],
                           partial(_transfer_step, cfg, out, real, progress),
@@ -452,7 +454,8 @@ def _transfer_step(cfg: StudyConfig, out: Path, real: RealImages | ImageSet, pro
     real_src = real.train if real.test is None else (real.train, real.test)
     run_transfer(real_src, fakes, list(t.detectors), out / "transfer", rows=tuple(t.rows), seed=cfg.study.seed,
                  fractions=tuple(t.fractions), jpeg=t.jpeg, attribute=t.attribute, progress=progress,
-                 jobs=t.jobs, seeds=t.seeds)
+                 jobs=t.jobs, seeds=t.seeds, patches=t.patches, patch_size=t.patch_size,
+                 patch_reduce=t.patch_reduce)
 
 
 def _image_set(images: torch.Tensor, name: str) -> ImageSet:

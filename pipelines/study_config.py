@@ -9,7 +9,7 @@ Config layout (every section but [study] and one of [grid] / [[generators]] is o
     [[generators]] extra explicit variants: name plus any [train] key
     [generate]     n, batch_size, seed, grid, save_fakes
     [quality]      spectral, fid, kid, feature_extractor_weights
-    [transfer]     detectors, rows, fractions, jpeg, attribute, seeds, jobs
+    [transfer]     detectors, rows, fractions, jpeg, attribute, seeds, jobs, patches, patch_size, patch_reduce
 
 Each section is a pydantic model with ``extra="forbid"`` and strict types, validated in JSON
 mode (TOML's values are JSON's: an array fills a tuple, an integer a float, but 1 is not
@@ -133,6 +133,9 @@ class TransferOptions(Section):
     attribute: bool = False
     seeds: int = Field(default=1, ge=1)  # repeats of every cell, seeds seed..seed+K-1: mean, sd, n in the matrix
     jobs: int = 1  # cells fitted at once, in worker processes (how, not what: not part of the step hash)
+    patches: int | None = Field(default=None, ge=1)  # K crops per image (a square) of patch_size px, aggregated
+    patch_size: int | None = Field(default=None, ge=4)
+    patch_reduce: str = "mean"  # mean (of logits) or max
 
 
 class TopLevel(Section):

@@ -324,7 +324,8 @@ def run_transfer(real: SetSpec, fakes: dict[str, SetSpec], detectors: list[str],
                  rows: str | Sequence[str] = ("each",), seed: int = 0,
                  fractions: Sequence[float] = (0.6, 0.2, 0.2), jpeg: int | None = None, attribute: bool = False,
                  progress: bool = False, detector_options: dict[str, dict[str, Any]] | None = None,
-                 heatmaps: bool = True, jobs: int = 1, seeds: int = 1) -> list[dict]:
+                 heatmaps: bool = True, jobs: int = 1, seeds: int = 1, patches: int | None = None,
+                 patch_size: int | None = None, patch_reduce: str = "mean") -> list[dict]:
     """Fit every detector on every row's sources, test on every source; write the matrix; return its records.
 
     Records are dicts ``{detector, train, test, metric, value}`` (plus ``sd`` and ``n`` when
@@ -334,6 +335,9 @@ def run_transfer(real: SetSpec, fakes: dict[str, SetSpec], detectors: list[str],
     always written). ``jobs`` > 1 fits that many cells at once in worker processes (each with its
     share of the CPU threads); the cells are the same as with ``jobs=1``, since every cell seeds
     its own fit. ``seeds`` = K repeats the protocol with the seeds ``seed, ..., seed + K - 1``.
+    ``patches`` = K (a square) makes every detector fit and score K ``patch_size`` px crops per
+    image, aggregated by ``patch_reduce`` (:mod:`detectors.patches`), on the 8x8 grid when
+    ``jpeg`` is set (every image is then a JPEG), else on the 2x2 grid.
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be a positive integer, got {jobs!r}.")
@@ -356,6 +360,11 @@ def run_transfer(real: SetSpec, fakes: dict[str, SetSpec], detectors: list[str],
     if jpeg is not None and not (isinstance(jpeg, int) and 1 <= jpeg <= 100):
         raise ValueError(f"JPEG quality must be an integer between 1 and 100, got {jpeg!r}.")
     options = dict(detector_options or {})
+    if patches is not None:
+        patch = {"patches": patches, "patch_size": patch_size, "patch_reduce": patch_reduce,
+                 "patch_align": 8 if jpeg is not None else 2}
+        Detector(specs[0], **patch)  # checks the patch options once, before any image is split
+        options = {spec: {**options.get(spec, {}), **patch} for spec in specs}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 

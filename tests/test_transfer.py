@@ -459,3 +459,20 @@ def test_real_only_row_fits_on_reals_alone_and_tests_every_source(sources, tmp_p
         run_transfer(real, fakes, ["radial:lr"], tmp_path / "u", rows="real-only")
     with pytest.raises(ValueError, match="needs fake images to fit"):
         Detector("radial:lr").fit(real.images, None)
+
+
+def test_patches_in_transfer_fit_and_score_crops(sources, tmp_path: Path, monkeypatch):
+    real, fakes = sources
+    seen = []
+    original = Detector.fit
+
+    def spy(self, *args, **kwargs):
+        seen.append((self.patches, self.patch_size, self.patch_align))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Detector, "fit", spy)
+    records = run_transfer(real, fakes, ["periodicity:lr"], tmp_path / "p", patches=4, patch_size=16, heatmaps=False)
+    assert seen[0] == (4, 16, 2)  # (fit then refits the classifier on the crops themselves)
+    assert {r["test"] for r in records} == {"checker", "zeros"}
+    with pytest.raises(ValueError, match="square number"):
+        run_transfer(real, fakes, ["periodicity:lr"], tmp_path / "q", patches=3, patch_size=16)

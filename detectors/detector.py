@@ -167,6 +167,7 @@ class Detector:
         if patches is not None and (isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size < 4):
             raise ValueError(f"patches needs patch_size, the crop side in pixels (at least 4), got {patch_size!r}.")
         self.patches, self.patch_size, self.patch_reduce, self.patch_align = patches, patch_size, patch_reduce, patch_align
+        self.image_size: int | None = None  # with patches: the side of the images it was fitted on
         self.device = resolve_device(device)
         self.feature_batch_size = feature_batch_size
         self.seed = seed
@@ -241,6 +242,12 @@ class Detector:
                 f"load the images at resolution {h}."
             )
         return images
+
+    @property
+    def load_resolution(self) -> int:
+        """The side at which to load images for this detector: the fitting images' with patches, else the resolution."""
+        self._require_fitted()
+        return int(self.image_size if self.patches is not None and self.image_size else self.resolution[0])
 
     def _crops(self, images: torch.Tensor) -> torch.Tensor:
         """The K patches of every image (image-major) with ``patches``, else the images themselves."""
@@ -355,6 +362,7 @@ class Detector:
                 fakes, val_fake = [s[0] for s in split], [s[1] for s in split]
         for t in [real, val_real, *(fakes or []), *(_as_list(val_fake, "val_fake") if val_fake is not None else [])]:
             self._checked(t)
+        self.image_size = int(min(real.shape[-2:]))
         k = self.patches
 
         def crops(t: torch.Tensor) -> torch.Tensor:
@@ -510,7 +518,8 @@ class Detector:
             "feature_batch_size": self.feature_batch_size,
             "seed": self.seed,
             "val_fraction": self.val_fraction,
-            "patches": {"k": self.patches, "size": self.patch_size, "reduce": self.patch_reduce, "align": self.patch_align},
+            "patches": {"k": self.patches, "size": self.patch_size, "reduce": self.patch_reduce, "align": self.patch_align,
+                        "image_size": self.image_size},
             "threshold": self.threshold,
             "resolution": list(self.resolution),
             "classes": self.classes,
@@ -554,6 +563,7 @@ class Detector:
                       seed=int(meta["seed"]), val_fraction=float(meta["val_fraction"]), patches=patch["k"],
                       patch_size=patch["size"], patch_reduce=patch["reduce"], patch_align=patch["align"],
                       **meta["classifier_params"])
+            det.image_size = patch.get("image_size")
             det.threshold = float(meta["threshold"])
             det.resolution = tuple(int(v) for v in meta["resolution"])
             det.classes = [int(c) for c in meta["classes"]]

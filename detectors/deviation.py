@@ -165,8 +165,8 @@ class RealDeviation(ClassifierMixin, BaseEstimator):
             raise ValueError("deviation is a binary detector (0 = real, 1 = fake); use svm, lr or rf to attribute sources.")
         self.classes_ = np.array([0, 1])
         real, fake = X[y == 0], X[y == 1]
-        if real.shape[0] < 8:
-            raise ValueError(f"deviation models the real images in two halves and needs at least 8 of them, got {real.shape[0]}.")
+        if real.shape[0] < 4:
+            raise ValueError(f"deviation models the real images in two halves and needs at least 4 of them, got {real.shape[0]}.")
         rng = np.random.default_rng(self.random_state)
         r_half = _halves(real.shape[0], rng)
         f_half = _halves(fake.shape[0], rng) if fake.shape[0] >= 2 else None

@@ -168,6 +168,7 @@ class Detector:
             raise ValueError(f"patches needs patch_size, the crop side in pixels (at least 4), got {patch_size!r}.")
         self.patches, self.patch_size, self.patch_reduce, self.patch_align = patches, patch_size, patch_reduce, patch_align
         self.image_size: int | None = None  # with patches: the side of the images it was fitted on
+        self._cropped = False  # True while fit() runs on patches already cropped
         self.device = resolve_device(device)
         self.feature_batch_size = feature_batch_size
         self.seed = seed
@@ -251,7 +252,9 @@ class Detector:
 
     def _crops(self, images: torch.Tensor) -> torch.Tensor:
         """The K patches of every image (image-major) with ``patches``, else the images themselves."""
-        return images if self.patches is None else crop_patches(images, self.patch_size, self.patches, self.patch_align)
+        if self.patches is None or self._cropped:
+            return images
+        return crop_patches(images, self.patch_size, self.patches, self.patch_align)
 
     def _per_image(self, scores: np.ndarray) -> np.ndarray:
         """Patch scores -> image scores (``patch_reduce`` over each image's K patches); identity without patches."""
@@ -294,7 +297,7 @@ class Detector:
         ``supports_real_only`` (see :meth:`_fit_real_only`).
         """
         real = _check_batch(real, "real")
-        if self.patches is not None:
+        if self.patches is not None and not self._cropped:
             return self._fit_patches(real, fake, val_real, val_fake, multiclass, fake_names, progress)
         if fake is None:
             if multiclass or val_fake is not None:
@@ -341,7 +344,9 @@ class Detector:
         self.class_names = ["real", *base]
         self.resolution = (int(real.shape[-2]), int(real.shape[-1]))
         self.fitted = True
-        s_val = self._score_features(X_val)
+        # With patches the validation rows are K per image, image-major: the threshold sees image scores.
+        s_val = self._per_image(self._score_features(X_val))
+        y_val = y_val if self.patches is None else y_val[:: self.patches]
         self.threshold = choose_threshold(y_val > 0, s_val)
         self.validation = evaluate((y_val > 0).astype(np.int64), s_val, self.threshold)
         return self
@@ -353,45 +358,26 @@ class Detector:
         the aggregated image scores of the validation images.
         """
         fakes = None if fake is None else _as_list(fake, "fake")
+        val_fakes = None if val_fake is None else _as_list(val_fake, "val_fake")
         if val_real is None:
-            if val_fake is not None:
+            if val_fakes is not None:
                 raise ValueError("Give both val_real and val_fake, or neither (then part of the training data is held out).")
             real, val_real = self._image_holdout(real, "real")
             if fakes is not None:
                 split = [self._image_holdout(f, f"fake[{i}]") for i, f in enumerate(fakes)]
-                fakes, val_fake = [s[0] for s in split], [s[1] for s in split]
-        for t in [real, val_real, *(fakes or []), *(_as_list(val_fake, "val_fake") if val_fake is not None else [])]:
+                fakes, val_fakes = [s[0] for s in split], [s[1] for s in split]
+        val_real = _check_batch(val_real, "val_real")
+        for t in [real, val_real, *(fakes or []), *(val_fakes or [])]:
             self._checked(t)
         self.image_size = int(min(real.shape[-2:]))
-        k = self.patches
-
-        def crops(t: torch.Tensor) -> torch.Tensor:
-            return crop_patches(t, self.patch_size, k, self.patch_align)
-
-        patches, self.patches = self.patches, None  # fit the classifier on patches as plain images
+        crops = self._crops
+        args = (crops(real), None if fakes is None else [crops(f) for f in fakes], crops(val_real),
+                None if val_fakes is None else [crops(f) for f in val_fakes])
+        self._cropped = True  # fit() below sees the patches as images, and aggregates their validation scores
         try:
-            self.fit(crops(real), None if fakes is None else [crops(f) for f in fakes], crops(val_real),
-                     None if val_fake is None else [crops(_check_batch(f, "val_fake")) for f in _as_list(val_fake, "val_fake")],
-                     multiclass=multiclass, fake_names=fake_names, progress=progress)
+            return self.fit(*args, multiclass=multiclass, fake_names=fake_names, progress=progress)
         finally:
-            self.patches = patches
-        # The threshold: on the validation images' aggregated scores, not on single patches.
-        vr = self._score_features(self._raw_input_or_features(crops(val_real), progress))
-        if val_fake is None:
-            s_val = self._per_image(vr)
-            self.threshold = float(np.quantile(s_val, 1.0 - REAL_ONLY_FPR))
-            self.validation = {"acc_real": float(np.mean(s_val < self.threshold)), "n_real": int(s_val.size),
-                               "real_only": True}
-        else:
-            vf = [self._score_features(self._raw_input_or_features(crops(f), progress)) for f in _as_list(val_fake, "val_fake")]
-            s_val = self._per_image(np.concatenate([vr, *vf]))
-            y_val = np.r_[np.zeros(vr.size // k), np.ones(sum(v.size for v in vf) // k)].astype(np.int64)
-            self.threshold = choose_threshold(y_val, s_val)
-            self.validation = evaluate(y_val, s_val, self.threshold)
-        return self
-
-    def _raw_input_or_features(self, crops: torch.Tensor, progress: bool) -> torch.Tensor:
-        return crops if self.raw_input else self._raw_features(crops, progress)
+            self._cropped = False
 
     def _image_holdout(self, images: torch.Tensor, what: str) -> tuple[torch.Tensor, torch.Tensor]:
         """A seeded ``val_fraction`` of whole images held out for validation."""
@@ -435,7 +421,7 @@ class Detector:
         self.classes, self.class_names = [0, 1], ["real", "fake"]
         self.resolution = (int(real.shape[-2]), int(real.shape[-1]))
         self.fitted = True
-        s_val = self._score_features(X_val)
+        s_val = self._per_image(self._score_features(X_val))  # image scores with patches
         self.threshold = float(np.quantile(s_val, 1.0 - REAL_ONLY_FPR))
         self.validation = {"acc_real": float(np.mean(s_val < self.threshold)), "n_real": int(s_val.size),
                            "real_only": True}

@@ -385,7 +385,7 @@ def _transfer_section(d: dict[str, Any], figdir: Path) -> str:
         "images. The <b>diagonal</b> is ordinary detection; <b>off-diagonal</b> cells say whether what the "
         "detector learned from one upsampler carries over to another. Rows named <i>all</i> are trained on "
         "every generator together; <i>loo</i> rows leave the tested generator out of training; the "
-        "<i>real-only</i> row is fitted on real images alone (detectors that can be) and tested on every generator. "
+        "<i>real-only</i> row is trained on real images alone (detectors that can be) and tested on every generator. "
         f"Shown: {html.escape(info['label'])} — {html.escape(info['text'])}. An AUC well below 0.5 is not "
         "noise: the detector ranks those fakes as <i>more real</i> than real images, because what it learned "
         "points the other way for that upsampler.</p>",
@@ -442,7 +442,7 @@ def _transfer_summary(matrix: list[dict[str, Any]], names: list[str], metric: st
     label = METRICS.get(metric, {}).get("label", metric)
     return ("<p class='muted'>Summary over the rows trained on one generator: the mean of the diagonal "
             "(tested on the generator it was trained on) against the mean off the diagonal (tested on "
-            "the others), and the weakest cell; and, for detectors fitted on real images alone (the "
+            "the others), and the weakest cell; and, for detectors trained on real images alone (the "
             "<i>real-only</i> row, no fakes seen at all), the mean over every generator.</p>"
             + _table(["detector", f"{label} same generator", f"{label} other generators", "weakest transfer",
                       f"{label} real-only"], rows))

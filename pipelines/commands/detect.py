@@ -109,7 +109,8 @@ def fit(
     patches: int | None = typer.Option(None, "--patches", help="Fit and score K crops per image (a square: 4, 9, 16) "
                                       "of --patch-size px on an aligned grid; images load at --resolution.",
                                       show_default="one whole image"),
-    patch_size: int | None = typer.Option(None, "--patch-size", help="Side of each patch in pixels (with --patches)."),
+    patch_size: int | None = typer.Option(None, "--patch-size", help="Side of each patch in pixels (with --patches).",
+                                          show_default="none: needed with --patches"),
     patch_reduce: str = typer.Option("mean", "--patch-reduce", help="Patch aggregation: mean (of logits) or max."),
     patch_align: int = typer.Option(2, "--patch-align", help="Patch offsets are multiples of this: 2 keeps the 2x2 "
                                     "grid, 8 also the 8x8 grid of JPEG sources."),

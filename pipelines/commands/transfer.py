@@ -102,7 +102,8 @@ def transfer(
     patches: int | None = typer.Option(None, "--patches", help="Fit and score K crops per image (a square: 4, 9, 16) "
                                       "of --patch-size px on an aligned grid, aggregated per image.",
                                       show_default="one whole image"),
-    patch_size: int | None = typer.Option(None, "--patch-size", help="Side of each patch in pixels (with --patches)."),
+    patch_size: int | None = typer.Option(None, "--patch-size", help="Side of each patch in pixels (with --patches).",
+                                          show_default="none: needed with --patches"),
     patch_reduce: str = typer.Option("mean", "--patch-reduce", help="Patch aggregation: mean (of logits) or max."),
 ) -> None:
     """Train each detector on each row's fake sources and test it on every source: a transfer matrix."""

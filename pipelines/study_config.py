@@ -408,6 +408,15 @@ def _parse_transfer(raw: dict[str, Any], n_generators: int) -> TransferOptions |
     for row in transfer.rows:
         if row not in ROW_KINDS:
             raise ValueError(f"[transfer] rows contains {row!r}; choose from: {', '.join(ROW_KINDS)}.")
+    if transfer.patches is not None:
+        from detectors.patches import check_patches
+
+        try:
+            check_patches(transfer.patches, transfer.patch_reduce)
+        except ValueError as e:
+            raise ValueError(f"[transfer] {e}") from None
+        if transfer.patch_size is None:
+            raise ValueError("[transfer] patches needs patch_size, the side of each crop in pixels.")
     if abs(sum(transfer.fractions) - 1.0) > 1e-6 or min(transfer.fractions) <= 0:
         raise ValueError(
             f"[transfer] fractions = {list(transfer.fractions)} must be three positive numbers (train, validation, test) summing to 1."

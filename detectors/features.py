@@ -232,7 +232,7 @@ def fingerprint(images: torch.Tensor) -> torch.Tensor:
     Concatenated, per image: the horizontal and vertical log-power projections (how much power
     at each frequency, per axis), the azimuthal profile, and the 2x2-grid phase energies and
     Nyquist ratios of the predictor residual. The learned and the interpolating upsamplers move
-    different entries in opposite directions; paired with the one-sided ``deviation``
+    different entries in opposite directions; paired with the two-sided ``deviation``
     classifier, a detector trained on one family also flags the other.
     """
     return torch.cat([xy_projections(images), radial_profile(images), residuals.periodicity(images)], dim=1)

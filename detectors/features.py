@@ -244,7 +244,8 @@ def gridprint(images: torch.Tensor) -> torch.Tensor:
 
     The spectra see the excess or lack of high frequencies; the grid statistics see whether the
     image's own 2x2 grid differs from the shifted ones. Paired with ``deviation`` fitted on real
-    images alone, this is the lab's strongest real-only detector on its own fakes (see README).
+    images alone it measured a little better than ``fingerprint`` on the lab's ImageWoof fakes
+    (README, issue 16: 0.929 against 0.925 mean ROC-AUC over transposed and nearest).
     """
     return torch.cat([xy_projections(images), gridstats.haargrid(images)], dim=1)
 

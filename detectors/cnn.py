@@ -129,6 +129,9 @@ class CNNClassifier(BaseEstimator):
 
     # ----------------------------------------------------------------- parameters
 
+    # Parameters that may be None, mapped to their (CPU, CUDA) defaults (see nprnet).
+    DEVICE_DEFAULTS: ClassVar[dict[str, tuple[int, int]]] = {}
+
     def backbone_name(self) -> str:
         """The registered backbone this classifier trains."""
         return self.arch
@@ -138,6 +141,8 @@ class CNNClassifier(BaseEstimator):
         ints = {"epochs": 1, "batch_size": 2, "patience": 1, "eval_batch_size": 1}
         for key, lo in ints.items():
             v = getattr(self, key)
+            if v is None and key in self.DEVICE_DEFAULTS:
+                continue
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
                 raise ValueError(f"{key} must be an integer >= {lo}, got {v!r}.")
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
@@ -205,6 +210,11 @@ class CNNClassifier(BaseEstimator):
         return X, y.astype(np.int64)
 
     # ----------------------------------------------------------------- hooks for subclasses
+    def _schedule(self, device: torch.device) -> tuple[int, int]:
+        """(epochs, patience) of a fit on ``device``; a parameter left None takes the subclass's device default."""
+        return tuple(getattr(self, k) if getattr(self, k) is not None else self.DEVICE_DEFAULTS[k][device.type == "cuda"]
+                     for k in ("epochs", "patience"))
+
     def _prepare(self, net: Network, X: torch.Tensor, y: np.ndarray, device: torch.device) -> None:
         """Called once before training (the Deep-SAD centre is set here)."""
 
@@ -270,10 +280,11 @@ class CNNClassifier(BaseEstimator):
             out = self._predict(net, X_val, device)
             return {"val_ap": self._val_ap(y_val, out), "val_nll": nll(y_val, out[:, :num_classes])}
 
+        epochs, patience = self._schedule(device)
         self.history_, self.best_epoch_ = train_network(
-            net, X, y, features=self._features, loss=self._loss, epochs=self.epochs, batch_size=self.batch_size,
+            net, X, y, features=self._features, loss=self._loss, epochs=epochs, batch_size=self.batch_size,
             lr=self.lr, weight_decay=self.weight_decay, amp=self.amp, generator=gen, device=device,
-            validate=validate if has_val else None, patience=self.patience, progress=self.progress,
+            validate=validate if has_val else None, patience=patience, progress=self.progress,
             description=f"training {self.name}",
         )
         self._finish(net, X, y, device)

@@ -16,6 +16,7 @@ import math
 import os
 import sys
 import warnings
+import zlib
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -27,6 +28,7 @@ import torch
 from detectors.base import CLASSIFIERS
 from detectors.features import FEATURES, extract, validate_batch
 from detectors.metrics import choose_threshold, evaluate
+from detectors.patches import aggregate, check_patches, crop_patches
 from plumbing.devices import resolve_device
 from plumbing.files import write_text
 from plumbing.progress import progress_bar
@@ -34,6 +36,8 @@ from plumbing.progress import progress_bar
 FORMAT = "forgelab-detector"
 FORMAT_VERSION = 1
 META_FILE = "detector.json"
+# A real-only detector's threshold: the share of validation reals it calls fake.
+REAL_ONLY_FPR = 0.05
 CLASSIFIER_DIR = "classifier"
 
 # Features that exist as (N, C, H, W) maps and can feed an image classifier (CNN); every feature
@@ -98,6 +102,12 @@ def check_spec(spec: str) -> tuple[str, str]:
     return feature, classifier
 
 
+def supports_real_only(spec: str) -> bool:
+    """True when the classifier of ``FEATURE:CLASSIFIER`` can be fitted on real images alone (``fit(real, None)``)."""
+    _, classifier = check_spec(spec)
+    return bool(getattr(CLASSIFIERS[classifier], "supports_real_only", False))
+
+
 def _versions() -> dict[str, str]:
     out = {"python": sys.version.split()[0]}
     for mod in ("torch", "numpy", "sklearn", "skops"):
@@ -132,11 +142,17 @@ class Detector:
     ``set_feature_fn`` (the CNNs) get the raw uint8 images plus the feature function, so that
     their training augmentation (blur, JPEG) happens on images before the spectrum is taken; they
     standardise their inputs themselves.
+
+    ``patches=K`` (a square) with ``patch_size=R`` scores images of any size >= R through K R px
+    crops on an aligned grid (``patch_align``: 2, or 8 for JPEG sources) and aggregates them
+    (``patch_reduce``: ``mean`` of logits or ``max``); fitting uses the crops too, with the
+    validation split drawn by image (see :mod:`detectors.patches`).
     """
 
     def __init__(self, spec: str = "radial:svm", feature_options: dict[str, Any] | None = None, *,
                  device: str = "auto", feature_batch_size: int | None = None, seed: int = 0, val_fraction: float = 0.2,
-                 **classifier_params: Any):
+                 patches: int | None = None, patch_size: int | None = None, patch_reduce: str = "mean",
+                 patch_align: int = 2, **classifier_params: Any):
         self.feature, self.classifier_name = check_spec(spec)
         self.spec = f"{self.feature}:{self.classifier_name}"
         self.input_kind = classifier_kind(self.classifier_name)
@@ -147,6 +163,12 @@ class Detector:
             )
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction!r}.")
+        check_patches(patches, patch_reduce, patch_align)
+        if patches is not None and (isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size < 4):
+            raise ValueError(f"patches needs patch_size, the crop side in pixels (at least 4), got {patch_size!r}.")
+        self.patches, self.patch_size, self.patch_reduce, self.patch_align = patches, patch_size, patch_reduce, patch_align
+        self.image_size: int | None = None  # with patches: the side of the images it was fitted on
+        self._cropped = False  # True while fit() runs on patches already cropped
         self.device = resolve_device(device)
         self.feature_batch_size = feature_batch_size
         self.seed = seed
@@ -209,6 +231,11 @@ class Detector:
     def _checked(self, images: torch.Tensor) -> torch.Tensor:
         """Validate a batch and, once fitted, its size against the training resolution."""
         images = _check_batch(images, "images")
+        if self.patches is not None:
+            if min(images.shape[-2:]) < self.patch_size:
+                raise ValueError(f"This detector scores {self.patch_size} px patches but got {images.shape[-2]}x{images.shape[-1]} "
+                                 f"images; give images of at least {self.patch_size} px.")
+            return images
         if self.resolution is not None and tuple(images.shape[-2:]) != self.resolution:
             h, w = self.resolution
             raise ValueError(
@@ -217,13 +244,32 @@ class Detector:
             )
         return images
 
+    @property
+    def load_resolution(self) -> int:
+        """The side at which to load images for this detector: the fitting images' with patches, else the resolution."""
+        self._require_fitted()
+        return int(self.image_size if self.patches is not None and self.image_size else self.resolution[0])
+
+    def _crops(self, images: torch.Tensor) -> torch.Tensor:
+        """The K patches of every image (image-major) with ``patches``, else the images themselves."""
+        if self.patches is None or self._cropped:
+            return images
+        return crop_patches(images, self.patch_size, self.patches, self.patch_align)
+
+    def _per_image(self, scores: np.ndarray) -> np.ndarray:
+        """Patch scores -> image scores (``patch_reduce`` over each image's K patches); identity without patches."""
+        return scores if self.patches is None else aggregate(scores, self.patches, self.patch_reduce)
+
     def transform(self, images: torch.Tensor, progress: bool = False) -> torch.Tensor:
-        """The detector's feature of ``images`` (CPU float32): (N, D) for vector classifiers, else (N, C, H, W)."""
-        return self._raw_features(self._checked(images), progress)
+        """The detector's feature of ``images`` (CPU float32): (N, D) for vector classifiers, else (N, C, H, W).
+
+        With ``patches`` it has N * K rows, image-major; :meth:`score_features` aggregates them.
+        """
+        return self._raw_features(self._crops(self._checked(images)), progress)
 
     def _inputs(self, images: torch.Tensor, progress: bool = False) -> torch.Tensor:
-        """What the classifier takes: the images themselves in raw-input mode, else the features."""
-        return self._checked(images) if self.raw_input else self.transform(images, progress)
+        """What the classifier takes: the images (or patches) themselves in raw-input mode, else the features."""
+        return self._crops(self._checked(images)) if self.raw_input else self.transform(images, progress)
 
     def _raw_features(self, images: torch.Tensor, progress: bool) -> torch.Tensor:
         options = dict(self.feature_options)
@@ -240,15 +286,23 @@ class Detector:
         return torch.cat(out)
 
     # -- fitting ---------------------------------------------------------------------------
-    def fit(self, real: torch.Tensor, fake: torch.Tensor | Sequence[torch.Tensor],
+    def fit(self, real: torch.Tensor, fake: torch.Tensor | Sequence[torch.Tensor] | None,
             val_real: torch.Tensor | None = None, val_fake: torch.Tensor | Sequence[torch.Tensor] | None = None,
             multiclass: bool = False, fake_names: Sequence[str] | None = None, progress: bool = False) -> Detector:
         """Learn real (label 0) versus fake (1, or 1..K per fake batch with ``multiclass``).
 
         Without ``val_real``/``val_fake`` a stratified ``val_fraction`` of the training images is
         held out; the threshold is chosen there (and neural classifiers stop early there).
+        ``fake=None`` fits on real images alone, for classifiers that declare
+        ``supports_real_only`` (see :meth:`_fit_real_only`).
         """
         real = _check_batch(real, "real")
+        if self.patches is not None and not self._cropped:
+            return self._fit_patches(real, fake, val_real, val_fake, multiclass, fake_names, progress)
+        if fake is None:
+            if multiclass or val_fake is not None:
+                raise ValueError("A real-only fit (fake=None) takes no fake validation images and cannot attribute sources.")
+            return self._fit_real_only(real, val_real, progress)
         fakes = _as_list(fake, "fake")
         if (val_real is None) != (val_fake is None):
             raise ValueError("Give both val_real and val_fake, or neither (then part of the training data is held out).")
@@ -290,9 +344,87 @@ class Detector:
         self.class_names = ["real", *base]
         self.resolution = (int(real.shape[-2]), int(real.shape[-1]))
         self.fitted = True
-        s_val = self._score_features(X_val)
+        # With patches the validation rows are K per image, image-major: the threshold sees image scores.
+        s_val = self._per_image(self._score_features(X_val))
+        y_val = y_val if self.patches is None else y_val[:: self.patches]
         self.threshold = choose_threshold(y_val > 0, s_val)
         self.validation = evaluate((y_val > 0).astype(np.int64), s_val, self.threshold)
+        return self
+
+    def _fit_patches(self, real, fake, val_real, val_fake, multiclass, fake_names, progress) -> Detector:
+        """Fit on the K patches of every image; the validation split (when not given) is drawn by image.
+
+        Crops of one image never sit on both sides of the split, and the threshold is chosen on
+        the aggregated image scores of the validation images.
+        """
+        fakes = None if fake is None else _as_list(fake, "fake")
+        val_fakes = None if val_fake is None else _as_list(val_fake, "val_fake")
+        if val_real is None:
+            if val_fakes is not None:
+                raise ValueError("Give both val_real and val_fake, or neither (then part of the training data is held out).")
+            real, val_real = self._image_holdout(real, "real")
+            if fakes is not None:
+                split = [self._image_holdout(f, f"fake[{i}]") for i, f in enumerate(fakes)]
+                fakes, val_fakes = [s[0] for s in split], [s[1] for s in split]
+        val_real = _check_batch(val_real, "val_real")
+        for t in [real, val_real, *(fakes or []), *(val_fakes or [])]:
+            self._checked(t)
+        self.image_size = int(min(real.shape[-2:]))
+        crops = self._crops
+        args = (crops(real), None if fakes is None else [crops(f) for f in fakes], crops(val_real),
+                None if val_fakes is None else [crops(f) for f in val_fakes])
+        self._cropped = True  # fit() below sees the patches as images, and aggregates their validation scores
+        try:
+            return self.fit(*args, multiclass=multiclass, fake_names=fake_names, progress=progress)
+        finally:
+            self._cropped = False
+
+    def _image_holdout(self, images: torch.Tensor, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """A seeded ``val_fraction`` of whole images held out for validation."""
+        n = images.shape[0]
+        n_val = math.ceil(self.val_fraction * n)
+        if n_val < 1 or n - n_val < 2:
+            raise ValueError(f"Too few {what} images ({n}) to hold out a validation split; give more images or pass val_real.")
+        order = torch.from_numpy(np.random.default_rng([self.seed, zlib.crc32(what.encode())]).permutation(n))
+        return images[order[n_val:]], images[order[:n_val]]
+
+    def _fit_real_only(self, real: torch.Tensor, val_real: torch.Tensor | None, progress: bool) -> Detector:
+        """Fit on real images alone; the threshold calls ``REAL_ONLY_FPR`` of the validation reals fake.
+
+        Without ``val_real`` a ``val_fraction`` of the reals is held out (seeded). No fakes exist to
+        choose a balanced threshold, so it is the (1 - REAL_ONLY_FPR) quantile of the validation
+        reals' scores; ``validation`` records the reals' accuracy there and their count.
+        """
+        if not supports_real_only(self.spec):
+            ok = sorted(n for n, c in CLASSIFIERS.items() if getattr(c, "supports_real_only", False))
+            raise ValueError(f"Classifier {self.classifier_name!r} needs fake images to fit; "
+                             f"fit with fakes, or use a real-only classifier: {', '.join(ok)}.")
+        if val_real is not None:
+            val_real = _check_batch(val_real, "val_real")
+            if tuple(val_real.shape[-2:]) != tuple(real.shape[-2:]):
+                raise ValueError(f"All images must have the same size, got {tuple(real.shape[-2:])} and "
+                                 f"{tuple(val_real.shape[-2:])}; load them at one resolution.")
+        self.resolution = None
+        prep = (lambda t: t) if self.raw_input else (lambda t: self._raw_features(t, progress))
+        X = prep(real)
+        if val_real is not None:
+            X_val = prep(val_real)
+        else:
+            n_val = math.ceil(self.val_fraction * X.shape[0])
+            if n_val < 2 or X.shape[0] - n_val < 2:
+                raise ValueError(f"Too few real images ({X.shape[0]}) to hold out a validation split; "
+                                 "give more real images or pass val_real.")
+            order = torch.from_numpy(np.random.default_rng(self.seed).permutation(X.shape[0]))
+            X, X_val = X[order[n_val:]], X[order[:n_val]]
+        self.classifier = self._new_classifier()
+        self.classifier.fit(X, np.zeros(X.shape[0], np.int64), X_val, np.zeros(X_val.shape[0], np.int64))
+        self.classes, self.class_names = [0, 1], ["real", "fake"]
+        self.resolution = (int(real.shape[-2]), int(real.shape[-1]))
+        self.fitted = True
+        s_val = self._per_image(self._score_features(X_val))  # image scores with patches
+        self.threshold = float(np.quantile(s_val, 1.0 - REAL_ONLY_FPR))
+        self.validation = {"acc_real": float(np.mean(s_val < self.threshold)), "n_real": int(s_val.size),
+                           "real_only": True}
         return self
 
     def _holdout(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -329,17 +461,23 @@ class Detector:
         self._require_fitted()
         if self.raw_input:
             raise ValueError(f"Detector {self.spec!r} computes its feature inside the CNN; call score(images).")
-        return self._score_features(X)
+        return self._per_image(self._score_features(X))
 
     def predict_proba(self, images: torch.Tensor, progress: bool = False) -> np.ndarray:
         """(N, K) class probabilities; column 0 is P(real), columns 1.. the fake sources."""
         self._require_fitted()
-        return self._proba_features(self._inputs(images, progress))
+        p = self._proba_features(self._inputs(images, progress))
+        if self.patches is None:
+            return p
+        if p.shape[1] == 2:
+            fake = self._per_image(p[:, 1])
+            return np.stack([1.0 - fake, fake], axis=1)
+        return p.reshape(-1, self.patches, p.shape[1]).mean(axis=1)  # attribution: mean class probabilities
 
     def score(self, images: torch.Tensor, progress: bool = False) -> np.ndarray:
-        """Fakeness P(fake) = 1 - P(real) of each image, in [0, 1]."""
+        """Fakeness P(fake) = 1 - P(real) of each image, in [0, 1] (aggregated over its patches with ``patches``)."""
         self._require_fitted()
-        return self._score_features(self._inputs(images, progress))
+        return self._per_image(self._score_features(self._inputs(images, progress)))
 
     def predict(self, images: torch.Tensor) -> np.ndarray:
         """1 for images scored at or above the threshold (fake), else 0."""
@@ -366,6 +504,8 @@ class Detector:
             "feature_batch_size": self.feature_batch_size,
             "seed": self.seed,
             "val_fraction": self.val_fraction,
+            "patches": {"k": self.patches, "size": self.patch_size, "reduce": self.patch_reduce, "align": self.patch_align,
+                        "image_size": self.image_size},
             "threshold": self.threshold,
             "resolution": list(self.resolution),
             "classes": self.classes,
@@ -404,8 +544,12 @@ class Detector:
                 raise KeyError("format")
             version = int(meta["format_version"])
             spec = meta["spec"]
+            patch = meta.get("patches") or {"k": None, "size": None, "reduce": "mean", "align": 2}
             det = cls(spec, meta["feature_options"], device=device, feature_batch_size=meta["feature_batch_size"],
-                      seed=int(meta["seed"]), val_fraction=float(meta["val_fraction"]), **meta["classifier_params"])
+                      seed=int(meta["seed"]), val_fraction=float(meta["val_fraction"]), patches=patch["k"],
+                      patch_size=patch["size"], patch_reduce=patch["reduce"], patch_align=patch["align"],
+                      **meta["classifier_params"])
+            det.image_size = patch.get("image_size")
             det.threshold = float(meta["threshold"])
             det.resolution = tuple(int(v) for v in meta["resolution"])
             det.classes = [int(c) for c in meta["classes"]]

@@ -18,7 +18,7 @@ from functools import lru_cache
 import torch
 
 # ITU-R BT.601 luma, the usual RGB -> grayscale weights.
-from detectors import residuals
+from detectors import gridstats, residuals
 from detectors.batches import checked_float_batch, validate_batch  # noqa: F401  (re-exported)
 
 LUMA = (0.299, 0.587, 0.114)
@@ -229,6 +229,7 @@ def pixels(images: torch.Tensor, flatten: bool = False) -> torch.Tensor:
 register_feature("npr")(residuals.npr)
 register_feature("dwt")(residuals.dwt_hh)
 register_feature("periodicity")(residuals.periodicity)
+register_feature("haargrid")(gridstats.haargrid)
 
 
 @register_feature("fingerprint")
@@ -238,10 +239,22 @@ def fingerprint(images: torch.Tensor) -> torch.Tensor:
     Concatenated, per image: the horizontal and vertical log-power projections (how much power
     at each frequency, per axis), the azimuthal profile, and the 2x2-grid phase energies and
     Nyquist ratios of the predictor residual. The learned and the interpolating upsamplers move
-    different entries in opposite directions; paired with the one-sided ``deviation``
+    different entries in opposite directions; paired with the two-sided ``deviation``
     classifier, a detector trained on one family also flags the other.
     """
     return torch.cat([xy_projections(images), radial_profile(images), residuals.periodicity(images)], dim=1)
+
+
+@register_feature("gridprint")
+def gridprint(images: torch.Tensor) -> torch.Tensor:
+    """The ``xy`` spectra and the ``haargrid`` statistics in one vector: how much power per frequency, and where the 2x2 grid is.
+
+    The spectra see the excess or lack of high frequencies; the grid statistics see whether the
+    image's own 2x2 grid differs from the shifted ones. Paired with ``deviation`` fitted on real
+    images alone it measured a little better than ``fingerprint`` on the lab's ImageWoof fakes
+    (README, issue 16: 0.929 against 0.925 mean ROC-AUC over transposed and nearest).
+    """
+    return torch.cat([xy_projections(images), gridstats.haargrid(images)], dim=1)
 
 
 def _normalize(prof: torch.Tensor, normalize: str) -> torch.Tensor:

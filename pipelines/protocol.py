@@ -112,9 +112,13 @@ def score_columns(det, feats: TestFeatures, columns: dict[str, Column],
     return results, scores
 
 
-def fit_detector(spec: str, options: dict[str, Any], seed: int, train_real: torch.Tensor, train_fake: torch.Tensor,
-                 val_real: torch.Tensor, val_fake: torch.Tensor) -> tuple[Detector, float]:
-    """A detector fitted on one row's images with its threshold chosen on the row's validation images, and the seconds it took."""
+def fit_detector(spec: str, options: dict[str, Any], seed: int, train_real: torch.Tensor, train_fake: torch.Tensor | None,
+                 val_real: torch.Tensor, val_fake: torch.Tensor | None) -> tuple[Detector, float]:
+    """A detector fitted on one row's images with its threshold chosen on the row's validation images, and the seconds it took.
+
+    ``train_fake=None`` fits on real images alone (classifiers that support it, see
+    :func:`detectors.detector.supports_real_only`); the threshold then comes from the validation reals.
+    """
     t0 = time.perf_counter()
     det = Detector(spec, seed=seed, **options).fit(train_real, train_fake, val_real, val_fake)
     return det, time.perf_counter() - t0

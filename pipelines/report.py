@@ -21,7 +21,7 @@ import numpy as np
 
 from detectors.diversity import DIVERSITY_WARNING, collapsed
 from pipelines.arrays import load_arrays
-from pipelines.names import is_plain_name
+from pipelines.names import REAL_ONLY, is_plain_name
 from pipelines.report_figures import (
     matrix_figure,
     matrix_grid,
@@ -388,7 +388,8 @@ def _transfer_section(d: dict[str, Any], figdir: Path) -> str:
         "training images); <b>columns</b>: the fakes it is tested on, always against the same real test "
         "images. The <b>diagonal</b> is ordinary detection; <b>off-diagonal</b> cells say whether what the "
         "detector learned from one upsampler carries over to another. Rows named <i>all</i> are trained on "
-        "every generator together; <i>loo</i> rows leave the tested generator out of training. "
+        "every generator together; <i>loo</i> rows leave the tested generator out of training; the "
+        "<i>real-only</i> row is trained on real images alone (detectors that can be) and tested on every generator. "
         f"Shown: {html.escape(info['label'])} — {html.escape(info['text'])}. An AUC well below 0.5 is not "
         "noise: the detector ranks those fakes as <i>more real</i> than real images, because what it learned "
         "points the other way for that upsampler.</p>",
@@ -439,13 +440,18 @@ def _transfer_summary(matrix: list[dict[str, Any]], names: list[str], metric: st
         # The weakest *transfer*: off the diagonal only (a diagonal cell is ordinary detection).
         off = [r for r in sel if r["train"] != r["test"]]
         worst = min(off, key=lambda r: r["value"]) if off else None
+        alone = [r["value"] for r in matrix if r["detector"] == det and r["metric"] == metric
+                 and r["train"] == REAL_ONLY and r["test"] in names and np.isfinite(r["value"])]
         rows.append([det, float(np.mean(same)) if same else None, float(np.mean(other)) if other else None,
-                     f"{worst['train']} → {worst['test']} ({worst['value']:.2f})" if worst else "—"])
+                     f"{worst['train']} → {worst['test']} ({worst['value']:.2f})" if worst else "—",
+                     float(np.mean(alone)) if alone else None])
     label = METRICS.get(metric, {}).get("label", metric)
     return ("<p class='muted'>Summary over the rows trained on one generator: the mean of the diagonal "
             "(tested on the generator it was trained on) against the mean off the diagonal (tested on "
-            "the others), and the weakest cell.</p>"
-            + _table(["detector", f"{label} same generator", f"{label} other generators", "weakest transfer"], rows))
+            "the others), and the weakest cell; and, for detectors trained on real images alone (the "
+            "<i>real-only</i> row, no fakes seen at all), the mean over every generator.</p>"
+            + _table(["detector", f"{label} same generator", f"{label} other generators", "weakest transfer",
+                      f"{label} real-only"], rows))
 
 
 def _attribution_section(d: dict[str, Any]) -> str:

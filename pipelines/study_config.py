@@ -9,7 +9,7 @@ Config layout (every section but [study] and one of [grid] / [[generators]] is o
     [[generators]] extra explicit variants: name plus any [train] key
     [generate]     n, batch_size, seed, grid, save_fakes
     [quality]      spectral, fid, kid, feature_extractor_weights
-    [transfer]     detectors, rows, fractions, jpeg, attribute, seeds, jobs
+    [transfer]     detectors, rows, fractions, jpeg, attribute, seeds, jobs, patches, patch_size, patch_reduce
 
 Each section is a pydantic model with ``extra="forbid"`` and strict types, validated in JSON
 mode (TOML's values are JSON's: an array fills a tuple, an integer a float, but 1 is not
@@ -143,6 +143,9 @@ class TransferOptions(Section):
     attribute: bool = False
     seeds: int = Field(default=1, ge=1)  # repeats of every cell, seeds seed..seed+K-1: mean, sd, n in the matrix
     jobs: int = 1  # cells fitted at once, in worker processes (how, not what: not part of the step hash)
+    patches: int | None = Field(default=None, ge=1)  # K crops per image (a square) of patch_size px, aggregated
+    patch_size: int | None = Field(default=None, ge=4)
+    patch_reduce: str = "mean"  # mean (of logits) or max
 
 
 class TopLevel(Section):
@@ -415,6 +418,15 @@ def _parse_transfer(raw: dict[str, Any], n_generators: int) -> TransferOptions |
     for row in transfer.rows:
         if row not in ROW_KINDS:
             raise ValueError(f"[transfer] rows contains {row!r}; choose from: {', '.join(ROW_KINDS)}.")
+    if transfer.patches is not None:
+        from detectors.patches import check_patches
+
+        try:
+            check_patches(transfer.patches, transfer.patch_reduce)
+        except ValueError as e:
+            raise ValueError(f"[transfer] {e}") from None
+        if transfer.patch_size is None:
+            raise ValueError("[transfer] patches needs patch_size, the side of each crop in pixels.")
     if abs(sum(transfer.fractions) - 1.0) > 1e-6 or min(transfer.fractions) <= 0:
         raise ValueError(
             f"[transfer] fractions = {list(transfer.fractions)} must be three positive numbers (train, validation, test) summing to 1."

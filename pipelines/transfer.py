@@ -15,7 +15,10 @@ Protocol (one matrix per detector):
   images from each source and ``m * K`` real ones, ``m`` as large as the smallest source and
   the real split allow. Subsets are drawn with seeds derived from ``seed``.
 - **Rows.** ``each``: one row per fake source; ``all``: the union of every source; ``loo``:
-  one row ``loo:X`` per source X, trained on all sources but X. **Columns**: every source.
+  one row ``loo:X`` per source X, trained on all sources but X; ``real-only``: no fake source —
+  detectors whose classifier declares ``supports_real_only`` are fitted on the real training
+  split alone (all of it, not a balanced subset; validation on the real validation split) and
+  tested on every column; other detectors have no cell in that row. **Columns**: every source.
 - **Cells.** A detector is fitted once per row (threshold chosen on the row's validation
   split) and scores every column; test features are computed once per feature and reused by
   every row and detector that shares it. Each cell holds ``detectors.metrics.evaluate``'s
@@ -55,10 +58,10 @@ import numpy as np
 import torch
 from sklearn.metrics import confusion_matrix
 
-from detectors.detector import Detector, check_spec
+from detectors.detector import Detector, check_spec, supports_real_only
 from detectors.metrics import evaluate
 from pipelines.data import ImageSet, perturb, split_indices
-from pipelines.names import NAME_RULE, RESERVED_NAMES, ROW_KINDS, is_plain_name
+from pipelines.names import NAME_RULE, REAL_ONLY, RESERVED_NAMES, ROW_KINDS, is_plain_name
 from pipelines.protocol import (
     Column,
     TestFeatures,
@@ -169,6 +172,8 @@ def row_sources(rows: Sequence[str], names: Sequence[str]) -> dict[str, list[str
             out.update({n: [n] for n in names})
         elif kind == "all":
             out["all"] = list(names)
+        elif kind == REAL_ONLY:
+            out[REAL_ONLY] = []
         elif kind == "loo":
             if len(names) < 2:
                 raise ValueError("Leave-one-out rows need at least two fake sources; add --fake sets or drop 'loo'.")
@@ -277,7 +282,8 @@ def run_transfer(real: SetSpec, fakes: dict[str, SetSpec], detectors: list[str],
                  rows: str | Sequence[str] = ("each",), seed: int = 0,
                  fractions: Sequence[float] = (0.6, 0.2, 0.2), jpeg: int | None = None, attribute: bool = False,
                  progress: bool = False, detector_options: dict[str, dict[str, Any]] | None = None,
-                 heatmaps: bool = True, jobs: int = 1, seeds: int = 1, device: str | None = None) -> list[dict]:
+                 heatmaps: bool = True, jobs: int = 1, seeds: int = 1, device: str | None = None,
+                 patches: int | None = None, patch_size: int | None = None, patch_reduce: str = "mean") -> list[dict]:
     """Fit every detector on every row's sources, test on every source; write the matrix; return its records.
 
     Records are dicts ``{detector, train, test, metric, value}`` (plus ``sd`` and ``n`` when
@@ -289,6 +295,9 @@ def run_transfer(real: SetSpec, fakes: dict[str, SetSpec], detectors: list[str],
     its own fit. ``seeds`` = K repeats the protocol with the seeds ``seed, ..., seed + K - 1``.
     ``device`` (unless a detector's options name their own) goes to every detector, in worker
     processes too, and into each cell's hash, so cells fitted on the CPU and on a GPU never mix.
+    ``patches`` = K (a square) makes every detector fit and score K ``patch_size`` px crops per
+    image, aggregated by ``patch_reduce`` (:mod:`detectors.patches`), on the 8x8 grid when
+    ``jpeg`` is set (every image is then a JPEG), else on the 2x2 grid.
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be a positive integer, got {jobs!r}.")
@@ -311,6 +320,11 @@ def run_transfer(real: SetSpec, fakes: dict[str, SetSpec], detectors: list[str],
     if jpeg is not None and not (isinstance(jpeg, int) and 1 <= jpeg <= 100):
         raise ValueError(f"JPEG quality must be an integer between 1 and 100, got {jpeg!r}.")
     options = dict(detector_options or {})
+    if patches is not None:
+        patch = {"patches": patches, "patch_size": patch_size, "patch_reduce": patch_reduce,
+                 "patch_align": 8 if jpeg is not None else 2}
+        Detector(specs[0], **patch)  # checks the patch options once, before any image is split
+        options = {spec: {**options.get(spec, {}), **patch} for spec in specs}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -318,7 +332,10 @@ def run_transfer(real: SetSpec, fakes: dict[str, SetSpec], detectors: list[str],
     reps = [_prepare_repeat(real, fakes, names, fractions, s, jpeg) for s in seed_list]
     cells: dict[tuple[str, str, int], dict[str, Any]] = {}
     # Repeat by repeat, so that one repeat's cached test features can go before the next.
-    tasks = [(d, r, k) for k in range(seeds) for d in specs for r in row_map]
+    if REAL_ONLY in row_map and not any(supports_real_only(d) for d in specs):
+        raise ValueError(f"No detector among {', '.join(specs)} can be fitted on real images alone; "
+                         "drop the real-only row or add one, e.g. fingerprint:deviation.")
+    tasks = [(d, r, k) for k in range(seeds) for d in specs for r in row_map if r != REAL_ONLY or supports_real_only(d)]
     tasks += [(d, ATTRIBUTION, k) for k in range(seeds) for d in specs] if attribute else []
 
     def cell(spec: str, row: str, k: int) -> TransferCell:
@@ -389,9 +406,14 @@ def _matrix_cell(c: TransferCell, feats: TestFeatures) -> dict[str, Any]:
     cell = _cached(path, config_hash)
     if cell is not None:
         return cell
-    tr_real, tr_fake = _balanced(c.real.train, [c.fakes[s].train for s in c.sources], c.seed, c.row, "train")
-    va_real, va_fake = _balanced(c.real.val, [c.fakes[s].val for s in c.sources], c.seed, c.row, "val")
-    det, fit_s = fit_detector(c.spec, c.options, c.seed, tr_real, tr_fake, va_real, va_fake)
+    if c.sources:
+        tr_real, tr_fake = _balanced(c.real.train, [c.fakes[s].train for s in c.sources], c.seed, c.row, "train")
+        va_real, va_fake = _balanced(c.real.val, [c.fakes[s].val for s in c.sources], c.seed, c.row, "val")
+        det, fit_s = fit_detector(c.spec, c.options, c.seed, tr_real, tr_fake, va_real, va_fake)
+    else:  # the real-only row: every real training image, no fake
+        tr_real, va_real = c.real.train, c.real.val
+        tr_fake = va_fake = tr_real[:0]
+        det, fit_s = fit_detector(c.spec, c.options, c.seed, tr_real, None, va_real, None)
     n_test = c.real_test.shape[0]
     columns = {n: Column("real", c.real_test, n, c.fake_test[n]) for n in c.names}
     results, _ = score_columns(det, feats, columns, lambda y, s, t: evaluate(y, s, threshold=t))

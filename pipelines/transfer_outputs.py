@@ -92,9 +92,11 @@ def write_outputs(out: Path, records: list[dict], specs: list[str], rows: list[s
     })
     for spec in specs if heatmaps else ():
         for metric in (m for m in metrics if m in HEATMAP_METRICS):
-            values = np.array([[nested[spec][metric][r][c] for c in names] for r in rows], dtype=np.float64)
+            # A detector that cannot be fitted on reals alone has no real-only row.
+            own = [r for r in rows if r in nested[spec][metric]]
+            values = np.array([[nested[spec][metric][r][c] for c in names] for r in own], dtype=np.float64)
             title = f"{spec} · {metric}" + (f" (mean of {len(seeds)} seeds)" if spread else "")
-            png = heatmap_png(values, rows, names, title, reverse=metric in LOWER_IS_BETTER)
+            png = heatmap_png(values, own, names, title, reverse=metric in LOWER_IS_BETTER)
             write_bytes(out / "heatmaps" / f"{slug(spec)}_{metric}.png", png)
 
 

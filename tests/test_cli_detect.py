@@ -122,3 +122,29 @@ def test_missing_folders_are_one_line(folders):
     assert r.exit_code == 1 and "does not exist" in r.output
     r = invoke("fit", "--real", str(folders / "nope"), "--fake", str(folders / "fake"), "--out", str(folders / "m"))
     assert r.exit_code == 1 and "nope" in r.output and "Traceback" not in r.output
+
+
+def test_real_only_fit_and_patch_scoring_from_the_cli(folders):
+    tmp = folders
+    r = invoke("fit", "-d", "periodicity:deviation", "--real", str(tmp / "real"), "--out", str(tmp / "alone"),
+               "--resolution", "32", "--no-progress")
+    assert r.exit_code == 0, r.output
+    assert "real images alone" in r.output and Detector.load(tmp / "alone").validation["real_only"]
+    r = invoke("fit", "-d", "radial:svm", "--real", str(tmp / "real"), "--out", str(tmp / "svm"), "--resolution", "32")
+    assert r.exit_code != 0 and "needs fake images to fit" in r.output
+    # 32 px images, 4 patches of 16 px each: fitted, scored and evaluated on patches.
+    r = invoke(*fit_args(tmp, "patchy", "--patches", "4", "--patch-size", "16"))
+    assert r.exit_code == 0, r.output
+    assert "4 patches of 16 px" in r.output
+    det = Detector.load(tmp / "patchy")
+    assert (det.patches, det.patch_size, det.image_size, det.resolution) == (4, 16, 32, (16, 16))
+    r = invoke("score", str(tmp / "patchy"), str(tmp / "fake"), "--out", str(tmp / "s.csv"), "--no-progress")
+    assert r.exit_code == 0, r.output
+    with open(tmp / "s.csv", newline="") as f:
+        scores = [float(row["score"]) for row in csv.DictReader(f)]
+    expected = det.score(load_images(tmp / "fake", 32).images)
+    np.testing.assert_allclose(scores, expected, atol=1e-6)
+    r = invoke("eval", str(tmp / "patchy"), "--real", str(tmp / "real"), "--fake", str(tmp / "fake"), "--json")
+    assert r.exit_code == 0, r.output
+    r = invoke(*fit_args(tmp, "bad", "--patches", "4"))
+    assert r.exit_code != 0 and "--patches needs --patch-size" in r.output

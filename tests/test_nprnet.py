@@ -26,9 +26,32 @@ def test_trunk_is_resnet50_up_to_layer2():
     # torchvision's ResNet-50 has 215,808 parameters in layer1 and 1,219,584 in layer2.
     assert [sum(p.numel() for p in body[i].parameters()) for i in (4, 5)] == [215_808, 1_219_584]
     big, _ = BACKBONES["nprnet"](3, 128)
-    assert big[0].stride == (2, 2) and isinstance(big[3], nn.MaxPool2d)
+    # Above 64 px the NPR code's stem: a 3x3 stride-2 convolution, then 3x3 stride-2 max pooling.
+    assert big[0].kernel_size == (3, 3) and big[0].stride == (2, 2) and big[0].padding == (1, 1)
+    assert isinstance(big[3], nn.MaxPool2d) and big[3].kernel_size == 3 and big[3].stride == 2
+    assert big[:4](torch.zeros(1, 3, 128, 128)).shape == (1, 64, 32, 32)
     assert CLASSIFIERS["nprnet"] is NPRNetClassifier
     assert NPRNetClassifier().augment_p == 0.0 and NPRNetClassifier().flip_p == 0.5
+
+
+def test_epochs_default_by_device_and_channels_last_gives_the_same_numbers():
+    from detectors.nprnet import CPU_EPOCHS, CPU_PATIENCE, NPRNetClassifier
+
+    clf = NPRNetClassifier()
+    assert clf._schedule(torch.device("cpu")) == (CPU_EPOCHS, CPU_PATIENCE)
+    assert clf._schedule(torch.device("cuda")) == (20, 4)
+    assert NPRNetClassifier(epochs=3, patience=1)._schedule(torch.device("cpu")) == (3, 1)
+    with pytest.raises(ValueError, match="epochs must be an integer"):
+        NPRNetClassifier(epochs=0).validate_params()
+    from detectors.backbones import BACKBONES
+
+    torch.manual_seed(0)
+    body, _ = BACKBONES["nprnet"](3, 32)
+    body.eval()
+    x = torch.randn(2, 3, 32, 32)
+    ref = body(x)
+    body.to(memory_format=torch.channels_last)
+    np.testing.assert_allclose(body(x.contiguous(memory_format=torch.channels_last)).detach(), ref.detach(), atol=1e-4)
 
 
 def test_pairs_are_listed():

@@ -434,3 +434,45 @@ def test_cli_transfer_seeds(tmp_path: Path):
     assert {r["n"] for r in rows} == {"2"} and {"acc_real", "acc_fake"} <= {r["metric"] for r in rows}
     cell = next(r for r in rows if r["metric"] == "acc_real")
     assert f"{float(cell['value']):.3f} ± {float(cell['sd']):.3f}" in res.output  # the printed table
+
+
+def test_real_only_row_fits_on_reals_alone_and_tests_every_source(sources, tmp_path: Path, monkeypatch):
+    real, fakes = sources
+    assert row_sources(["each", "real-only"], ["a", "b"]) == {"a": ["a"], "b": ["b"], "real-only": []}
+    fits = []
+    original = Detector.fit
+
+    def spy(self, real_x, fake_x, *args, **kwargs):
+        fits.append((self.spec, fake_x is None, real_x.shape[0]))
+        return original(self, real_x, fake_x, *args, **kwargs)
+
+    monkeypatch.setattr(Detector, "fit", spy)
+    records = run_transfer(real, fakes, ["fingerprint:deviation", "radial:lr"], tmp_path / "t", rows="each,real-only")
+    # Only deviation declares supports_real_only; it is fitted on every real training image and no fake.
+    assert ("fingerprint:deviation", True, 36) in fits
+    assert not any(spec == "radial:lr" and alone for spec, alone, _ in fits)
+    alone = {r["test"]: r["value"] for r in records if r["train"] == "real-only" and r["metric"] == "auc"}
+    assert set(alone) == {"checker", "zeros"} and all(v > 0.9 for v in alone.values())
+    assert {r["detector"] for r in records if r["train"] == "real-only"} == {"fingerprint:deviation"}
+    assert (tmp_path / "t" / "heatmaps" / "radial-lr_auc.png").is_file()
+    with pytest.raises(ValueError, match="can be fitted on real images alone"):
+        run_transfer(real, fakes, ["radial:lr"], tmp_path / "u", rows="real-only")
+    with pytest.raises(ValueError, match="needs fake images to fit"):
+        Detector("radial:lr").fit(real.images, None)
+
+
+def test_patches_in_transfer_fit_and_score_crops(sources, tmp_path: Path, monkeypatch):
+    real, fakes = sources
+    seen = []
+    original = Detector.fit
+
+    def spy(self, *args, **kwargs):
+        seen.append((self.patches, self.patch_size, self.patch_align))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Detector, "fit", spy)
+    records = run_transfer(real, fakes, ["periodicity:lr"], tmp_path / "p", patches=4, patch_size=16, heatmaps=False)
+    assert seen[0] == (4, 16, 2)  # (fit then refits the classifier on the crops themselves)
+    assert {r["test"] for r in records} == {"checker", "zeros"}
+    with pytest.raises(ValueError, match="square number"):
+        run_transfer(real, fakes, ["periodicity:lr"], tmp_path / "q", patches=3, patch_size=16)

@@ -105,7 +105,9 @@ def _model_preprocess(model: Path, given: str | None) -> str:
 def fit(
     detector: str = typer.Option("radial:svm", "--detector", "-d", help="FEATURE:CLASSIFIER, see `forgelab detect list`."),
     real: Path = typer.Option(..., "--real", help="Folder of real images."),
-    fake: list[Path] = typer.Option(..., "--fake", help="Folder of fake images; repeat for several sources."),
+    fake: list[Path] | None = typer.Option(None, "--fake", help="Folder of fake images; repeat for several sources. "
+                                           "Leave out to fit on real images alone (real-only classifiers).",
+                                           show_default="none: real-only"),
     out: Path = typer.Option(..., "--out", help="Model folder to write."),
     resolution: int | None = typer.Option(None, "--resolution", "-r", help="Image side length in pixels.",
                                           show_default="the first --fake set's, as in transfer"),
@@ -130,9 +132,17 @@ def fit(
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished model in --out."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    patches: int | None = typer.Option(None, "--patches", help="Fit and score K crops per image (a square: 4, 9, 16) "
+                                      "of --patch-size px on an aligned grid; images load at --resolution.",
+                                      show_default="one whole image"),
+    patch_size: int | None = typer.Option(None, "--patch-size", help="Side of each patch in pixels (with --patches).",
+                                          show_default="none: needed with --patches"),
+    patch_reduce: str = typer.Option("mean", "--patch-reduce", help="Patch aggregation: mean (of logits) or max."),
+    patch_align: int = typer.Option(2, "--patch-align", help="Patch offsets are multiples of this: 2 keeps the 2x2 "
+                                    "grid, 8 also the 8x8 grid of JPEG sources."),
 ) -> None:
-    """Fit a detector on real and fake image folders and save it to --out."""
-    from detectors.detector import META_FILE, Detector
+    """Fit a detector on real and fake image folders (or real alone) and save it to --out."""
+    from detectors.detector import META_FILE, Detector, supports_real_only
     from pipelines.data import check_preprocess
     from pipelines.parity import parity_warnings
     from pipelines.runfolder import RunFolder
@@ -145,10 +155,18 @@ def fit(
     if grid:
         params["grid"] = True
     options = parse_assignments(option, "--option")
-    if (val_real is None) != (not val_fake):
+    if fake and (val_real is None) != (not val_fake):
         raise ValueError("Give both --val-real and --val-fake, or neither.")
     # Validate names and parameters before any image is decoded.
-    det = Detector(detector, options, device=device, feature_batch_size=feature_batch_size, seed=seed, **params)
+    fake = list(fake or [])
+    if val_fake and not fake:
+        raise ValueError("--val-fake needs --fake: a real-only fit takes no fake images at all.")
+    if patches is not None and (patch_size is None or not 4 <= patch_size <= resolution):
+        raise ValueError(f"--patches needs --patch-size, a crop side between 4 and --resolution {resolution}, got {patch_size}.")
+    det = Detector(detector, options, device=device, feature_batch_size=feature_batch_size, seed=seed, patches=patches,
+                   patch_size=patch_size, patch_reduce=patch_reduce, patch_align=patch_align, **params)
+    if not fake and not supports_real_only(det.spec):
+        raise ValueError(f"{det.spec} needs fake images to fit; give --fake, or use a real-only classifier such as deviation.")
     run = RunFolder(out)
     command = run.manifest().get("command") if run.manifest_path.is_file() else None
     if not overwrite and run.is_finished() and command != "detect fit":
@@ -184,22 +202,29 @@ def fit(
         "feature_batch_size": feature_batch_size,
         **({"align": plan.as_dict()} if plan is not None else {}),
     }
+    if patches is not None:
+        config.update(patches=patches, patch_size=patch_size, patch_reduce=patch_reduce, patch_align=patch_align)
     data = ";".join(s.fingerprint for s in [real_set, *fake_sets, *(val_sets or [])])
     run.start("detect fit", config, seed=seed, device=str(det.device), data=data, overwrite=overwrite)
     det.fit(
-        real_set.images, [s.images for s in fake_sets],
+        real_set.images, [s.images for s in fake_sets] if fake_sets else None,
         val_real=val_sets[0].images if val_sets else None,
-        val_fake=[s.images for s in val_sets[1:]] if val_sets else None,
+        val_fake=[s.images for s in val_sets[1:]] if val_sets and fake_sets else None,
         multiclass=multiclass, fake_names=_unique_names(fake) if multiclass else None, progress=progress,
     )
     det.save(out)
     counts = {"real": len(real_set), "fake": [len(s) for s in fake_sets]}
     run.finish(threshold=det.threshold, validation=det.validation, counts=counts, parity_warnings=parity)
     v = det.validation
-    typer.echo(
-        f"Fitted {det.spec} on {len(real_set)} real and {sum(counts['fake'])} fake images at {resolution} px; "
-        f"threshold {det.threshold:.4f} (validation AP {v['ap']:.3f}, AUC {v['auc']:.3f}, acc {v['acc_cal']:.3f})."
-    )
+    at = f"{resolution} px" + (f" ({patches} patches of {patch_size} px each)" if patches else "")
+    if not fake_sets:
+        typer.echo(f"Fitted {det.spec} on {len(real_set)} real images alone at {at}; threshold {det.threshold:.4f} "
+                   f"calls {1 - v['acc_real']:.1%} of the validation reals fake.")
+    else:
+        typer.echo(
+            f"Fitted {det.spec} on {len(real_set)} real and {sum(counts['fake'])} fake images at {at}; "
+            f"threshold {det.threshold:.4f} (validation AP {v['ap']:.3f}, AUC {v['auc']:.3f}, acc {v['acc_cal']:.3f})."
+        )
     typer.echo(f"Saved to {out}")
 
 
@@ -211,6 +236,8 @@ def score(
     out: Path = typer.Option(..., "--out", help="CSV file to write (path, score, label)."),
     limit: int | None = typer.Option(None, "--limit", help="At most this many images per folder.", show_default="all"),
     preprocess: str | None = typer.Option(None, "--preprocess", help=PREPROCESS_HELP, show_default="as fitted"),
+    resolution: int | None = typer.Option(None, "--resolution", "-r", help="Load images at this side (a patch detector "
+                                         "crops its patches from them).", show_default="as fitted"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
@@ -232,7 +259,7 @@ def score(
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["path", "score", "label", *(["class"] if attribution else [])])
     n = n_fake = 0
-    sets = _load_sets(folders, det.resolution[0], limit, progress, _model_preprocess(model, preprocess))
+    sets = _load_sets(folders, resolution or det.load_resolution, limit, progress, _model_preprocess(model, preprocess))
     fitted = _model_align(model)
     if fitted is not None:  # as fitted: the same final codec, at most at the fitted quality
         sets, _ = _align(sets, fitted.get("quality"))
@@ -259,6 +286,8 @@ def evaluate_cmd(
     preprocess: str | None = typer.Option(None, "--preprocess", help=PREPROCESS_HELP, show_default="as fitted"),
     align: bool | None = typer.Option(None, "--align/--no-align", help=ALIGN_HELP + " The quality is at most the "
                                       "one the detector was fitted with.", show_default="as fitted"),
+    resolution: int | None = typer.Option(None, "--resolution", "-r", help="Load images at this side (a patch detector "
+                                         "crops its patches from them).", show_default="as fitted"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
@@ -272,7 +301,7 @@ def evaluate_cmd(
     det = Detector.load(model, device=device)
     fitted = _model_align(model)
     align = fitted is not None if align is None else align
-    real_set, *fake_sets = _load_sets([real, *fake], det.resolution[0], limit, progress and not as_json,
+    real_set, *fake_sets = _load_sets([real, *fake], resolution or det.load_resolution, limit, progress and not as_json,
                                       "align" if align else _model_preprocess(model, preprocess))
     if align:
         (real_set, *fake_sets), _ = _align([real_set, *fake_sets], (fitted or {}).get("quality"), echo=not as_json)

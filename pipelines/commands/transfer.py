@@ -13,6 +13,7 @@ from pathlib import Path
 import typer
 
 from pipelines.errors import friendly
+from pipelines.names import ROW_KINDS
 from pipelines.runfolder import locked
 
 
@@ -80,7 +81,7 @@ def transfer(
     out: Path = typer.Option(..., "--out", help="Run folder for the matrix, heatmaps and manifest."),
     resolution: int | None = typer.Option(None, "--resolution", help="Image size.",
                                          show_default="the first fake set's"),
-    rows: list[str] = typer.Option(["each"], "--rows", help="Rows: each, all, loo (repeat or comma list)."),
+    rows: list[str] = typer.Option(["each"], "--rows", help=f"Rows: {', '.join(ROW_KINDS)} (repeat or comma list)."),
     fractions: str = typer.Option("0.6,0.2,0.2", "--fractions", help="Train,validation,test fractions of one-folder sets."),
     jpeg: int | None = typer.Option(None, "--jpeg", help="JPEG-compress every real and fake image at this quality.",
                                    show_default="no compression"),
@@ -101,6 +102,12 @@ def transfer(
     no_cache: bool = typer.Option(False, "--no-cache", help="Decode images again instead of using the cache."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished run in --out."),
     jobs: int = typer.Option(1, "--jobs", help="Cells fitted at once, each in its own worker process."),
+    patches: int | None = typer.Option(None, "--patches", help="Fit and score K crops per image (a square: 4, 9, 16) "
+                                      "of --patch-size px on an aligned grid, aggregated per image.",
+                                      show_default="one whole image"),
+    patch_size: int | None = typer.Option(None, "--patch-size", help="Side of each patch in pixels (with --patches).",
+                                          show_default="none: needed with --patches"),
+    patch_reduce: str = typer.Option("mean", "--patch-reduce", help="Patch aggregation: mean (of logits) or max."),
 ) -> None:
     """Train each detector on each row's fake sources and test it on every source: a transfer matrix."""
     from detectors.detector import check_spec
@@ -158,6 +165,14 @@ def transfer(
         config["seeds"] = seeds
     if align:
         config["align"] = True
+    if patches is not None:
+        from detectors.patches import check_patches
+
+        check_patches(patches, patch_reduce)
+        if patch_size is None or not 4 <= patch_size <= resolution:
+            raise ValueError(f"--patches needs --patch-size, a crop side between 4 and the resolution {resolution}, "
+                             f"got {patch_size}.")
+        config.update(patches=patches, patch_size=patch_size, patch_reduce=patch_reduce)
 
     def load(part: str):
         if part.lower() == "embedded":
@@ -202,7 +217,8 @@ def transfer(
 
     # Under --align, --jpeg only caps the alignment's quality: the sets are already re-encoded once.
     records = run_transfer(real_set, fake_sets, specs, out, rows=row_kinds, seed=seed, fractions=fr,
-                           jpeg=None if align else jpeg, attribute=attribute, progress=True, jobs=jobs, seeds=seeds)
+                           jpeg=None if align else jpeg, attribute=attribute, progress=True, jobs=jobs, seeds=seeds,
+                           patches=patches, patch_size=patch_size, patch_reduce=patch_reduce)
     print_matrix(records, metric)
     if plan is not None:
         typer.echo(plan.text())

@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from detectors.detector import Detector, check_spec
+from detectors.detector import Detector, check_spec, supports_real_only
 from detectors.metrics import BENCH_METRICS, bench_metrics
 from pipelines.align import AlignPlan, apply_alignment, plan_alignment
 from pipelines.data import (
@@ -60,7 +60,7 @@ from pipelines.data import (
     load_images,
     split_indices,
 )
-from pipelines.names import SWEEP_KINDS
+from pipelines.names import REAL_ONLY, SWEEP_KINDS
 from pipelines.parity import SetFormat, file_format
 from pipelines.protocol import (
     Column,
@@ -164,16 +164,27 @@ def scan_tree(root: str | os.PathLike) -> dict[str, dict[str, Source]]:
 
 
 def parse_train(groups: Sequence[str], available: Sequence[str]) -> dict[str, list[str]]:
-    """Row name -> training sources, one row per ``--train`` (``A,B`` is one row on the union)."""
+    """Row name -> training sources, one row per ``--train`` (``A,B`` is one row on the union).
+
+    ``real-only:A,B`` is a row fitted on the *real* images of those sources alone (no fake), by the
+    detectors that can be (:func:`detectors.detector.supports_real_only`); the others skip it.
+    """
     rows: dict[str, list[str]] = {}
     for g in groups:
-        names = [n.strip() for n in str(g).split(",") if n.strip()]
+        g = str(g)
+        real_only = g == REAL_ONLY or g.startswith(REAL_ONLY + ":")
+        if real_only:
+            g = g[len(REAL_ONLY) + 1:]
+            if not g.strip():
+                raise ValueError(f"--train {REAL_ONLY} needs the sources whose real images to fit on, e.g. "
+                                 f"--train {REAL_ONLY}:{available[0] if available else 'SOURCE'}.")
+        names = [n.strip() for n in g.split(",") if n.strip()]
         if not names:
             raise ValueError(f"--train {g!r} names no source; choose from: {', '.join(available)}.")
         for n in names:
             if n not in available:
                 raise ValueError(f"No training source {n!r} under train/; available: {', '.join(available)}.")
-        row = "+".join(names)
+        row = (f"{REAL_ONLY}:" if real_only else "") + "+".join(names)
         if row in rows:
             raise ValueError(f"--train {g!r} is given twice; give each training row once.")
         rows[row] = names
@@ -340,6 +351,15 @@ def _scores_json(x: np.ndarray) -> list[float]:
     return [float(v) for v in x]  # full precision: the table can be recomputed from the saved scores
 
 
+def is_real_only_row(row: str) -> bool:
+    """Whether a bench row is fitted on real images alone (``--train real-only:SOURCES``)."""
+    return row.startswith(REAL_ONLY + ":")
+
+
+def _count(x: torch.Tensor | None) -> int:
+    return 0 if x is None else int(x.shape[0])
+
+
 def compute_bench_cell(c: BenchCell, feats: TestFeatures | None = None) -> dict[str, Any]:
     """Fit (or load) the cell's detector and evaluate it on every column under every condition (or reuse the saved cell)."""
     feats = feats or TestFeatures()
@@ -367,8 +387,8 @@ def compute_bench_cell(c: BenchCell, feats: TestFeatures | None = None) -> dict[
         "seed": c.seed,
         "calibration": c.calibration,
         "threshold": float(det.threshold),
-        "n_train": None if c.train is None else {"real": int(c.train[0].shape[0]), "fake": int(c.train[1].shape[0])},
-        "n_val": None if c.val is None else {"real": int(c.val[0].shape[0]), "fake": int(c.val[1].shape[0])},
+        "n_train": None if c.train is None else {"real": int(c.train[0].shape[0]), "fake": _count(c.train[1])},
+        "n_val": None if c.val is None else {"real": int(c.val[0].shape[0]), "fake": _count(c.val[1])},
         "fit_seconds": round(fit_s, 3),
         "results": results,  # condition -> test source -> metric -> value
         "scores": scores,  # test source -> real / fake -> scores (condition "none")
@@ -511,6 +531,9 @@ def run_bench(data: BenchData, detectors: Sequence[str], out_dir: str | os.PathL
     for k, s in enumerate(seed_list):
         for spec in specs:
             for row, srcs in rows.items():
+                alone = is_real_only_row(row)
+                if alone and not supports_real_only(spec):
+                    continue  # a detector that needs fakes has no cell in a real-only row
                 have_val = all(n in data.val for n in srcs)
                 trains, vals = [], []
                 for n in srcs:
@@ -521,8 +544,12 @@ def run_bench(data: BenchData, detectors: Sequence[str], out_dir: str | os.PathL
                         tr, va = _carve(data.train[n], val_fraction, s, n)
                         trains.append(tr)
                         vals.append(va)
-                tr = balanced(torch.cat([t.real for t in trains]), [t.fake for t in trains], s, row, "train")
-                va = balanced(torch.cat([v.real for v in vals]), [v.fake for v in vals], s, row, "val")
+                if alone:  # every real training image of the sources, no fake
+                    tr = (torch.cat([t.real for t in trains]), None)
+                    va = (torch.cat([v.real for v in vals]), None)
+                else:
+                    tr = balanced(torch.cat([t.real for t in trains]), [t.fake for t in trains], s, row, "train")
+                    va = balanced(torch.cat([v.real for v in vals]), [v.fake for v in vals], s, row, "val")
                 calibration = "val/" + ",".join(srcs) if have_val else f"{val_fraction:g} of train/{','.join(srcs)}"
                 digests = {n: data.train[n].digest + (data.val[n].digest if have_val else "") for n in srcs}
                 cells.append(BenchCell(spec, dict(options.get(spec, {})), row, srcs, tr, va, calibration, tests, out,
@@ -531,6 +558,11 @@ def run_bench(data: BenchData, detectors: Sequence[str], out_dir: str | os.PathL
             for row, (path, spec) in model_rows.items():
                 cells.append(BenchCell(spec, {}, row, [], None, None, "saved with the model", tests, out,
                                        {**base, "model_files": _model_digest(Path(path))}, seed, 0, path))
+
+    for row in rows:
+        if is_real_only_row(row) and specs and not any(supports_real_only(sp) for sp in specs):
+            raise ValueError(f"No detector of {', '.join(specs)} can be fitted on real images alone for the row {row!r}; "
+                             "add one whose classifier can (e.g. fingerprint:deviation, see `forgelab detect list`).")
 
     def label(c: BenchCell) -> str:
         return f"{c.spec} · {c.row}" + (f" · seed {c.seed}" if seeds > 1 else "")

@@ -249,3 +249,31 @@ def test_train_groups_are_rows_and_unions():
         parse_train(["a,d"], ["a", "b"])
     with pytest.raises(ValueError, match="given twice"):
         parse_train(["a", "a"], ["a"])
+
+
+def test_real_only_row_fits_on_real_images_alone_and_skips_detectors_that_need_fakes(tmp_path):
+    root = _tree(tmp_path / "tree", classes=False, val=True)
+    out = tmp_path / "out"
+    r = CliRunner().invoke(app, ["bench", str(root), "--train", "real-only:chk", "--train", "chk",
+                                 "--detector", "radial:deviation", "--detector", "radial:lr", "--out", str(out),
+                                 "--no-progress"])
+    assert r.exit_code == 0, r.output
+    cell = json.loads((out / "cells" / "radial-deviation" / "real-only-chk.json").read_text())
+    assert cell["n_train"] == {"real": 40, "fake": 0} and cell["n_val"] == {"real": 16, "fake": 0}
+    assert not (out / "cells" / "radial-lr" / "real-only-chk.json").exists()  # lr needs fakes: no cell
+    # Fitted on real photos alone, the one-pixel checkerboard and zero insertion both stand out.
+    ap = {row["test"]: float(row["value"]) for row in _rows(out / "results.csv")
+          if row["detector"] == "radial:deviation" and row["train"] == "real-only:chk" and row["metric"] == "ap"
+          and row["condition"] == "none"}
+    assert set(ap) == {"chk", "zer", "Mean"} and min(ap["chk"], ap["zer"]) > 0.9
+    assert ap["Mean"] == pytest.approx((ap["chk"] + ap["zer"]) / 2)
+
+
+def test_real_only_row_names_the_problem_when_no_detector_can_fit_without_fakes(tmp_path):
+    root = _tree(tmp_path / "tree", classes=False, val=False)
+    r = CliRunner().invoke(app, ["bench", str(root), "--train", "real-only:chk", "--detector", "radial:lr",
+                                 "--out", str(tmp_path / "out"), "--no-progress"])
+    assert r.exit_code != 0 and "real images alone" in r.output
+    r = CliRunner().invoke(app, ["bench", str(root), "--train", "real-only", "--detector", "radial:deviation",
+                                 "--out", str(tmp_path / "out2"), "--no-progress"])
+    assert r.exit_code != 0 and "real-only:chk" in r.output

@@ -21,7 +21,7 @@ def bench(
     root: Path = typer.Argument(..., help="Benchmark folder with train/, test/ (and optionally val/), each holding "
                                 "SOURCE/0_real|1_fake or SOURCE/CLASS/0_real|1_fake."),
     train: list[str] = typer.Option([], "--train", help="Training source(s) under train/: A fits on A, A,B on their "
-                                    "union; repeat for one row per group."),
+                                    "union; real-only:A fits the detectors that can on A's real images alone; repeat for one row per group."),
     detector: list[str] = typer.Option([], "--detector", help="A detector FEATURE:CLASSIFIER, e.g. radial:svm (repeat)."),
     model: list[Path] = typer.Option([], "--model", help="A detector folder fitted earlier (forgelab detect fit), "
                                      "evaluated without training (repeat)."),

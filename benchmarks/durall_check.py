@@ -28,7 +28,7 @@ from detectors.detector import Detector
 from detectors.metrics import evaluate
 from gans.sampling import generate_tensor, load_generator
 from gans.upsamplers import UPSAMPLERS, make_upsampler
-from pipelines.data import load_images
+from pipelines.data.images import load_images
 
 # 1D weights of x2 linear interpolation as a stride-2 kernel of 4 taps (transposed convolution),
 # and as a 3-tap kernel after zero insertion (bed of nails).

@@ -279,7 +279,7 @@ def study_config(device: str, quick: bool, executor: str) -> dict:
 def study_row(device: str, quick: bool, folder: Path, executor: str) -> dict:
     """A study through the local or the Ray executor: wall time, and the generators' diversity."""
     from detectors.diversity import DIVERSITY_WARNING
-    from pipelines.study import run_study
+    from pipelines.study.run import run_study
 
     out = folder / f"study-{executor}"
     check = "quickstart" if executor == "local" else "ray"

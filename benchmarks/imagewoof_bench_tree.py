@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipelines.data import imagewoof_split, load_images
+from pipelines.data.images import imagewoof_split, load_images
 
 
 def _fakes(spec: str) -> torch.Tensor:

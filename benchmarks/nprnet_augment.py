@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from detectors.augment import jpeg
 from detectors.detector import Detector
 from detectors.metrics import evaluate
-from pipelines.data import embedded_images
+from pipelines.data.images import embedded_images
 
 # The generator's last convolution: a fixed, slightly asymmetric 3x3 smoothing kernel.
 KERNEL = torch.tensor([[0.05, 0.10, 0.05], [0.10, 0.45, 0.10], [0.02, 0.08, 0.05]])

@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipelines.executors import run_steps, start_ray
-from pipelines.steps import Step
+from pipelines.study.executors import run_steps, start_ray
+from pipelines.study.steps import Step
 
 
 class MemoryStepLog:

@@ -21,7 +21,7 @@ from detectors.fidelity import spectral_fidelity
 from gans.networks import build_generator
 from gans.sampling import generate_tensor, load_generator
 from gans.training import TrainConfig
-from pipelines.data import load_data
+from pipelines.data.images import load_data
 
 
 def step0_generator(run: Path) -> torch.nn.Module:

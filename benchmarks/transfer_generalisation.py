@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipelines.arrays import load_fakes
-from pipelines.data import ImageSet, imagewoof_split, load_images
-from pipelines.transfer import run_transfer
+from pipelines.data.arrays import load_fakes
+from pipelines.data.images import ImageSet, imagewoof_split, load_images
+from pipelines.evaluation.transfer import run_transfer
 
 DEFAULT_DETECTORS = ("radial:svm", "npr:svm", "dwt:svm", "periodicity:svm", "fingerprint:deviation")
 GOAL_MEAN, GOAL_MIN = 0.97, 0.93  # issue 16 (issue 9: 0.95, 0.90): mean off-diagonal ROC-AUC and its weakest cell

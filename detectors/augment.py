@@ -8,7 +8,7 @@ They run on raw images *before* feature extraction, so a spectral classifier als
 from blurred and compressed images.
 
 :func:`blur` and :func:`jpeg` are the deterministic versions used for test-time robustness
-checks (the transfer matrix's ``--jpeg``, ``pipelines.data.perturb``).
+checks (the transfer matrix's ``--jpeg``, ``pipelines.data.images.perturb``).
 """
 
 from __future__ import annotations

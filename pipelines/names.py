@@ -16,4 +16,4 @@ ROW_KINDS = ("each", "all", "loo", REAL_ONLY)
 def is_plain_name(name: object) -> bool:
     """True when ``name`` is a string that follows the name rule (reserved names included)."""
     return isinstance(name, str) and NAME_PATTERN.match(name) is not None
-SWEEP_KINDS = ("jpeg", "blur", "resize")  # robustness conditions of forgelab bench --sweep (pipelines.bench)
+SWEEP_KINDS = ("jpeg", "blur", "resize")  # robustness conditions of forgelab bench --sweep (pipelines.evaluation.bench)

@@ -13,11 +13,11 @@ from conftest import smooth_images, write_pngs
 from PIL import Image
 from typer.testing import CliRunner
 
-from pipelines.align import AlignPlan, apply_alignment, plan_alignment, plan_for_sets
-from pipelines.bench import load_bench, run_bench
 from pipelines.cli import app
-from pipelines.data import grid_centre_offset, load_images
-from pipelines.parity import describe
+from pipelines.data.align import AlignPlan, apply_alignment, plan_alignment, plan_for_sets
+from pipelines.data.images import grid_centre_offset, load_images
+from pipelines.data.parity import describe
+from pipelines.evaluation.bench import load_bench, run_bench
 
 
 def photo_like(n: int, size: int, seed: int, noise: float = 2.0) -> np.ndarray:

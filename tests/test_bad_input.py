@@ -289,7 +289,7 @@ def odd_folder(tmp_path_factory) -> tuple[Path, dict[str, Path]]:
 
 
 def test_odd_images_are_converted_to_rgb(odd_folder):
-    from pipelines.data import load_images
+    from pipelines.data.images import load_images
 
     folder, paths = odd_folder
     s = load_images(folder, 32, cache=False)
@@ -533,7 +533,7 @@ def test_data_prepare_bad_archive_is_one_line_error(case, lab, tmp_path):
 
 
 def _fake_imagewoof(folder: Path) -> Path:
-    from pipelines.data import IMAGEWOOF_CLASSES
+    from pipelines.data.images import IMAGEWOOF_CLASSES
 
     for split in ("train", "val"):
         for wnid in IMAGEWOOF_CLASSES:

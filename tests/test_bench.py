@@ -16,8 +16,8 @@ from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 from typer.testing import CliRunner
 
 from detectors.metrics import BENCH_METRICS
-from pipelines.bench import parse_sweeps, parse_train, scan_tree, sweep_perturb
 from pipelines.cli import app
+from pipelines.evaluation.bench import parse_sweeps, parse_train, scan_tree, sweep_perturb
 
 R = 32
 

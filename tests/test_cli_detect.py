@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from detectors.detector import Detector, valid_pairs
 from detectors.metrics import evaluate
 from pipelines.cli import app
-from pipelines.data import load_images
+from pipelines.data.images import load_images
 
 runner = CliRunner()
 

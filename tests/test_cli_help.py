@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from gans.training import TrainConfig
 from pipelines.cli import app
-from pipelines.quality import DEFAULT_KID_SUBSET_SIZE
+from pipelines.evaluation.quality import DEFAULT_KID_SUBSET_SIZE
 
 
 def _help(*command: str) -> str:

@@ -28,7 +28,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from pipelines.cli import app
-from pipelines.study import run_study
+from pipelines.study.run import run_study
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -63,7 +63,7 @@ STEP_KEYS = ["spectra/real", "train/nearest", "generate/nearest", "spectra/neare
 CHILD = textwrap.dedent("""
     import sys, time
     save_delay, loss_delay = float(sys.argv[1]), float(sys.argv[2])
-    import pipelines.study as S
+    import pipelines.study.run as S
     import gans.losses as L
     save, d_loss = S.StepLog._save, L.d_loss
     def slow_save(self):

@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from pipelines import data
-from pipelines.data import (
+from pipelines.data import images as data
+from pipelines.data.images import (
     embedded_images,
     even_centre_offset,
     load_data,

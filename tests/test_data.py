@@ -1,4 +1,4 @@
-"""pipelines.data: one preprocessing path, any image mode, skipped files, cache, embedded photos, splits."""
+"""pipelines.data.images: one preprocessing path, any image mode, skipped files, cache, embedded photos, splits."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from PIL import Image
 
 from detectors import augment
 from detectors.features import radial_profile
-from pipelines import data
-from pipelines.data import (
+from pipelines.data import images as data
+from pipelines.data.images import (
     IMAGEWOOF_CLASSES,
     embedded_images,
     imagewoof_split,
@@ -400,7 +400,7 @@ def test_cache_key_names_the_mode_only_when_it_is_not_the_default(image_folder):
     """resize keeps the key of caches written before the mode existed; crop gets a key of its own."""
     import hashlib
 
-    from pipelines.data import PREPROCESS_VERSION, fingerprint, list_images
+    from pipelines.data.images import PREPROCESS_VERSION, fingerprint, list_images
 
     files = list_images(image_folder)
     h = hashlib.sha256()

@@ -1,4 +1,4 @@
-"""pipelines.download against an HTTP server on 127.0.0.1 that this test starts (with Range support)."""
+"""pipelines.data.download against an HTTP server on 127.0.0.1 that this test starts (with Range support)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from pipelines.cli import app
-from pipelines.data import IMAGEWOOF_CLASSES, load_images
-from pipelines.download import download, extract_archive, prepare_imagewoof, verify_archive
+from pipelines.data.download import download, extract_archive, prepare_imagewoof, verify_archive
+from pipelines.data.images import IMAGEWOOF_CLASSES, load_images
 
 
 def _imagewoof_tgz(path: Path, stem: str = "imagewoof2-160", per_class: int = 2) -> Path:

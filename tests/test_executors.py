@@ -1,4 +1,4 @@
-"""pipelines.executors: the local and the Ray executor give the same files and share steps.json.
+"""pipelines.study.executors: the local and the Ray executor give the same files and share steps.json.
 
 The Ray tests use one local Ray runtime limited to 2 CPUs, started once for this module.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.executors import (
+from pipelines.study.executors import (
     RAY_INSTALL,
     RayMissing,
     StepFailed,
@@ -26,7 +26,7 @@ from pipelines.executors import (
     run_steps,
     step_log_path,
 )
-from pipelines.steps import Step, StepLog, digest
+from pipelines.study.steps import Step, StepLog, digest
 
 # ---------------------------------------------------------------- the steps of a small DAG
 #
@@ -137,7 +137,7 @@ def test_bad_step_lists_are_refused():
 
 
 def test_resources_beyond_the_runtime_are_refused():
-    from pipelines.executors import check_resources
+    from pipelines.study.executors import check_resources
 
     s = functools.partial(print)
     have = {"CPU": 2.0, "memory": 1e9}
@@ -277,7 +277,7 @@ def _state(pid: int) -> str:
 
 
 def test_shared_folder_probe(tmp_path):
-    from pipelines.executors import FolderNotShared, _probe, check_probes
+    from pipelines.study.executors import FolderNotShared, _probe, check_probes
 
     f = tmp_path / ".probe"
     f.write_text("token")
@@ -293,7 +293,7 @@ def test_shared_folder_probe(tmp_path):
 def test_live_table_shows_each_step_state_and_where():
     from rich.console import Console
 
-    from pipelines.executors import _Row, _table
+    from pipelines.study.executors import _Row, _table
 
     rows = {"train/a": _Row("done", "vm:12 gpu 0", seconds=3.25), "train/b": _Row("running", "vm:13", time.perf_counter() - 7),
             "generate/a": _Row("waiting"), "transfer": _Row("failed", "vm:14", seconds=0.5),

@@ -52,7 +52,7 @@ from gans.sampling import (
 )
 from gans.sngan import spectral_norm as fp32_spectral_norm
 from gans.training import TrainConfig, Trainer, TrainingDiverged
-from pipelines import executors
+from pipelines.study import executors
 from plumbing import devices
 from plumbing.determinism import deterministic_mode
 
@@ -390,8 +390,7 @@ def test_cuda_n_under_torchrun_is_the_local_rank_or_an_error(four_gpus, monkeypa
 
 
 def test_fid_runs_on_the_asked_gpu(monkeypatch):
-    from pipelines import quality
-
+    from pipelines.evaluation import quality
     current = ["cuda:0"]
 
     @contextlib.contextmanager
@@ -523,7 +522,7 @@ def test_gpu_check_quick_ray_row_passes_on_the_cpu(tmp_path):
 
 
 def _sources(n: int = 30):
-    from pipelines.data import ImageSet
+    from pipelines.data.images import ImageSet
 
     def image_set(images, name):
         return ImageSet(images, [f"{name}/{i}" for i in range(len(images))], source=name)
@@ -538,8 +537,7 @@ def _cell_hashes(folder: Path) -> set[str]:
 
 
 def test_transfer_gives_every_detector_the_device_and_hashes_it(tmp_path, monkeypatch):
-    from pipelines import transfer
-
+    from pipelines.evaluation import transfer
     real, fakes = _sources()
     made: list[str] = []
     real_detector = transfer.Detector
@@ -548,8 +546,7 @@ def test_transfer_gives_every_detector_the_device_and_hashes_it(tmp_path, monkey
         made.append(kw.get("device"))
         return real_detector(spec, **kw)
 
-    from pipelines import protocol
-
+    from pipelines.evaluation import protocol
     # Matrix rows are fitted by the shared protocol; attribution models by transfer itself.
     monkeypatch.setattr(protocol, "Detector", recording)
     monkeypatch.setattr(transfer, "Detector", recording)
@@ -564,8 +561,7 @@ def test_transfer_gives_every_detector_the_device_and_hashes_it(tmp_path, monkey
 
 
 def test_transfer_worker_processes_get_the_device(tmp_path, monkeypatch):
-    from pipelines import transfer
-
+    from pipelines.evaluation import transfer
     real, fakes = _sources()
     shipped = []
 
@@ -581,7 +577,7 @@ def test_transfer_worker_processes_get_the_device(tmp_path, monkeypatch):
 
 
 def _study(device: str):
-    from pipelines.study_config import parse_config
+    from pipelines.study.config import parse_config
 
     return parse_config({
         "study": {"name": "t", "seed": 0, "resolution": 32, "data": "embedded", "n_real": 32, "device": device},
@@ -593,8 +589,7 @@ def _study(device: str):
 
 
 def test_study_transfer_step_hashes_the_device_and_asks_for_a_gpu(tmp_path, monkeypatch):
-    from pipelines import study
-
+    from pipelines.study import run as study
     real, _ = _sources()
     steps = {s.key: s for s in study.build_steps(_study("cpu"), tmp_path, real, "data", False)}
     assert steps["transfer"].inputs["device"] == "cpu" and "num_gpus" not in steps["transfer"].resources
@@ -607,8 +602,7 @@ def test_study_transfer_step_hashes_the_device_and_asks_for_a_gpu(tmp_path, monk
 
 
 def test_study_transfer_step_passes_the_device_to_run_transfer(tmp_path, monkeypatch):
-    from pipelines import study
-
+    from pipelines.study import run as study
     real, fakes = _sources()
     seen = {}
     monkeypatch.setattr(study, "load_fakes", lambda out, name: fakes["grid"].images)

@@ -20,7 +20,7 @@ from gans.networks import ARCHITECTURES
 from gans.sngan import SHORTCUTS
 from gans.upsamplers import UPSAMPLERS
 from pipelines.cli import app
-from pipelines.study_config import packaged_configs
+from pipelines.study.config import packaged_configs
 
 runner = CliRunner()
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -152,7 +152,7 @@ def test_detect_fit_takes_the_fakes_native_size_and_names_no_missing_option(tmp_
 
 
 def test_study_warnings_keep_their_config_section(capsys):
-    from pipelines.study import print_warnings
+    from pipelines.study.run import print_warnings
 
     print_warnings(["fake set 'x' is JPEG but the real set is PNG; set [transfer] jpeg = Q to re-encode both."])
     err = capsys.readouterr().err
@@ -172,8 +172,8 @@ def test_train_shortcut_option_reaches_the_sngan(tmp_path):
 
 
 def test_an_imagewoof_root_trains_on_train_and_tests_on_val_by_default(tmp_path):
-    from pipelines.study import _load_real
-    from pipelines.study_config import load_config
+    from pipelines.study.config import load_config
+    from pipelines.study.run import _load_real
 
     root = tmp_path / "woof"
     write_pngs(smooth_images(30, 32, seed=5), root / "train" / "n001")

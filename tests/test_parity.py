@@ -10,7 +10,7 @@ import torch
 from conftest import smooth_images
 from PIL import Image
 
-from pipelines.parity import describe, file_format, ijg_tables, jpeg_quality, parity_warnings
+from pipelines.data.parity import describe, file_format, ijg_tables, jpeg_quality, parity_warnings
 
 
 def save_set(folder: Path, n: int, size: int, fmt: str, quality: int | None = None) -> Path:
@@ -90,7 +90,7 @@ def test_same_storage_gives_no_warning_and_tensors_count_as_png(tmp_path):
 
 
 def test_embedded_photos_are_described_by_their_jpeg_files():
-    from pipelines.data import embedded_images
+    from pipelines.data.images import embedded_images
 
     s = describe(embedded_images(16, 4), "real")
     assert s.codec == "JPEG" and s.quality is not None and s.shorter_side == 427

@@ -16,8 +16,8 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from typer.testing import CliRunner
 
 from detectors.fidelity import spectral_fidelity
-from pipelines import quality
-from pipelines.quality import UInt8Images, quality_metrics
+from pipelines.evaluation import quality
+from pipelines.evaluation.quality import UInt8Images, quality_metrics
 from plumbing.digests import tensor_digest
 
 TINY = "forgelab-test-tiny"

@@ -15,10 +15,10 @@ import torch
 from conftest import smooth_images
 from PIL import Image
 
-from pipelines.arrays import load_arrays, mean_spectra, save_arrays, write_grid
-from pipelines.report import load_run, read_matrix, write_report
-from pipelines.report_figures import half_spectrum as _half
-from pipelines.report_figures import matrix_grid as _grid
+from pipelines.data.arrays import load_arrays, mean_spectra, save_arrays, write_grid
+from pipelines.report.figures import half_spectrum as _half
+from pipelines.report.figures import matrix_grid as _grid
+from pipelines.report.page import load_run, read_matrix, write_report
 from pipelines.runfolder import write_json
 
 IMG = re.compile(r'<img[^>]*src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
@@ -247,7 +247,7 @@ def test_report_shows_mean_and_sd_over_seeds(tmp_path):
     rows = read_matrix(run / "transfer" / "matrix.csv")
     assert {(r["sd"], r["n"]) for r in rows if r["detector"] == "xy:svm" and r["train"] == "nearest"
             and r["test"] == "nearest" and r["metric"] == "auc"} == {(0.011, 3)}
-    # An attribution pooled over the 3 seeds (as pipelines.transfer writes it).
+    # An attribution pooled over the 3 seeds (as pipelines.evaluation.transfer writes it).
     (run / "transfer" / "attribution").mkdir()
     write_grid(smooth_images(1, 32, seed=1), run / "transfer" / "attribution" / "radial-lr.png", 1)
     write_json(run / "transfer" / "attribution.json", {"radial:lr": {

@@ -9,8 +9,8 @@ import re
 import numpy as np
 from test_report import make_study_folder
 
-from pipelines.report import write_report
-from pipelines.report_training import curve, read_log, training_logs
+from pipelines.report.page import write_report
+from pipelines.report.training import curve, read_log, training_logs
 
 
 def _write_logs(run, names):

@@ -15,7 +15,7 @@ from detectors.residuals import PERIODICITY_EPS, predictor_residual
 
 def photo_crops(n: int = 4, size: int = 64) -> torch.Tensor:
     """(n, 3, size, size) float crops of scikit-learn's sample photos at their own resolution (no resampling)."""
-    from pipelines.data import _sample_photos
+    from pipelines.data.images import _sample_photos
 
     out = []
     for _name, photo in _sample_photos():

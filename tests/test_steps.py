@@ -1,4 +1,4 @@
-"""pipelines.steps: the bookkeeping an executor drives (is_done / start / finish) and the local executor."""
+"""pipelines.study.steps: the bookkeeping an executor drives (is_done / start / finish) and the local executor."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.executors import run_steps
-from pipelines.steps import STEP_VERSION, Step, StepLog, digest
+from pipelines.study.executors import run_steps
+from pipelines.study.steps import STEP_VERSION, Step, StepLog, digest
 
 
 def test_hash_is_the_one_study_folders_already_hold():

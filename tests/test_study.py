@@ -17,14 +17,12 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import gans.training
-import pipelines.report
+import pipelines.report.page
 from detectors.features import radial_profile
 from detectors.fidelity import spectral_fidelity
 from gans.upsamplers import UPSAMPLERS
-from pipelines.arrays import load_arrays, load_fakes
-from pipelines.steps import StepLog, digest
-from pipelines.study import run_study
-from pipelines.study_config import (
+from pipelines.data.arrays import load_arrays, load_fakes
+from pipelines.study.config import (
     TRAIN_KEYS_HASHED_WHEN_SET,
     TRAIN_KEYS_NOT_HASHED,
     apply_overrides,
@@ -34,6 +32,8 @@ from pipelines.study_config import (
     train_config_from,
     train_keys,
 )
+from pipelines.study.run import run_study
+from pipelines.study.steps import StepLog, digest
 
 TINY = {
     "study": {"name": "tiny", "seed": 0, "resolution": 32, "data": "embedded", "n_real": 64},
@@ -270,7 +270,7 @@ def test_tiny_study_outputs_and_report(study_dir):
     assert steps["transfer"]["status"] == "done"
 
     # The matrix: one detector, rows x columns = 2 x 2 for every metric.
-    rows = pipelines.report.read_matrix(out / "transfer" / "matrix.csv")
+    rows = pipelines.report.page.read_matrix(out / "transfer" / "matrix.csv")
     cells = {(r["train"], r["test"]) for r in rows if r["metric"] == "auc"}
     assert cells == {(a, b) for a in ("nearest", "bed_of_nails") for b in ("nearest", "bed_of_nails")}
 
@@ -288,7 +288,7 @@ def test_tiny_study_outputs_and_report(study_dir):
 def test_study_numbers_match_direct_computation(study_dir):
     """Saved fakes, spectra and quality equal what the library computes from the checkpoint."""
     from gans.sampling import generate_tensor, load_generator
-    from pipelines.data import load_data
+    from pipelines.data.images import load_data
 
     out = study_dir
     fakes = load_fakes(out, "bed_of_nails")
@@ -344,7 +344,7 @@ def test_interrupted_study_resumes_without_redoing_finished_steps(tmp_path, monk
     def crash(run_dir, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipelines.report, "write_report", crash)
+    monkeypatch.setattr(pipelines.report.page, "write_report", crash)
     with pytest.raises(KeyboardInterrupt):
         run_study(cfg, out, progress=False)
     assert len(train.calls) == 2
@@ -361,7 +361,7 @@ def test_interrupted_study_resumes_without_redoing_finished_steps(tmp_path, monk
 def test_files_without_a_completion_mark_are_redone(tmp_path, monkeypatch):
     out = tmp_path / "run"
     cfg = tiny(transfer=None)
-    monkeypatch.setattr(pipelines.report, "write_report", lambda run_dir, **kw: (_ for _ in ()).throw(KeyboardInterrupt()))
+    monkeypatch.setattr(pipelines.report.page, "write_report", lambda run_dir, **kw: (_ for _ in ()).throw(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
         run_study(cfg, out, progress=False)
     monkeypatch.undo()
@@ -393,12 +393,12 @@ def test_cli_reports_bad_config_in_one_line(tmp_path):
 
 
 def test_fid_kid_recorded_when_available_and_reason_when_not(tmp_path, monkeypatch):
-    import pipelines.quality
+    import pipelines.evaluation.quality
 
     def offline(real, fake, **kwargs):
         raise ValueError("Could not download the inception-v3-compat weights pt_inception.pth (no network).")
 
-    monkeypatch.setattr(pipelines.quality, "quality_metrics", offline)
+    monkeypatch.setattr(pipelines.evaluation.quality, "quality_metrics", offline)
     cfg = tiny(transfer=None, quality={"fid": True, "kid": True})
     run_study(cfg, tmp_path / "a", progress=False)
     q = json.loads((tmp_path / "a" / "quality" / "nearest.json").read_text())
@@ -411,7 +411,7 @@ def test_fid_kid_recorded_when_available_and_reason_when_not(tmp_path, monkeypat
         seen.update(kwargs)
         return {"fid": 12.345, "kid": 0.0678, "notes": []}
 
-    monkeypatch.setattr(pipelines.quality, "quality_metrics", fake_metrics)
+    monkeypatch.setattr(pipelines.evaluation.quality, "quality_metrics", fake_metrics)
     run_study(cfg, tmp_path / "b", progress=False)
     assert seen["fid"] and seen["kid"] and seen["spectral"] is False
     page = (tmp_path / "b" / "report.html").read_text()
@@ -443,14 +443,14 @@ def test_refuses_a_folder_that_is_not_a_study(tmp_path):
 
 
 def _steps(cfg: dict, real, data_hash: str = "d") -> dict:
-    from pipelines.study import build_steps
+    from pipelines.study.run import build_steps
 
     return {s.key: s for s in build_steps(parse_config(cfg), Path("/nowhere"), real, data_hash, False)}
 
 
 def test_embedded_study_tests_detectors_on_the_other_region(study_dir):
     """GANs train on the left part of the photos, the detectors' real test images come from the right part."""
-    from pipelines.data import EMBEDDED_SPLIT, load_data
+    from pipelines.data.images import EMBEDDED_SPLIT, load_data
     from plumbing.digests import tensor_digest
 
     plan = json.loads((study_dir / "study.json").read_text())["data"]
@@ -482,8 +482,8 @@ def _imagewoof_root(tmp_path, with_val: bool = True):
 
 def test_imagewoof_layout_tests_on_val_and_keeps_the_gan_hashes(tmp_path):
     """subset = "train" with a val/ beside it: GANs train on all of train/ (their step hashes are the old ones), test on val/."""
-    from pipelines.data import load_images
-    from pipelines.study import _load_real
+    from pipelines.data.images import load_images
+    from pipelines.study.run import _load_real
     from plumbing.digests import tensor_digest
 
     root = _imagewoof_root(tmp_path)
@@ -503,7 +503,7 @@ def test_imagewoof_layout_tests_on_val_and_keeps_the_gan_hashes(tmp_path):
 
 
 def test_one_folder_data_holds_back_a_real_test_split(tmp_path):
-    from pipelines.study import _load_real
+    from pipelines.study.run import _load_real
 
     root = _imagewoof_root(tmp_path, with_val=False)
     cfg = tiny(study={"data": str(root / "train"), "n_real": None})
@@ -518,7 +518,7 @@ def test_one_folder_data_holds_back_a_real_test_split(tmp_path):
 
 
 def test_crop_mode_enters_the_hashes_only_when_asked():
-    from pipelines.data import load_data
+    from pipelines.data.images import load_data
 
     real = load_data("embedded", 32, limit=8, seed=0)
     plain, default, crop = (_steps(tiny(**extra), real) for extra in ({}, {"data": {"preprocess": "resize"}},
@@ -564,8 +564,8 @@ def test_parity_compares_what_the_detector_sees_merged_printed_once_and_reported
 
 def test_training_fields_added_later_enter_the_hash_only_when_set(monkeypatch):
     """A new TrainConfig field at its default leaves the train hash of an existing folder as it was."""
-    import pipelines.study_config as sc
-    from pipelines.data import load_data
+    import pipelines.study.config as sc
+    from pipelines.data.images import load_data
 
     real = load_data("embedded", 32, limit=8, seed=0)
     before = _steps(tiny(), real)["train/nearest"]

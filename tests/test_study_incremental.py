@@ -11,9 +11,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-import pipelines.report
-from pipelines.steps import StepLog
-from pipelines.study import run_study
+import pipelines.report.page
+from pipelines.study.run import run_study
+from pipelines.study.steps import StepLog
 
 TINY = {
     # One thread: a step in a worker process computes exactly what it computes here.
@@ -77,8 +77,8 @@ def test_a_detector_added_runs_only_its_transfer_cells_and_the_report(finished, 
     before = cell_files(out)
     ran = Ran(monkeypatch)
     reports = []
-    write = pipelines.report.write_report
-    monkeypatch.setattr(pipelines.report, "write_report", lambda run, **kw: reports.append(run) or write(run, **kw))
+    write = pipelines.report.page.write_report
+    monkeypatch.setattr(pipelines.report.page, "write_report", lambda run, **kw: reports.append(run) or write(run, **kw))
     grown = tiny(transfer={"detectors": ["radial:lr", "xy:lr"]})
     run_study(grown, out, progress=False)
 
@@ -150,7 +150,7 @@ def test_an_interrupted_study_needs_resume_or_overwrite(tmp_path, monkeypatch):
     def crash(run_dir, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipelines.report, "write_report", crash)
+    monkeypatch.setattr(pipelines.report.page, "write_report", crash)
     config = tmp_path / "tiny.toml"
     config.write_text(_toml(cfg))
     result = CliRunner().invoke(app, ["study", str(config), "--out", str(out)])

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipelines.data import load_data
-from pipelines.executors import RAY_INSTALL, Shipped, run_steps, ship
-from pipelines.study import build_steps, run_study
-from pipelines.study_config import load_config
+from pipelines.data.images import load_data
+from pipelines.study.config import load_config
+from pipelines.study.executors import RAY_INSTALL, Shipped, run_steps, ship
+from pipelines.study.run import build_steps, run_study
 
 STUDY = {
     "study": {"name": "rayed", "seed": 0, "resolution": 32, "data": "embedded", "n_real": 48, "device": "cpu",

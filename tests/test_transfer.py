@@ -1,4 +1,4 @@
-"""pipelines.transfer on tiny synthetic sources with known fingerprints, and the ``forgelab transfer`` command."""
+"""pipelines.evaluation.transfer on tiny synthetic sources with known fingerprints, and the ``forgelab transfer`` command."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from conftest import smooth_images, write_pngs
 from typer.testing import CliRunner
 
 from detectors.detector import Detector
-from pipelines import transfer as transfer_mod
 from pipelines.cli import app
-from pipelines.data import ImageSet, load_images
-from pipelines.transfer import make_splits, parse_rows, row_sources, run_transfer
-from pipelines.transfer_outputs import HEATMAP_METRICS
+from pipelines.data.images import ImageSet, load_images
+from pipelines.evaluation import transfer as transfer_mod
+from pipelines.evaluation.transfer import make_splits, parse_rows, row_sources, run_transfer
+from pipelines.evaluation.transfer_outputs import HEATMAP_METRICS
 
 N, R = 60, 32
 
@@ -188,7 +188,7 @@ def test_jpeg_applies_to_real_and_fake_alike(sources, tmp_path: Path):
     s_jpeg = make_splits(real, "real", (0.6, 0.2, 0.2), 0, jpeg=50)
     f_jpeg = make_splits(fakes["checker"], "checker", (0.6, 0.2, 0.2), 0, jpeg=50)
     assert not torch.equal(s_plain.test, s_jpeg.test)
-    from pipelines.data import perturb
+    from pipelines.data.images import perturb
 
     assert torch.equal(s_jpeg.train, perturb(s_plain.train, jpeg=50))
     f_plain = make_splits(fakes["checker"], "checker", (0.6, 0.2, 0.2), 0)
@@ -382,7 +382,7 @@ def test_seeds_in_parallel_equal_one_process(sources, tmp_path: Path):
 def test_print_matrix_shows_mean_and_sd():
     from rich.console import Console
 
-    from pipelines.transfer_outputs import mean_sd, print_matrix
+    from pipelines.evaluation.transfer_outputs import mean_sd, print_matrix
 
     recs = [{"detector": "radial:lr", "train": "a", "test": t, "metric": "auc", "value": v, "sd": e, "n": 3}
             for t, v, e in (("a", 0.9876, 0.0123), ("b", 0.5, 0.25))]
@@ -398,8 +398,8 @@ def test_print_matrix_shows_mean_and_sd():
 
 
 def test_seeds_in_study_config_and_cli(tmp_path: Path, monkeypatch):
-    from pipelines import study as study_mod
-    from pipelines.study_config import parse_config
+    from pipelines.study import run as study_mod
+    from pipelines.study.config import parse_config
 
     base = {"study": {"name": "t", "resolution": 32, "data": "embedded", "n_real": 64},
             "grid": {"upsamplers": ["nearest"]}, "transfer": {"detectors": ["radial:lr"], "seeds": 3}}

@@ -52,8 +52,14 @@ def bench(
 ) -> None:
     """Fit detectors on sources of a benchmark tree and test them on every source: the field's table, per source and Mean."""
     from detectors.detector import Detector, check_spec
-    from pipelines.bench import load_bench, parse_sweeps, parse_train, run_bench, scan_tree
-    from pipelines.bench_outputs import print_bench
+    from pipelines.evaluation.bench import (
+        load_bench,
+        parse_sweeps,
+        parse_train,
+        run_bench,
+        scan_tree,
+    )
+    from pipelines.evaluation.bench_outputs import print_bench
     from pipelines.runfolder import RunFolder
 
     if jobs < 1:

@@ -30,8 +30,8 @@ def prepare(
     keep_archive: bool = typer.Option(False, "--keep-archive", help="Keep the downloaded archive after extracting."),
 ) -> None:
     """Download (or take --archive), verify and extract a data set; print where it is."""
-    from pipelines.data import imagewoof_split
-    from pipelines.download import DATASETS
+    from pipelines.data.download import DATASETS
+    from pipelines.data.images import imagewoof_split
 
     if dataset not in DATASETS:
         raise ValueError(f"Unknown data set {dataset!r}; choose one of: {', '.join(DATASETS)}.")
@@ -48,7 +48,7 @@ def info(
     max_sizes: int = typer.Option(8, "--max-sizes", help="How many of the most common sizes to list."),
 ) -> None:
     """Decode every image in a folder and print counts, modes, formats, sizes and unreadable files."""
-    from pipelines.data import scan_images
+    from pipelines.data.images import scan_images
 
     if max_sizes < 1:
         raise ValueError(f"--max-sizes must be a positive number of sizes to list, got {max_sizes}.")

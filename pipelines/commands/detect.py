@@ -52,7 +52,7 @@ PREPROCESS_HELP = "resize (antialiased, default) or crop (centred native pixels 
 
 def _load_sets(folders: list[Path], resolution: int, limit: int | None, progress: bool,
                preprocess: str = "resize") -> list:
-    from pipelines.data import load_images
+    from pipelines.data.images import load_images
 
     sets = [load_images(f, resolution, limit=limit, progress=progress, preprocess=preprocess) for f in folders]
     for s in sets:
@@ -70,7 +70,7 @@ def _align(sets: list, cap: int | None = None, echo: bool = True) -> tuple[list,
     """The sets re-encoded by the alignment planned over all of them (``cap``: highest quality allowed), and the plan."""
     from dataclasses import replace
 
-    from pipelines.align import apply_alignment, plan_for_sets
+    from pipelines.data.align import apply_alignment, plan_for_sets
 
     plan = plan_for_sets({str(i): s for i, s in enumerate(sets)}, max_quality=cap)
     if echo:
@@ -88,7 +88,7 @@ def _model_align(model: Path) -> dict | None:
 
 def _model_preprocess(model: Path, given: str | None) -> str:
     """--preprocess as given, else the mode the detector in ``model`` was fitted with (resize for old models)."""
-    from pipelines.data import check_preprocess
+    from pipelines.data.images import check_preprocess
 
     if given is not None:
         return check_preprocess(given)
@@ -143,8 +143,8 @@ def fit(
 ) -> None:
     """Fit a detector on real and fake image folders (or real alone) and save it to --out."""
     from detectors.detector import META_FILE, Detector, supports_real_only
-    from pipelines.data import check_preprocess
-    from pipelines.parity import parity_warnings
+    from pipelines.data.images import check_preprocess
+    from pipelines.data.parity import parity_warnings
     from pipelines.runfolder import RunFolder
 
     check_preprocess(preprocess)

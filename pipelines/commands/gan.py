@@ -159,7 +159,7 @@ def train_command(
             and folder_contents(out)):
         # --resume may start a fresh run, but not inside a folder of files forgelab did not write.
         raise FileExistsError(f"{out} is not empty and holds no forgelab run to resume; choose another --out.")
-    from pipelines.data import load_data
+    from pipelines.data.images import load_data
 
     info, dev, created = distributed.init_distributed(cfg.device)
     try:

@@ -49,7 +49,7 @@ def metrics(
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the real-set cache."),
     kid_subset_size: int | None = typer.Option(
         None, "--kid-subset-size", help="KID subset size, clamped to the smaller set.",
-        # pipelines.quality.DEFAULT_KID_SUBSET_SIZE, written out: importing torch-fidelity for --help
+        # pipelines.evaluation.quality.DEFAULT_KID_SUBSET_SIZE, written out: importing torch-fidelity for --help
         # costs seconds (tests/test_cli_help.py checks that the two agree).
         show_default="1000"
     ),
@@ -62,7 +62,7 @@ def metrics(
     quiet: bool = typer.Option(False, "--quiet", help="No progress output."),
 ) -> None:
     """Measure how good FAKE images are against REAL ones (default: --fid --kid --spectral)."""
-    from pipelines.quality import metric_rows, quality_metrics
+    from pipelines.evaluation.quality import metric_rows, quality_metrics
 
     chosen = {"fid": fid, "kid": kid, "isc": isc, "prc": prc, "spectral": spectral}
     if not any(chosen.values()):

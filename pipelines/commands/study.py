@@ -17,7 +17,7 @@ QUICKSTART_OUT = Path("outputs") / "quickstart"
 
 
 def _study_options_help() -> str:
-    from pipelines.study_config import packaged_configs
+    from pipelines.study.config import packaged_configs
 
     return f"A study config: a .toml file, or the name of a packaged one ({', '.join(packaged_configs())})."
 
@@ -51,8 +51,8 @@ def study(
     Rerun on a finished study after editing its config, it runs only the steps that are new or
     changed (a detector or generator added, more training steps) and rebuilds the report.
     """
-    from pipelines.study import run_study
-    from pipelines.study_config import load_config
+    from pipelines.study.config import load_config
+    from pipelines.study.run import run_study
 
     _check_flags(resume, overwrite)
     cfg = load_config(config, overrides=tuple(set_ or ()))
@@ -78,7 +78,7 @@ def quickstart(
     quiet: bool = typer.Option(False, "--quiet", help="No progress output."),
 ) -> None:
     # The help text is _quickstart_help(), given at registration (it lists the registry's upsamplers).
-    from pipelines.study import run_study
+    from pipelines.study.run import run_study
 
     _check_flags(resume, overwrite)
     executor = _check_executor(executor or "local", address)
@@ -95,7 +95,7 @@ def _check_flags(resume: bool, overwrite: bool) -> None:
 
 def _check_executor(name: str, address: str | None) -> str:
     """A known executor, with Ray installed when it is ``ray``, checked before the folder is locked."""
-    from pipelines.executors import check_executor, require_ray
+    from pipelines.study.executors import check_executor, require_ray
 
     if check_executor(name) == "ray":
         require_ray()
@@ -109,7 +109,7 @@ def report(
     run_dir: Path = typer.Argument(..., help="A study folder (the --out of forgelab study)."),
 ) -> None:
     """Rebuild report.html of a study folder from the files in it."""
-    from pipelines.report import write_report
+    from pipelines.report.page import write_report
 
     typer.echo(f"Report: {write_report(run_dir)}")
 

@@ -19,7 +19,7 @@ from pipelines.runfolder import locked
 
 def parse_fake(text: str) -> tuple[str, str]:
     """Split ``NAME=SPEC`` into its parts, with a readable error for anything else."""
-    from pipelines.transfer import check_source_name
+    from pipelines.evaluation.transfer import check_source_name
 
     name, sep, spec = text.partition("=")
     name, spec = name.strip(), spec.strip()
@@ -43,7 +43,7 @@ def infer_resolution(folder: str) -> int:
     from PIL import Image
 
     from gans.networks import RESOLUTIONS
-    from pipelines.data import IMAGE_EXTENSIONS, list_images, resolve_data
+    from pipelines.data.images import IMAGE_EXTENSIONS, list_images, resolve_data
 
     if str(folder).strip().lower() == "embedded":
         raise ValueError(f"Cannot tell the resolution from {folder}; pass --resolution R.")
@@ -112,11 +112,11 @@ def transfer(
     """Train each detector on each row's fake sources and test it on every source: a transfer matrix."""
     from detectors.detector import check_spec
     from detectors.metrics import METRICS
-    from pipelines.data import check_preprocess, load_data, load_images
-    from pipelines.parity import parity_warnings
+    from pipelines.data.images import check_preprocess, load_data, load_images
+    from pipelines.data.parity import parity_warnings
+    from pipelines.evaluation.transfer import parse_rows, run_transfer
+    from pipelines.evaluation.transfer_outputs import print_matrix
     from pipelines.runfolder import RunFolder
-    from pipelines.transfer import parse_rows, run_transfer
-    from pipelines.transfer_outputs import print_matrix
 
     if jobs < 1:
         raise ValueError(f"--jobs must be at least 1, got {jobs}.")
@@ -188,7 +188,7 @@ def transfer(
     fake_sets = {n: load_spec(p) for n, p in fake_parts.items()}
     plan = None
     if align:
-        from pipelines.align import align_sets, plan_for_sets
+        from pipelines.data.align import align_sets, plan_for_sets
 
         plan = plan_for_sets({"real": real_set, **fake_sets}, max_quality=jpeg)
         aligned = align_sets({"real": real_set, **fake_sets}, plan)  # parity still reads the stored files

@@ -33,8 +33,8 @@ from detectors.detector import check_spec
 from gans.networks import check_arch, check_resolution
 from gans.training import TrainConfig
 from gans.upsamplers import UPSAMPLERS, check_upsampler
-from pipelines.executors import EXECUTORS
 from pipelines.names import NAME_RULE, RESERVED_NAMES, ROW_KINDS, is_plain_name
+from pipelines.study.executors import EXECUTORS
 
 try:  # Python >= 3.11
     import tomllib
@@ -85,7 +85,7 @@ class DataOptions(Section):
     """The [data] section: how real images become R x R and which of them the GANs never see.
 
     ``preprocess``: "resize" (antialiased, the default) or "crop" (the centred R x R square of
-    native pixels at an even offset; see :mod:`pipelines.data`).
+    native pixels at an even offset; see :mod:`pipelines.data.images`).
     ``held_out``: for data in one folder (not ImageWoof's train/ + val/ layout, not the
     embedded photos), the fraction of the real images kept from GAN training and used as the
     detectors' real test images; the GANs and the detectors' real training images are the
@@ -93,7 +93,7 @@ class DataOptions(Section):
     images (the behaviour before held-out sets; only for resuming old studies).
     ``align``: real images are native crops on the JPEG grid (``preprocess`` is then unused) and,
     if they are JPEG, the detectors see every real and fake image re-encoded at their lowest
-    quality (at most ``[transfer] jpeg``) with one chroma subsampling (see :mod:`pipelines.align`).
+    quality (at most ``[transfer] jpeg``) with one chroma subsampling (see :mod:`pipelines.data.align`).
     """
 
     preprocess: Literal["resize", "crop"] = "resize"

@@ -32,7 +32,7 @@ from rich.console import Console
 from rich.table import Table
 
 from detectors.metrics import BENCH_METRICS
-from pipelines.transfer_outputs import _csv, mean_sd, slug
+from pipelines.evaluation.transfer_outputs import _csv, mean_sd, slug
 from plumbing.files import write_bytes, write_json, write_text
 
 RESULT_COLUMNS = ("detector", "train", "test", "condition", "metric", "value")

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.report_figures import _colors, _figure, _png
+from pipelines.report.figures import _colors, _figure, _png
 
 CURVES = {"loss_d": "D loss", "loss_g": "G loss", "spectral_l1": "radial spectral L1 (sample grid vs real)"}
 

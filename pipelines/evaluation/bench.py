@@ -6,7 +6,7 @@ A benchmark tree is laid out as ForenSynths (CNNDetection) and UniversalFakeDete
     ROOT/train/SOURCE/CLASS/0_real, ROOT/train/SOURCE/CLASS/1_fake  (one level of classes)
     ROOT/val/...   (optional, same shape)      ROOT/test/...   (every source is a column)
 
-Protocol (:func:`run_bench`; the machinery is :mod:`pipelines.protocol`, shared with transfer):
+Protocol (:func:`run_bench`; the machinery is :mod:`pipelines.evaluation.protocol`, shared with transfer):
 
 - **Rows.** Each ``--train`` group is one row: ``A`` fits on ``train/A``, ``A,B`` on the union of
   ``train/A`` and ``train/B`` (equal real and fake counts, the same number of fakes from each
@@ -23,7 +23,7 @@ Protocol (:func:`run_bench`; the machinery is :mod:`pipelines.protocol`, shared 
   "oracle" wherever it appears, never a default: no detector can choose it for an unseen source).
 - **Formats.** With ``align`` (the default of ``forgelab bench``) the images are native crops on
   the JPEG grid and, if any set is JPEG, every set is re-encoded at one quality
-  (:mod:`pipelines.align`); otherwise they are loaded with ``preprocess`` as in ``transfer``.
+  (:mod:`pipelines.data.align`); otherwise they are loaded with ``preprocess`` as in ``transfer``.
 - **Sweeps.** Conditions such as ``jpeg=75``, ``blur=1`` or ``resize=0.5`` perturb the real and
   fake *test* images alike (after alignment; training untouched) and every metric is computed per
   condition; the unperturbed condition is ``none``. See :func:`sweep_perturb`.
@@ -32,7 +32,7 @@ Protocol (:func:`run_bench`; the machinery is :mod:`pipelines.protocol`, shared 
   benchmark's, fixed), each (detector, row, repeat) is one cell saved under ``cells/`` with a
   hash of everything it depends on, and ``jobs`` cells run at once in worker processes.
 
-Outputs (:mod:`pipelines.bench_outputs`): ``results.csv`` (``detector, train, test, condition,
+Outputs (:mod:`pipelines.evaluation.bench_outputs`): ``results.csv`` (``detector, train, test, condition,
 metric, value`` and ``sd, n`` when K > 1; ``test`` is a source or ``Mean``), ``repeats.csv``,
 ``results.json``, ``report.html`` with its figures in ``figures/``.
 """
@@ -51,8 +51,8 @@ import torch
 
 from detectors.detector import Detector, check_spec, supports_real_only
 from detectors.metrics import BENCH_METRICS, bench_metrics
-from pipelines.align import AlignPlan, apply_alignment, plan_alignment
-from pipelines.data import (
+from pipelines.data.align import AlignPlan, apply_alignment, plan_alignment
+from pipelines.data.images import (
     IMAGE_EXTENSIONS,
     ImageSet,
     check_preprocess,
@@ -60,9 +60,8 @@ from pipelines.data import (
     load_images,
     split_indices,
 )
-from pipelines.names import REAL_ONLY, SWEEP_KINDS
-from pipelines.parity import SetFormat, file_format
-from pipelines.protocol import (
+from pipelines.data.parity import SetFormat, file_format
+from pipelines.evaluation.protocol import (
     Column,
     TestFeatures,
     balanced,
@@ -74,6 +73,7 @@ from pipelines.protocol import (
     run_cells,
     score_columns,
 )
+from pipelines.names import REAL_ONLY, SWEEP_KINDS
 from plumbing.digests import json_digest, tensor_digest
 from plumbing.files import write_json
 
@@ -227,7 +227,7 @@ def sweep_perturb(images: torch.Tensor, kind: str, value: float) -> torch.Tensor
 
     ``jpeg=Q`` re-encodes at quality Q; ``blur=S`` is a Gaussian blur of sigma S pixels (0: none);
     ``resize=F`` scales by F with antialiasing: below 1 down and back up to R (detail lost, as in
-    ``pipelines.data.perturb``), above 1 up to ``round(F * R)`` and the centred R x R crop (the
+    ``pipelines.data.images.perturb``), above 1 up to ``round(F * R)`` and the centred R x R crop (the
     detector meets upsampled content), 1 leaves the images as they are.
     """
     from detectors import augment
@@ -472,7 +472,7 @@ def run_bench(data: BenchData, detectors: Sequence[str], out_dir: str | os.PathL
     ``{detector, train, test, condition, metric, value}`` (plus ``sd``, ``n`` when ``seeds`` > 1),
     with ``test`` = ``Mean`` for the mean over sources.
     """
-    from pipelines.bench_outputs import write_bench_outputs
+    from pipelines.evaluation.bench_outputs import write_bench_outputs
 
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be a positive integer, got {jobs!r}.")

@@ -2,7 +2,7 @@
 
 Protocol (one matrix per detector):
 
-- **Splits.** REAL and every fake source are one :class:`~pipelines.data.ImageSet`, split into
+- **Splits.** REAL and every fake source are one :class:`~pipelines.data.images.ImageSet`, split into
   train / validation / test by ``fractions`` and a seed derived from ``seed`` and the source's
   name, or a ``(train, test)`` pair whose validation split is carved from train in the
   proportion ``fractions[1] : fractions[0]``.
@@ -38,7 +38,7 @@ Protocol (one matrix per detector):
   written as CSV and PNG. With K seeds it is fitted once per repeat; the confusion counts are
   summed over the repeats and the accuracy is their mean (with ``accuracy_sd`` and ``n``).
 
-Outputs (written by ``pipelines.transfer_outputs``, which documents the columns):
+Outputs (written by ``pipelines.evaluation.transfer_outputs``, which documents the columns):
 ``matrix.csv`` (``detector, train, test, metric, value``, plus ``sd, n`` when K > 1; ``value`` is
 the mean over repeats), ``repeats.csv`` (one row per repeat: ``detector, train, test, metric,
 repeat, seed, value``), ``matrix.json``, ``heatmaps/<detector>_<metric>.png`` of the means
@@ -60,9 +60,8 @@ from sklearn.metrics import confusion_matrix
 
 from detectors.detector import Detector, check_spec, supports_real_only
 from detectors.metrics import evaluate
-from pipelines.data import ImageSet, perturb, split_indices
-from pipelines.names import NAME_RULE, REAL_ONLY, RESERVED_NAMES, ROW_KINDS, is_plain_name
-from pipelines.protocol import (
+from pipelines.data.images import ImageSet, perturb, split_indices
+from pipelines.evaluation.protocol import (
     Column,
     TestFeatures,
     balanced,
@@ -75,7 +74,8 @@ from pipelines.protocol import (
     sample_indices,
     score_columns,
 )
-from pipelines.transfer_outputs import write_attribution, write_outputs
+from pipelines.evaluation.transfer_outputs import write_attribution, write_outputs
+from pipelines.names import NAME_RULE, REAL_ONLY, RESERVED_NAMES, ROW_KINDS, is_plain_name
 from plumbing.digests import json_digest, tensor_digest
 from plumbing.files import write_json
 
@@ -183,7 +183,7 @@ def row_sources(rows: Sequence[str], names: Sequence[str]) -> dict[str, list[str
 
 def _check_set(s: Any, what: str) -> ImageSet:
     if not isinstance(s, ImageSet):
-        raise TypeError(f"{what} must be an ImageSet (from pipelines.data), got {type(s).__name__}.")
+        raise TypeError(f"{what} must be an ImageSet (from pipelines.data.images), got {type(s).__name__}.")
     if s.images.dtype != torch.uint8 or s.images.ndim != 4 or s.images.shape[1] != 3:
         raise ValueError(f"{what} must hold uint8 images of shape (N, 3, R, R), got {tuple(s.images.shape)} {s.images.dtype}.")
     return s

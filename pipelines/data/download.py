@@ -24,7 +24,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from pipelines.data import imagewoof_split
+from pipelines.data.images import imagewoof_split
 from plumbing.progress import progress_bar
 
 IMAGEWOOF_BASE_URL = "https://s3.amazonaws.com/fast-ai-imageclas"

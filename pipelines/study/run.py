@@ -13,14 +13,14 @@ default for such a folder);
 for data in one folder, the fraction ``[data] held_out`` (0.2) kept back from GAN training;
 for the embedded photos, crops of their right half while training crops come from the left
 half. study.json and the manifest record where both came from. Before the transfer matrix,
-a ``parity`` step compares how the real and fake sets are stored (pipelines.parity) and
+a ``parity`` step compares how the real and fake sets are stored (pipelines.data.parity) and
 writes its warnings to parity.json, the manifest and the report.
 
 This module reads top to bottom: :func:`run_study` loads the real images, opens the folder,
-builds the study as a list of :class:`pipelines.steps.Step` (:func:`build_steps`) and hands
+builds the study as a list of :class:`pipelines.study.steps.Step` (:func:`build_steps`) and hands
 them to an executor, then writes the report. The config schema lives in
-``pipelines.study_config``, the bookkeeping in ``pipelines.steps``, the array and image files
-in ``pipelines.arrays``. Each step's ``run`` is a module-level function bound to its
+``pipelines.study.config``, the bookkeeping in ``pipelines.study.steps``, the array and image files
+in ``pipelines.data.arrays``. Each step's ``run`` is a module-level function bound to its
 arguments, so it needs nothing from the driver and can run in another process. Training and
 the report are called through their modules (``training.train``, ``report.write_report``) so
 that tests can replace them.
@@ -46,23 +46,23 @@ from detectors.fidelity import spectral_fidelity
 from gans import training
 from gans.sampling import generate_tensor, load_generator, write_fake_set
 from gans.training import TrainConfig
-from pipelines import report
-from pipelines.align import align_sets, plan_for_sets
-from pipelines.arrays import load_fakes, mean_spectra, save_array, save_arrays, write_grid
-from pipelines.data import EMBEDDED, ImageSet, load_data, resolve_data, split_indices
-from pipelines.executors import check_executor, require_ray
-from pipelines.executors import run_steps as run_with
-from pipelines.parity import parity_warnings, summarise
+from pipelines.data.align import align_sets, plan_for_sets
+from pipelines.data.arrays import load_fakes, mean_spectra, save_array, save_arrays, write_grid
+from pipelines.data.images import EMBEDDED, ImageSet, load_data, resolve_data, split_indices
+from pipelines.data.parity import parity_warnings, summarise
+from pipelines.evaluation.transfer import run_transfer
+from pipelines.report import page as report
 from pipelines.runfolder import RunFolder
-from pipelines.steps import Step, StepLog
-from pipelines.study_config import (
+from pipelines.study.config import (
     GeneratorSpec,
     StudyConfig,
     hashed_train_options,
     load_config,
     train_config,
 )
-from pipelines.transfer import run_transfer
+from pipelines.study.executors import check_executor, require_ray
+from pipelines.study.executors import run_steps as run_with
+from pipelines.study.steps import Step, StepLog
 from plumbing.devices import device_name, resolve_device
 from plumbing.digests import tensor_digest
 from plumbing.files import read_json, write_json, write_text
@@ -394,7 +394,7 @@ def _plan(cfg: StudyConfig, real: RealImages, spec: Any, data_hash: str) -> dict
 
 
 # --------------------------------------------------------------------------- the steps' work
-# Each takes everything it needs as arguments and ``resume`` last (see pipelines.steps.Step).
+# Each takes everything it needs as arguments and ``resume`` last (see pipelines.study.steps.Step).
 
 
 def _spectra_outputs(name: str) -> list[str]:
@@ -444,7 +444,7 @@ def _quality_step(cfg: StudyConfig, out: Path, name: str, real: torch.Tensor, _r
     if q.fid or q.kid:
         try:
             # Lazy for start-up time: torch-fidelity is heavy and only FID/KID need it.
-            from pipelines.quality import quality_metrics
+            from pipelines.evaluation.quality import quality_metrics
 
             kwargs: dict[str, Any] = {"fid": q.fid, "kid": q.kid, "spectral": False, "device": cfg.study.device}
             if q.feature_extractor_weights:

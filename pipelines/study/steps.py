@@ -1,7 +1,7 @@
 """The unit of work of a study (``Step``) and its bookkeeping (``StepLog``).
 
 A study is a list of steps in an order that respects ``deps``. An executor runs them
-(:func:`pipelines.executors.run_steps`): the local one one after another in this process,
+(:func:`pipelines.study.executors.run_steps`): the local one one after another in this process,
 the Ray one as tasks on a Ray runtime. Both keep ``steps.json``
 through the same bookkeeping, written by the driver alone, so a study started with one
 executor resumes with the other:

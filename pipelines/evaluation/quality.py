@@ -3,9 +3,9 @@
 The Inception (and VGG) metrics are computed by ``torch_fidelity.calculate_metrics`` itself;
 this module only brings our inputs to it and names the results:
 
-* Folders go through :func:`pipelines.data.load_data` (the lab's one preprocessing path), so
+* Folders go through :func:`pipelines.data.images.load_data` (the lab's one preprocessing path), so
   real and fake images reach the feature extractor alike; uint8 tensors (N, 3, R, R) and
-  :class:`pipelines.data.ImageSet` go straight in as a ``torch.utils.data.Dataset`` that
+  :class:`pipelines.data.images.ImageSet` go straight in as a ``torch.utils.data.Dataset`` that
   yields uint8 CHW tensors, which is what torch-fidelity's extractors expect (no PNG round trip).
 * torch-fidelity's convention is ``input1`` = generated, ``input2`` = real (precision is the
   share of *generated* samples on the real manifold; IS is computed on ``input1``), so the
@@ -49,7 +49,7 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
 from detectors.fidelity import spectral_fidelity
 from gans.networks import RESOLUTIONS
-from pipelines.data import (
+from pipelines.data.images import (
     EMBEDDED,
     ImageSet,
     cache_root,

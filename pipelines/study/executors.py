@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from pipelines.steps import Step
+from pipelines.study.steps import Step
 
 EXECUTORS = ("local", "ray")
 RAY_INSTALL = "pip install 'forgelab[ray]'"

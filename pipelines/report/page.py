@@ -20,19 +20,19 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from detectors.diversity import DIVERSITY_WARNING, collapsed
-from pipelines.arrays import load_arrays
+from pipelines.data.arrays import load_arrays
+from pipelines.evaluation.transfer_outputs import mean_sd
 from pipelines.names import REAL_ONLY, is_plain_name
-from pipelines.report_figures import (
+from pipelines.report.figures import (
     matrix_figure,
     matrix_grid,
     radial_figure,
     spectrum2d_figure,
     xy_figure,
 )
-from pipelines.report_training import training_section
+from pipelines.report.training import training_section
 from pipelines.runfolder import RunFolder, read_json, write_bytes, write_text
-from pipelines.steps import StepLog
-from pipelines.transfer_outputs import mean_sd
+from pipelines.study.steps import StepLog
 
 REPORT_FILE = "report.html"
 FIGURE_DIR = "report"

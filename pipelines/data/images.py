@@ -23,7 +23,7 @@ Preprocessing (:func:`preprocess_pil`), for every image from every source:
    than ``R`` on either side is skipped with a reason that names its size and the two fixes.
    ``preprocess="align"``: as "crop", at the centred offset rounded down to a multiple of
    :data:`ALIGN_GRID` (16), so a JPEG source's 8x8 blocks and 4:2:0 chroma blocks stay on the
-   grid a later re-encoding uses (see :mod:`pipelines.align`).
+   grid a later re-encoding uses (see :mod:`pipelines.data.align`).
 4. uint8 ``(3, R, R)``.
 
 Folders are read recursively (``.jpg .jpeg .png .webp .bmp`` in any letter case; hidden files
@@ -64,7 +64,7 @@ PREPROCESS_VERSION = 1
 EMBEDDED = "embedded"
 DEFAULT_EMBEDDED_COUNT = 512
 # How images become R x R: "resize" (antialiased, the default), "crop" (native pixels) or "align"
-# (native pixels on the JPEG grid; the first step of pipelines.align).
+# (native pixels on the JPEG grid; the first step of pipelines.data.align).
 PREPROCESS_MODES = ("resize", "crop", "align")
 # Crop offsets of "align" are multiples of this: the 16x16 MCU of 4:2:0 JPEG, so both the 8x8 luma
 # blocks and the subsampled chroma blocks of a JPEG source stay where its encoder put them.

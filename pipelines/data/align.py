@@ -2,11 +2,11 @@
 
 The most common false result of fake-image detection is a detector that learns how the files were
 stored -- real photos as JPEG at quality ~75, fakes as PNG or JPEG ~97 -- instead of the generator.
-A warning (:mod:`pipelines.parity`) is not enough: the number in the table is still the codec's.
+A warning (:mod:`pipelines.data.parity`) is not enough: the number in the table is still the codec's.
 ``--align`` removes the difference before any detector sees an image:
 
 1. **Native crops, never resizing.** Every image is the centred ``R x R`` window of its own pixels
-   (:data:`pipelines.data.ALIGN_GRID`, ``preprocess="align"``), at an offset that is a multiple of
+   (:data:`pipelines.data.images.ALIGN_GRID`, ``preprocess="align"``), at an offset that is a multiple of
    16 -- on the 8x8 block grid and the 16x16 4:2:0 chroma grid of a JPEG source -- so that a
    re-encoding quantises exactly the blocks the first encoding did. Resizing would smooth sets of
    different native sizes differently and move the block grid.
@@ -31,8 +31,8 @@ from typing import Any
 import torch
 
 from detectors import augment
-from pipelines.data import ALIGN_GRID
-from pipelines.parity import SetFormat, summarise
+from pipelines.data.images import ALIGN_GRID
+from pipelines.data.parity import SetFormat, summarise
 
 # libjpeg's default subsampling, which detectors.augment.jpeg (torchvision's encoder) writes.
 ALIGN_SUBSAMPLING = "4:2:0"
@@ -76,7 +76,7 @@ def _found(fmt: SetFormat) -> dict[str, Any]:
 
 
 def plan_alignment(formats: Mapping[str, SetFormat], max_quality: int | None = None) -> AlignPlan:
-    """The alignment for sets described by :func:`pipelines.parity.describe`: re-encode at the lowest JPEG quality
+    """The alignment for sets described by :func:`pipelines.data.parity.describe`: re-encode at the lowest JPEG quality
     found (capped by ``max_quality``), or not at all when no set is JPEG and no ``max_quality`` is given."""
     if max_quality is not None and not (isinstance(max_quality, int) and 1 <= max_quality <= 100):
         raise ValueError(f"JPEG quality must be an integer between 1 and 100, got {max_quality!r}.")

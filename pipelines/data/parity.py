@@ -4,7 +4,7 @@ A detector that can tell real from fake by how the files were stored learns the 
 generator — the most common false result in this field. Before fitting, :func:`parity_warnings`
 compares the sets and returns one sentence per difference, naming it and the fix
 (``--align`` takes native crops on the JPEG grid and re-encodes every set at one quality, see
-:mod:`pipelines.align`; ``--preprocess crop`` takes native pixels from both).
+:mod:`pipelines.data.align`; ``--preprocess crop`` takes native pixels from both).
 
 ``--jpeg Q`` alone does not silence a codec difference: re-encoding a JPEG set leaves its first
 compression in place (the lower quality's loss of detail, and its 8x8 blocks wherever the crop is
@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipelines.data import list_images
+from pipelines.data.images import list_images
 
 # IJG (libjpeg) standard luminance quantisation table, ITU-T T.81 Annex K, natural (row) order.
 IJG_LUMINANCE = (
@@ -201,7 +201,7 @@ def compare(real: SetFormat, fake: SetFormat, *, jpeg: int | None = None, prepro
             resolution: int | None = None, aligned: bool = False) -> list[str]:
     """One-sentence warnings for each way ``fake`` is stored differently from ``real``.
 
-    ``aligned`` (every set reached the detector through :mod:`pipelines.align`: native crops on the
+    ``aligned`` (every set reached the detector through :mod:`pipelines.data.align`: native crops on the
     JPEG grid, one quality, one subsampling) silences codec, quality and subsampling differences,
     and native sizes no longer matter. ``jpeg`` (both sets re-encoded at that quality) does not
     silence them, since a JPEG set's first compression survives re-encoding: the warning says so.

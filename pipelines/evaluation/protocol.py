@@ -126,7 +126,7 @@ def fit_detector(spec: str, options: dict[str, Any], seed: int, train_real: torc
 
 def cell_path(out: Path, spec: str, row: str, repeat: int = 0) -> Path:
     """Repeat 0 where single-seed runs keep their cells; later repeats in ``repeat-<r>/`` beside them."""
-    from pipelines.transfer_outputs import slug
+    from pipelines.evaluation.transfer_outputs import slug
 
     folder = out / "cells" / slug(spec)
     return (folder if repeat == 0 else folder / f"repeat-{repeat}") / f"{slug(row)}.json"

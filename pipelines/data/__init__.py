@@ -1,0 +1,1 @@
+"""Image data: loading and preprocessing (images), downloads, fake arrays, format parity and alignment."""

@@ -1,0 +1,1 @@
+"""Reports: the HTML page of a study, its figures, training curves."""

@@ -1,0 +1,1 @@
+"""Studies: TOML configs, the steps of a study, the executors that run them (local, Ray)."""

@@ -83,6 +83,17 @@ def sinc_taps(factor: int = 2, taps_per_factor: int = TAPS_PER_FACTOR) -> torch.
     return torch.from_numpy(lowpass_taps(taps_per_factor * factor, cutoff, cutoff * STOPBAND_REL, factor))
 
 
+def activation_taps(factor: int = 2, taps_per_factor: int = TAPS_PER_FACTOR) -> torch.Tensor:
+    """The 1-D filter that brings a nonlinearity's output back down: stopband at the lower rate's Nyquist.
+
+    StyleGAN3's ratio of stopband to cutoff (2**0.3), placed so that the stopband starts at the
+    Nyquist frequency of the lower rate (cutoff 0.5 / 2**0.3 = 0.406 cycles/px of that rate):
+    everything the nonlinearity creates above Nyquist is removed before decimation instead of
+    folding back (see :mod:`gans.alias_free` for why this departs from StyleGAN3's last layers).
+    """
+    return torch.from_numpy(lowpass_taps(taps_per_factor * factor, 0.5 / STOPBAND_REL, 0.5, factor))
+
+
 def _filter_axis(x: torch.Tensor, taps: torch.Tensor, dim: int, pad: tuple[int, int], stride: int) -> torch.Tensor:
     """Depthwise 1-D convolution of every channel with ``taps`` along H (dim 2) or W (dim 3)."""
     c, k = x.shape[1], taps.numel()
@@ -124,6 +135,13 @@ def downsample2x(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
     pad = (k // 2 - 1, k // 2 - 1)
     x = _filter_axis(x, taps, 3, pad, 2)
     return _filter_axis(x, taps, 2, pad, 2)
+
+
+def lowpass(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
+    """The separable low-pass ``taps`` (gain 1) at the same rate; :func:`downsample2x` keeps its even samples."""
+    k = taps.numel()
+    pad = (k // 2 - 1, k // 2)
+    return _filter_axis(_filter_axis(x, taps, 3, pad, 1), taps, 2, pad, 1)
 
 
 def amplitude_response(taps: torch.Tensor | np.ndarray, freqs: np.ndarray) -> np.ndarray:

@@ -30,10 +30,10 @@ filter is centred between two taps. Borders are zero-padded, like the convolutio
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 # StyleGAN3's filter_size: taps per up/down factor (its networks_stylegan3.py default).
 STYLEGAN3_TAPS_PER_FACTOR = 6
@@ -94,16 +94,41 @@ def activation_taps(factor: int = 2, taps_per_factor: int = TAPS_PER_FACTOR) -> 
     return torch.from_numpy(lowpass_taps(taps_per_factor * factor, 0.5 / STOPBAND_REL, 0.5, factor))
 
 
-def _filter_axis(x: torch.Tensor, taps: torch.Tensor, dim: int, pad: tuple[int, int], stride: int) -> torch.Tensor:
-    """Depthwise 1-D convolution of every channel with ``taps`` along H (dim 2) or W (dim 3)."""
-    c, k = x.shape[1], taps.numel()
-    # taps are symmetric, so correlation (conv2d) is convolution
-    w = taps.to(dtype=x.dtype, device=x.device)
-    if dim == 3:
-        x = F.pad(x, (pad[0], pad[1], 0, 0))
-        return F.conv2d(x, w.view(1, 1, 1, k).expand(c, 1, 1, k), stride=(1, stride), groups=c)
-    x = F.pad(x, (0, 0, pad[0], pad[1]))
-    return F.conv2d(x, w.view(1, 1, k, 1).expand(c, 1, k, 1), stride=(stride, 1), groups=c)
+@lru_cache(maxsize=64)
+def _matrix(n: int, taps: tuple[float, ...], kind: str) -> torch.Tensor:
+    """The 1-D resampling of ``n`` samples as a dense matrix (float64): ``up``, ``down`` or ``same`` rate.
+
+    ``up`` (2n x n): zero insertion, zero padding k/2 before and k/2 - 1 after, then the taps with
+    gain 2, so ``M[m, i] = 2 h[2i + k/2 - m]``; ``down`` (n/2 x n): padding k/2 - 1 on each side,
+    the taps with gain 1, every second output, ``D[i, q] = h[q + k/2 - 1 - 2i]``; ``same`` (n x n):
+    the taps with gain 1 and padding k/2 - 1 before, ``L[m, q] = h[q + k/2 - 1 - m]``. The taps
+    are symmetric, so correlation and convolution agree. Feature maps here are small (4 to 128 px),
+    so two small matrix products per image are much faster on a CPU than depthwise convolutions
+    with 24-tap kernels (about 5x at 4-16 px, measured while writing this).
+    """
+    h = np.asarray(taps, dtype=np.float64)
+    k = h.size
+    if kind == "up":
+        m, i = np.meshgrid(np.arange(2 * n), np.arange(n), indexing="ij")
+        j, gain = 2 * i + k // 2 - m, 2.0
+    elif kind == "down":
+        m, i = np.meshgrid(np.arange(n // 2), np.arange(n), indexing="ij")
+        j, gain = i + k // 2 - 1 - 2 * m, 1.0
+    else:
+        m, i = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+        j, gain = i + k // 2 - 1 - m, 1.0
+    inside = (j >= 0) & (j < k)
+    return torch.from_numpy(np.where(inside, gain * h[np.clip(j, 0, k - 1)], 0.0))
+
+
+def _separable(x: torch.Tensor, taps: torch.Tensor, kind: str) -> torch.Tensor:
+    """Apply the ``kind`` resampling of :func:`_matrix` along H and W of (N, C, H, W)."""
+    key = tuple(float(t) for t in taps.detach().cpu().double())
+    if len(key) % 2:
+        raise ValueError(f"2x resampling needs an even number of taps to keep pixel centres aligned, got {len(key)}.")
+    mh = _matrix(x.shape[-2], key, kind).to(dtype=x.dtype, device=x.device)
+    mw = mh if x.shape[-1] == x.shape[-2] else _matrix(x.shape[-1], key, kind).to(dtype=x.dtype, device=x.device)
+    return torch.matmul(mh, torch.matmul(x, mw.T))
 
 
 def upsample2x(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
@@ -112,15 +137,7 @@ def upsample2x(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
     Output samples ``2i`` and ``2i+1`` sit symmetrically around input sample ``i`` (an even tap
     count centred by padding ``k/2`` before and ``k/2 - 1`` after, upfirdn2d's up=2 padding).
     """
-    n, c, h, w = x.shape
-    k = taps.numel()
-    if k % 2:
-        raise ValueError(f"2x resampling needs an even number of taps to keep pixel centres aligned, got {k}.")
-    up = x.new_zeros(n, c, 2 * h, 2 * w)
-    up[:, :, ::2, ::2] = x
-    pad = (k // 2, k // 2 - 1)
-    up = _filter_axis(up, 2 * taps, 3, pad, 1)
-    return _filter_axis(up, 2 * taps, 2, pad, 1)
+    return _separable(x, taps, "up")
 
 
 def downsample2x(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
@@ -129,19 +146,14 @@ def downsample2x(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
     Output sample ``i`` is centred between input samples ``2i`` and ``2i+1``, the inverse of
     :func:`upsample2x`'s alignment, so ``downsample2x(upsample2x(x))`` does not shift ``x``.
     """
-    k = taps.numel()
-    if k % 2 or x.shape[-1] % 2 or x.shape[-2] % 2:
-        raise ValueError(f"2x downsampling needs an even number of taps and even H, W, got {k} taps, {tuple(x.shape)}.")
-    pad = (k // 2 - 1, k // 2 - 1)
-    x = _filter_axis(x, taps, 3, pad, 2)
-    return _filter_axis(x, taps, 2, pad, 2)
+    if x.shape[-1] % 2 or x.shape[-2] % 2:
+        raise ValueError(f"2x downsampling needs even H and W, got {tuple(x.shape)}.")
+    return _separable(x, taps, "down")
 
 
 def lowpass(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
     """The separable low-pass ``taps`` (gain 1) at the same rate; :func:`downsample2x` keeps its even samples."""
-    k = taps.numel()
-    pad = (k // 2 - 1, k // 2)
-    return _filter_axis(_filter_axis(x, taps, 3, pad, 1), taps, 2, pad, 1)
+    return _separable(x, taps, "same")
 
 
 def amplitude_response(taps: torch.Tensor | np.ndarray, freqs: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ from gans.lowpass import (
     TAPS_PER_FACTOR,
     amplitude_response,
     downsample2x,
+    lowpass,
     lowpass_taps,
     sinc_taps,
     upsample2x,
@@ -74,3 +75,28 @@ def test_odd_taps_and_bad_designs_are_refused():
         upsample2x(torch.zeros(1, 1, 4, 4), torch.ones(5) / 5)
     with pytest.raises(ValueError, match="0 < cutoff < stopband <= fs/2"):
         lowpass_taps(12, 0.6, 0.5, 2.0)
+
+
+def test_resampling_equals_numpy_convolution_of_the_zero_inserted_signal():
+    # Separable: an outer product a b^T comes out as the outer product of the 1-D results, each
+    # computed here with numpy's convolution on the zero-inserted, zero-padded signal.
+    h = sinc_taps(2).double().numpy()
+    k = h.size
+
+    def up_1d(v):
+        u = np.zeros(2 * v.size)
+        u[::2] = v
+        return np.convolve(np.pad(u, (k // 2, k // 2 - 1)), 2 * h, mode="valid")
+
+    def down_1d(v):
+        return np.convolve(np.pad(v, (k // 2 - 1, k // 2 - 1)), h, mode="valid")[::2]
+
+    def same_1d(v):
+        return np.convolve(np.pad(v, (k // 2 - 1, k // 2)), h, mode="valid")
+
+    rng = np.random.default_rng(0)
+    taps = torch.from_numpy(h)
+    for fn, ref, (m, n) in ((upsample2x, up_1d, (6, 10)), (downsample2x, down_1d, (12, 20)), (lowpass, same_1d, (8, 14))):
+        a, b = rng.standard_normal(m), rng.standard_normal(n)
+        img = torch.from_numpy(np.outer(a, b)).view(1, 1, m, n)
+        np.testing.assert_allclose(fn(img, taps)[0, 0].numpy(), np.outer(ref(a), ref(b)), atol=1e-12)

@@ -15,8 +15,8 @@ It loads the real images exactly as the study does (same limit, seed and preproc
 same images), and writes ``fidelity.md``, ``transfer.md``, ``summary.json`` and figures
 (the mean radial spectra and one AUC heatmap per detector) into ``--out``.
 
-    PYTHONPATH=. python benchmarks/anti_aliasing_study.py --study /work/runs/17/imagewoof-dcgan32-cpu \\
-        --data $FORGELAB_DATA --out /work/runs/17/analysis
+    PYTHONPATH=. python benchmarks/anti_aliasing_study.py --study outputs/imagewoof-dcgan32-cpu \\
+        --data $FORGELAB_DATA --out outputs/anti-aliasing
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--study", required=True, type=Path)
+    p.add_argument("--study", required=True, type=Path, nargs="+",
+                   help="Study folder(s) holding fakes/<name>.npy; a name found in several is read from the first.")
     p.add_argument("--data", default=os.environ.get("FORGELAB_DATA"), help="ImageWoof root (train/ and val/).")
     p.add_argument("--names", default=None, help="Fake sets, comma-separated (default: every fakes/*.npy).")
     p.add_argument("--detectors", default=",".join(DEFAULT_DETECTORS))
@@ -70,11 +71,14 @@ def main() -> None:
         p.error("give --data or set FORGELAB_DATA to the ImageWoof folder")
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    names = ([n.strip() for n in args.names.split(",") if n.strip()] if args.names
-             else sorted(f.stem for f in (args.study / "fakes").glob("*.npy")))
+    where: dict[str, Path] = {}
+    for folder in args.study:
+        for f in sorted((folder / "fakes").glob("*.npy")):
+            where.setdefault(f.stem, folder)
+    names = [n.strip() for n in args.names.split(",") if n.strip()] if args.names else list(where)
     order = [n for n in (*CLASSIC[:3], "sinc", "sinc-af", "transposed-af", *CLASSIC[3:]) if n in names]
     names = order + [n for n in names if n not in order]
-    fakes = {n: load_fakes(args.study, n) for n in names}
+    fakes = {n: load_fakes(where.get(n, args.study[0]), n) for n in names}
     resolution = int(next(iter(fakes.values())).shape[-1])
     train, test = _real(Path(args.data), resolution, args.n_real, args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -95,7 +99,7 @@ def main() -> None:
                            seed=args.seed, progress=True)
     auc = {(r["detector"], r["train"], r["test"]): r["value"] for r in records if r["metric"] == "auc"}
     classic = [n for n in names if n in CLASSIC]
-    summary: dict = {"names": names, "n_fake": {n: len(x) for n, x in fakes.items()}, "fidelity": fidelity,
+    summary: dict = {"names": names, "folders": {n: str(where.get(n, args.study[0])) for n in names}, "n_fake": {n: len(x) for n, x in fakes.items()}, "fidelity": fidelity,
                      "detectors": {}}
     parts = []
     for det in detectors:

@@ -17,7 +17,9 @@ cutoff at ``s/2`` for the down filter too, so what the nonlinearity creates betw
 ``2**0.3 s/2`` still folds back (its stated compromise for image detail). With that filter a
 band-limited input's ReLU output keeps only about 14 dB less energy above ``s/2`` than a plain
 ReLU's; with the stopband at ``s/2`` it keeps 47-53 dB less (``tests/test_alias_free.py``), so
-nothing folds back, at the price of attenuating the top fifth of each feature map's band.
+decimation folds back almost nothing of what the 2x signal holds (harmonics beyond the 2x rate
+still fold when the ReLU is computed, as in StyleGAN3), at the price of attenuating the top
+fifth of each feature map's band.
 The lab's question is whether *alias-free* activations remove the fingerprint, so it takes
 the alias-free filter.
 

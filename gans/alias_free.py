@@ -15,7 +15,7 @@ sinc filters of :mod:`gans.lowpass`, 24 taps each at the 2x rate:
 Departure from StyleGAN3, and why: at its critically sampled last layers StyleGAN3 keeps the
 cutoff at ``s/2`` for the down filter too, so what the nonlinearity creates between ``s/2`` and
 ``2**0.3 s/2`` still folds back (its stated compromise for image detail). With that filter a
-band-limited input's ReLU output keeps only about 14 dB less energy above ``s/2`` than a plain
+band-limited input's ReLU output keeps only 13-21 dB less energy above ``s/2`` than a plain
 ReLU's; with the stopband at ``s/2`` it keeps 47-53 dB less (``tests/test_alias_free.py``), so
 decimation folds back almost nothing of what the 2x signal holds (harmonics beyond the 2x rate
 still fold when the ReLU is computed, as in StyleGAN3), at the price of attenuating the top

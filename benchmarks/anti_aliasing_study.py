@@ -93,14 +93,19 @@ def main() -> None:
     (args.out / "radial.png").write_bytes(radial_figure(spectra, names))
 
     detectors = [d.strip() for d in args.detectors.split(",") if d.strip()]
+    summary: dict = {"names": names, "folders": {n: str(where.get(n, args.study[0])) for n in names},
+                     "n_fake": {n: len(x) for n, x in fakes.items()}, "fidelity": fidelity, "detectors": {}}
+    (args.out / "fidelity.md").write_text(fid_md + "\n", encoding="utf-8")
+    if not detectors:  # --detectors "": spectra and fidelity only
+        (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        print(fid_md)
+        return
     fake_sets = {n: ImageSet(images=x, files=[f"{n}#{i}" for i in range(len(x))], source=f"generator:{n}")
                  for n, x in fakes.items()}
     records = run_transfer((train, test), fake_sets, detectors, args.out / "transfer", rows=("each",),
                            seed=args.seed, progress=True)
     auc = {(r["detector"], r["train"], r["test"]): r["value"] for r in records if r["metric"] == "auc"}
     classic = [n for n in names if n in CLASSIC]
-    summary: dict = {"names": names, "folders": {n: str(where.get(n, args.study[0])) for n in names}, "n_fake": {n: len(x) for n, x in fakes.items()}, "fidelity": fidelity,
-                     "detectors": {}}
     parts = []
     for det in detectors:
         diag = {n: auc[(det, n, n)] for n in names}
@@ -116,7 +121,6 @@ def main() -> None:
         [[n, *(f"{summary['detectors'][d]['diagonal'][n]:.3f} / {summary['detectors'][d]['from_classic'][n]:.3f}"
                for d in detectors)] for n in names]))
     summary["seconds"] = round(time.perf_counter() - t0, 1)
-    (args.out / "fidelity.md").write_text(fid_md + "\n", encoding="utf-8")
     (args.out / "transfer.md").write_text("\n\n".join(parts) + "\n", encoding="utf-8")
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     print(fid_md, "\n\n" + "\n\n".join(parts), f"\n\n{summary['seconds']:.0f} s")

@@ -5,12 +5,14 @@ No pretrained weights are involved, so these numbers can be computed anywhere, n
 Normalisation (decided here, the same for every number):
 
 * Each image's profile (the log power per frequency bin) is first clamped from below at the
-  power of uint8 quantisation noise, ``log((1/255)^2 / 12)``: a uint8 image cannot carry
+  level of uint8 quantisation noise in a luma profile, -14.87
+  (:data:`detectors.profiles.QUANTISATION_FLOOR`, derived there): a uint8 image cannot carry
   structure below that level, and without the floor the exact zeros that nearest
   upsampling leaves at the Nyquist frequency (log of ~0 = -18) would decide the scale of the
   whole profile. Images are taken as uint8 (or float in [0, 1], the same scale).
 * Then it is min-max scaled to [0, 1] on its own (as Jung & Keuper and Durall et al. do), so
-  that overall brightness and contrast do not count; only the *shape* of the spectrum does.
+  that overall contrast does not count, only the *shape* of the spectrum. Brightness still
+  counts through the DC ring, which sets the scale (see :mod:`detectors.profiles`).
   Both steps are :func:`detectors.profiles.normalize_profile`, the rule the GAN's spectral
   losses use too.
 * The profiles are averaged over each set, and the distance is the mean absolute difference

@@ -62,36 +62,75 @@ def npr(images: torch.Tensor, flatten: bool = False) -> torch.Tensor:
     return _flatten(out, flatten)
 
 
+DWT_MODES = ("periodization", "symmetric")
+
+
 @lru_cache(maxsize=8)
-def _dwt_kernel(wavelet: str, device: str, dtype: torch.dtype) -> tuple[torch.Tensor, int]:
-    """(1, 1, L, L) correlation kernel of the diagonal (high-high) band and the circular pad on each side."""
+def _dwt_kernel(wavelet: str, device: str, dtype: torch.dtype) -> torch.Tensor:
+    """(1, 1, L, L) correlation kernel of the diagonal (high-high) band."""
     _, hi = WAVELETS[wavelet]
     k = torch.tensor(hi, dtype=torch.float64).flip(0)  # pywt convolves with dec_hi: correlate with its reverse
-    # With periodisation, output k of pywt reads inputs 2k - (L/2 - 1) ... 2k + L/2 (checked against pywt).
-    return torch.outer(k, k)[None, None].to(device=device, dtype=dtype), len(hi) // 2 - 1
+    return torch.outer(k, k)[None, None].to(device=device, dtype=dtype)
 
 
-def dwt_hh(images: torch.Tensor, wavelet: str = "haar", flatten: bool = False) -> torch.Tensor:
-    """The diagonal (high-high) band of a one-level 2D DWT per channel, (N, 3, H/2, W/2) (Li et al. 2025, SAFE).
+@lru_cache(maxsize=32)
+def _symmetric_index(n: int, length: int) -> torch.Tensor:
+    """Indices of pywt's ``symmetric`` extension (edge sample repeated) as its dwt reads them.
 
-    Equals ``pywt.dwt2(x, wavelet, mode="periodization")[1][2]`` per channel (for Haar every
-    boundary mode agrees); ``wavelet`` is ``"haar"`` or ``"bior1.3"``. An odd last row / column
-    is dropped first.
+    pywt extends by ``L - 1`` samples on each side and output ``k`` reads extended samples
+    ``2k + 1 ... 2k + L``; this returns the extended signal from its second sample on, so that a
+    stride-2 correlation gives pywt's ``floor((n + L - 1) / 2)`` coefficients (checked against pywt).
+    """
+    pad = length - 1
+    i = torch.arange(-pad, n + pad)
+    period = 2 * n
+    i = torch.remainder(i, period)
+    i = torch.where(i >= n, period - 1 - i, i)
+    return i[1:]
+
+
+def dwt_hh(images: torch.Tensor, wavelet: str = "haar", mode: str = "periodization", resize: bool = False,
+           flatten: bool = False) -> torch.Tensor:
+    """The diagonal (high-high) band of a one-level 2D DWT per channel (Li et al. 2025, SAFE, use bior1.3).
+
+    Equals ``pywt.dwt2(x, wavelet, mode=mode)[1][2]`` per channel, for ``wavelet`` ``"haar"`` or
+    ``"bior1.3"`` and ``mode`` ``"periodization"`` (the default: (N, 3, H/2, W/2); for Haar every
+    boundary mode agrees) or ``"symmetric"`` (pywt's default mode, the edge sample repeated:
+    (N, 3, (H+L-1)//2, (W+L-1)//2) for an L-tap wavelet). An odd last row / column is dropped first.
+
+    SAFE's settings are ``wavelet="bior1.3", mode="symmetric", resize=True``
+    (``-o wavelet=bior1.3 -o mode=symmetric -o resize=true``); the defaults, Haar with
+    periodisation, are this lab's, kept so that earlier results stay comparable. ``resize``
+    brings the band back to the (even) input size, as SAFE feeds its classifier the HH band at
+    the image's size; the interpolation here is bilinear (half-pixel centres), a choice of this
+    lab, not taken from SAFE.
     """
     if wavelet not in WAVELETS:
         raise ValueError(f"Unknown wavelet {wavelet!r}; choose one of: {', '.join(WAVELETS)}.")
+    if mode not in DWT_MODES:
+        raise ValueError(f"Unknown dwt mode {mode!r}; choose one of: {', '.join(DWT_MODES)}.")
+    if not isinstance(resize, bool):
+        raise ValueError(f"dwt option resize must be true or false, got {resize!r}.")
     x = _even(checked_float_batch(images))
     n, c, h, w = x.shape
     if h < 2 or w < 2:
         raise ValueError(f"dwt needs images of at least 2x2 pixels, got {h}x{w}.")
-    kernel, pad = _dwt_kernel(wavelet, str(x.device), x.dtype)
+    kernel = _dwt_kernel(wavelet, str(x.device), x.dtype)
+    length = kernel.shape[-1]
     flat = x.reshape(n * c, 1, h, w)
-    if pad:
+    if mode == "symmetric":
+        rows, cols = _symmetric_index(h, length).to(x.device), _symmetric_index(w, length).to(x.device)
+        flat = flat.index_select(2, rows).index_select(3, cols)
+    elif length > 2:
+        # With periodisation, output k of pywt reads inputs 2k - (L/2 - 1) ... 2k + L/2 (checked against pywt).
+        pad = length // 2 - 1
         if pad > min(h, w):
             raise ValueError(f"dwt with {wavelet} needs images of at least {2 * pad}x{2 * pad} pixels, got {h}x{w}.")
         flat = F.pad(flat, (pad, pad, pad, pad), mode="circular")
     out = F.conv2d(flat, kernel, stride=2)
-    return _flatten(out.reshape(n, c, h // 2, w // 2), flatten)
+    if resize:
+        out = F.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
+    return _flatten(out.reshape(n, c, *out.shape[-2:]), flatten)
 
 
 def predictor_residual(x: torch.Tensor) -> torch.Tensor:

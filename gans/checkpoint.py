@@ -24,7 +24,22 @@ FORMAT = "forgelab-gan-checkpoint"
 VERSION = 1
 # Config keys that decide the shape of the networks; resuming or loading with any of them
 # changed cannot work.
-NETWORK_KEYS = ("arch", "resolution", "upsampler", "upsample_layers", "z_dim", "width")
+NETWORK_KEYS = ("arch", "resolution", "upsampler", "upsample_layers", "z_dim", "width", "alias_free")
+
+
+def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A saved training config in today's names: renamed upsamplers (``filtered`` -> ``binomial``), new keys' defaults.
+
+    The rename changes no weights (the FIR kernel is not stored), so an old ``filtered``
+    checkpoint is exactly a ``binomial`` one; ``alias_free`` did not exist before and was off.
+    """
+    from gans.upsamplers import RENAMED
+
+    config = dict(config)
+    if config.get("upsampler") in RENAMED:
+        config["upsampler"] = RENAMED[config["upsampler"]]
+    config.setdefault("alias_free", False)
+    return config
 
 
 def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], None], *, fsync: bool = True) -> Path:
@@ -79,6 +94,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             f"{path} is not a forgelab GAN checkpoint (no '{FORMAT}' format entry); "
             "give a checkpoint written by 'forgelab train'."
         )
+    if isinstance(state["config"], dict):
+        state["config"] = upgrade_config(state["config"])
     if int(state.get("version", 0)) > VERSION:
         raise ValueError(
             f"Checkpoint {path} has format version {state['version']}, newer than this forgelab "

@@ -16,6 +16,10 @@ uses it (it is part of the DCGAN whose fingerprints we study); the paper leaves 
 input layer because normalising the raw image made training oscillate. Consequence for
 training: real and fake images must be fed to D in separate batches, as in the paper.
 
+``alias_free``: every ReLU of the generator is StyleGAN3's filtered ReLU
+(:class:`gans.alias_free.FilteredReLU`), evaluated at twice the rate; the output tanh stays
+pointwise (see :mod:`gans.alias_free`). Same weights, same checkpoint keys.
+
 Weights are initialised from N(0, 0.02) (BatchNorm scales from N(1, 0.02)) as in the paper;
 the draw uses torch's global generator, so ``torch.manual_seed`` makes it reproducible.
 """
@@ -27,6 +31,7 @@ import math
 import torch
 from torch import nn
 
+from gans.alias_free import relu
 from gans.upsamplers import make_upsampler
 
 DEFAULT_WIDTH = 64
@@ -65,7 +70,8 @@ def init_weights(module: nn.Module) -> None:
 class Generator(nn.Module):
     """DCGAN generator: ``G(z: (N, z_dim)) -> (N, 3, R, R)`` in [-1, 1]."""
 
-    def __init__(self, resolution: int, kinds: list[str], z_dim: int = 128, width: int = DEFAULT_WIDTH):
+    def __init__(self, resolution: int, kinds: list[str], z_dim: int = 128, width: int = DEFAULT_WIDTH,
+                 alias_free: bool = False):
         super().__init__()
         if len(kinds) != n_upsampling_layers(resolution):
             raise ValueError(
@@ -75,6 +81,7 @@ class Generator(nn.Module):
         self.z_dim = z_dim
         self.resolution = resolution
         self.kinds = tuple(kinds)
+        self.alias_free = alias_free
         ch = generator_channels(resolution, width)
         self.upsample_channels = tuple(zip(ch[:-1], ch[1:], strict=True))
         # No bias before BatchNorm: the normalisation would remove it anyway.
@@ -82,7 +89,7 @@ class Generator(nn.Module):
             nn.Linear(z_dim, ch[0] * 16, bias=False),
             nn.Unflatten(1, (ch[0], 4, 4)),
             nn.BatchNorm2d(ch[0]),
-            nn.ReLU(inplace=True),
+            relu(alias_free),
         )
         self.ups = nn.ModuleList(
             make_upsampler(kind, cin, cout)
@@ -90,7 +97,7 @@ class Generator(nn.Module):
         )
         # The output layer gets no BatchNorm (Radford et al.: it made samples oscillate).
         self.acts = nn.ModuleList(
-            nn.Sequential(nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+            nn.Sequential(nn.BatchNorm2d(cout), relu(alias_free))
             for _, cout in self.upsample_channels[:-1]
         )
         self.acts.append(nn.Tanh())
@@ -139,9 +146,10 @@ def check_input(x: torch.Tensor, resolution: int) -> None:
         )
 
 
-def build_generator(resolution: int, kinds: list[str], z_dim: int = 128, width: int = DEFAULT_WIDTH) -> Generator:
+def build_generator(resolution: int, kinds: list[str], z_dim: int = 128, width: int = DEFAULT_WIDTH,
+                    alias_free: bool = False) -> Generator:
     """DCGAN generator for ``resolution`` px with one upsampler kind per upsampling layer."""
-    return Generator(resolution, kinds, z_dim=z_dim, width=width)
+    return Generator(resolution, kinds, z_dim=z_dim, width=width, alias_free=alias_free)
 
 
 def build_discriminator(resolution: int, width: int = DEFAULT_WIDTH) -> Discriminator:

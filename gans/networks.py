@@ -92,11 +92,13 @@ def build_generator(
     z_dim: int = 128,
     width: int | None = None,
     shortcut: str = "1x1",
+    alias_free: bool = False,
 ) -> nn.Module:
     """Generator ``G(z: (N, z_dim)) -> (N, 3, R, R)`` in [-1, 1] with the chosen upsampler.
 
     ``shortcut`` ("1x1", the paper's, or "upsampler") is SNGAN's residual shortcut; DCGAN has
-    none and ignores it.
+    none and ignores it. ``alias_free`` makes every ReLU of G StyleGAN3's filtered ReLU
+    (:mod:`gans.alias_free`).
     """
     resolution = check_resolution(resolution)
     kinds = layer_kinds(arch, resolution, upsampler, upsample_layers)
@@ -105,7 +107,9 @@ def build_generator(
     mod = ARCHITECTURES[arch]
     width = mod.DEFAULT_WIDTH if width is None else _check_positive(width, "width")
     extra = {"shortcut": shortcut} if arch == "sngan" else {}
-    g = mod.build_generator(resolution, kinds, z_dim=z_dim, width=width, **extra)
+    if not isinstance(alias_free, bool):
+        raise ValueError(f"alias_free must be true or false, got {alias_free!r}.")
+    g = mod.build_generator(resolution, kinds, z_dim=z_dim, width=width, alias_free=alias_free, **extra)
     g.arch = arch
     g.upsampler = upsampler
     g.upsample_layers = upsample_layers
@@ -117,6 +121,7 @@ def build_generator(
         "z_dim": z_dim,
         "width": width,
         "shortcut": shortcut,
+        "alias_free": alias_free,
     }
     return g
 

@@ -219,7 +219,7 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") 
     G = build_generator(cfg["arch"], cfg["resolution"], cfg["upsampler"], cfg.get("upsample_layers", "all"),
                         z_dim=cfg.get("z_dim", 128), width=cfg.get("width"),
                         # checkpoints from before the option was added used the upsampler shortcut
-                        shortcut=cfg.get("shortcut", "upsampler"))
+                        shortcut=cfg.get("shortcut", "upsampler"), alias_free=cfg.get("alias_free", False))
     ema = state.get("G_ema") is not None
     load_module_state(G, state["G_ema"] if ema else state["G"], path=ckpt_path, saved_arch=cfg["arch"],
                       wanted_arch=cfg["arch"], role="generator")
@@ -233,6 +233,7 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") 
         "resolution": int(cfg["resolution"]),
         "z_dim": int(cfg.get("z_dim", 128)),
         "width": cfg.get("width"),
+        "alias_free": bool(cfg.get("alias_free", False)),
         "step": int(state.get("step", 0)),
         "ema": ema,
     }

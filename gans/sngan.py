@@ -7,7 +7,7 @@ path's "upsample + conv3x3" (``make_upsampler(kind, in_ch, out_ch)``); ``shortcu
 the residual path:
 
 * ``"1x1"`` (default, the paper's): the kind's own weight-free resampling (nearest,
-  bilinear, bicubic, zero insertion, or the filtered kind's FIR) followed by a 1x1 conv; the
+  bilinear, bicubic, zero insertion, binomial FIR or sinc low-pass) followed by a 1x1 conv; the
   learned kinds (``transposed``, ``pixelshuffle``) have no fixed resampling, so their shortcut
   uses nearest, as the paper does. Fingerprint: for the fixed kinds both paths carry the same
   resampling, so the network's fingerprint is that kind's alone; for the learned kinds the
@@ -21,6 +21,9 @@ the residual path:
   fixed resamplings, a 4x4 transposed conv, a 3x3 conv + pixel shuffle). Fingerprint: both
   paths carry exactly the chosen kind, so nothing else can be blamed for it, at the price of a
   larger model than the paper's (3x3 / 4x4 instead of 1x1 shortcut kernels).
+
+``alias_free``: every ReLU of the generator (two per up-block, one before the RGB conv) is
+StyleGAN3's filtered ReLU (:class:`gans.alias_free.FilteredReLU`); the tanh stays pointwise.
 
 Discriminator: an optimised first block (conv3x3, ReLU, conv3x3, avgpool; shortcut avgpool,
 conv1x1), residual down-blocks, ReLU, global *sum* pooling, linear head; spectral
@@ -43,6 +46,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import _SpectralNorm
 
+from gans.alias_free import relu
 from gans.dcgan import check_input
 from gans.upsamplers import fixed_resampling, make_upsampler
 
@@ -105,9 +109,12 @@ def _xavier(module: nn.Module, gain: float) -> None:
 class GBlock(nn.Module):
     """Residual up-block: the upsampler ``kind`` on the main path, ``shortcut`` on the skip path."""
 
-    def __init__(self, in_ch: int, out_ch: int, kind: str, shortcut: str = DEFAULT_SHORTCUT):
+    def __init__(self, in_ch: int, out_ch: int, kind: str, shortcut: str = DEFAULT_SHORTCUT,
+                 alias_free: bool = False):
         super().__init__()
         self.kind = kind
+        # Weight-free modules: the checkpoint keys are the same with and without alias_free.
+        self.act1, self.act2 = relu(alias_free), relu(alias_free)
         self.shortcut_kind = check_shortcut(shortcut)
         self.bn1 = nn.BatchNorm2d(in_ch)
         self.up = make_upsampler(kind, in_ch, out_ch)
@@ -123,8 +130,8 @@ class GBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Upsample (N, in_ch, H, W) to (N, out_ch, 2H, 2W)."""
-        h = self.up(F.relu(self.bn1(x)))
-        h = self.conv(F.relu(self.bn2(h)))
+        h = self.up(self.act1(self.bn1(x)))
+        h = self.conv(self.act2(self.bn2(h)))
         return h + self.shortcut(x)
 
 
@@ -132,7 +139,7 @@ class Generator(nn.Module):
     """SNGAN ResNet generator: ``G(z: (N, z_dim)) -> (N, 3, R, R)`` in [-1, 1]."""
 
     def __init__(self, resolution: int, kinds: list[str], z_dim: int = 128, width: int = DEFAULT_WIDTH,
-                 shortcut: str = DEFAULT_SHORTCUT):
+                 shortcut: str = DEFAULT_SHORTCUT, alias_free: bool = False):
         super().__init__()
         if resolution not in G_CHANNELS or len(kinds) != n_upsampling_layers(resolution):
             raise ValueError(
@@ -143,14 +150,15 @@ class Generator(nn.Module):
         self.resolution = resolution
         self.kinds = tuple(kinds)
         self.shortcut = check_shortcut(shortcut)
+        self.alias_free = alias_free
         ch = [m * width for m in G_CHANNELS[resolution]]
         self.upsample_channels = tuple(zip(ch[:-1], ch[1:], strict=True))
         self.project = nn.Sequential(nn.Linear(z_dim, ch[0] * 16), nn.Unflatten(1, (ch[0], 4, 4)))
         self.blocks = nn.Sequential(
-            *(GBlock(cin, cout, kind, shortcut) for kind, (cin, cout) in zip(kinds, self.upsample_channels, strict=True))
+            *(GBlock(cin, cout, kind, shortcut, alias_free) for kind, (cin, cout) in zip(kinds, self.upsample_channels, strict=True))
         )
         self.to_rgb = nn.Sequential(
-            nn.BatchNorm2d(ch[-1]), nn.ReLU(), nn.Conv2d(ch[-1], 3, 3, padding=1), nn.Tanh()
+            nn.BatchNorm2d(ch[-1]), relu(alias_free), nn.Conv2d(ch[-1], 3, 3, padding=1), nn.Tanh()
         )
         _xavier(self.project, 1.0)
         _xavier(self.to_rgb, 1.0)
@@ -247,9 +255,9 @@ class Discriminator(nn.Module):
 
 
 def build_generator(resolution: int, kinds: list[str], z_dim: int = 128, width: int = DEFAULT_WIDTH,
-                    shortcut: str = DEFAULT_SHORTCUT) -> Generator:
+                    shortcut: str = DEFAULT_SHORTCUT, alias_free: bool = False) -> Generator:
     """SNGAN generator for ``resolution`` px with one upsampler kind per up-block."""
-    return Generator(resolution, kinds, z_dim=z_dim, width=width, shortcut=shortcut)
+    return Generator(resolution, kinds, z_dim=z_dim, width=width, shortcut=shortcut, alias_free=alias_free)
 
 
 def build_discriminator(resolution: int, width: int = DEFAULT_WIDTH) -> Discriminator:

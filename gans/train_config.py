@@ -34,6 +34,7 @@ class TrainConfig:
     z_dim: int = 128
     width: int | None = None
     shortcut: str = "1x1"  # SNGAN's residual shortcut: "1x1" (the paper's) or "upsampler"
+    alias_free: bool = False  # every ReLU of G evaluated at 2x the rate (StyleGAN3's filtered ReLU)
     loss: str | None = None
     lr: float | None = None
     betas: tuple[float, float] | None = None
@@ -108,7 +109,7 @@ class TrainConfig:
             raise ValueError(f"spectral_reg must be a number >= 0, got {self.spectral_reg!r}.")
         if self.ema is not None and not (_is_number(self.ema) and 0 <= self.ema < 1):
             raise ValueError(f"ema must be a decay in [0, 1) (or None for no EMA), got {self.ema!r}.")
-        for name in ("spectral_d", "amp"):
+        for name in ("spectral_d", "amp", "alias_free"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}.")
         return self

@@ -151,7 +151,7 @@ class Trainer:
         self.amp = cfg.amp and dev.type == "cuda"
         torch.manual_seed(cfg.seed)  # network initialisation; identical on every rank
         G = build_generator(cfg.arch, cfg.resolution, cfg.upsampler, cfg.upsample_layers,
-                            z_dim=cfg.z_dim, width=cfg.width, shortcut=cfg.shortcut)
+                            z_dim=cfg.z_dim, width=cfg.width, shortcut=cfg.shortcut, alias_free=cfg.alias_free)
         D = build_discriminator(cfg.arch, cfg.resolution, width=cfg.width)
         SD = SpectralDiscriminator(cfg.resolution) if cfg.spectral_d else None
         self.z_dim = G.z_dim

@@ -77,6 +77,21 @@ def test_train_then_generate_every_combination(arch, upsampler, spectral_d, data
     assert (m["arch"], m["upsampler"], m["count"], m["seed"], m["resolution"]) == (arch, upsampler, 3, 1, 32)
 
 
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+def test_train_sinc_alias_free_and_generate(arch, data_dir, tmp_path):
+    run = tmp_path / "run"
+    r = invoke(*train_args(data_dir, run, "--arch", arch, "--upsampler", "sinc", "--alias-free"))
+    assert r.exit_code == 0, r.output
+    assert load_checkpoint(run / "checkpoint.pt")["config"]["alias_free"] is True
+    G, meta = load_generator(run)
+    assert meta["alias_free"] is True and any(type(m).__name__ == "FilteredReLU" for m in G.modules())
+    r = invoke("generate", run, "--n", "2", "--out", tmp_path / "fake", "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    # The old name is refused with the new one.
+    one_line_error(invoke(*train_args(data_dir, tmp_path / "old", "--arch", arch, "--upsampler", "filtered")),
+                   "renamed 'binomial'")
+
+
 def test_unknown_upsampler_arch_and_resolution_are_one_line_errors(data_dir, tmp_path):
     one_line_error(invoke(*train_args(data_dir, tmp_path / "a", "--arch", "dcgan", "--upsampler", "foo")),
                    "'foo'", "bed_of_nails", "pixelshuffle")

@@ -116,7 +116,7 @@ def test_sngan_1x1_shortcut_is_the_kinds_resampling_then_1x1(kind):
     reference = nn.functional.conv2d(fixed_resampling(kind).double()(x), sc.conv.weight, sc.conv.bias)
     assert torch.allclose(sc(x), reference, atol=1e-12)
     expected = "nearest" if kind in ("transposed", "pixelshuffle") else kind
-    assert getattr(sc.resample, "mode", "filtered") == expected
+    assert getattr(sc.resample, "mode", kind) == expected
 
 
 def test_sngan32_parameter_counts_match_the_paper_and_mimicry():
@@ -130,7 +130,7 @@ def test_sngan32_parameter_counts_match_the_paper_and_mimicry():
     assert _n_params(build_generator("sngan", 32, "nearest")) == 4_276_739
     assert _n_params(build_discriminator("sngan", 32)) == 1_053_825
     # The fixed kinds cost the same; "upsampler" shortcuts are bigger (3x3 instead of 1x1).
-    assert _n_params(build_generator("sngan", 32, "filtered")) == 4_276_739
+    assert _n_params(build_generator("sngan", 32, "binomial")) == 4_276_739
     assert _n_params(build_generator("sngan", 32, "nearest", shortcut="upsampler")) == 4_276_739 + 3 * 256 * 256 * 8
 
 
@@ -164,7 +164,7 @@ def test_parameter_counts_differ_by_the_upsampling_layers(arch, policy):
     assert list(build_generator(arch, 32, "nearest", width=W).upsample_channels) == plan
     counts = {k: _n_params(build_generator(arch, 32, k, upsample_layers=policy, width=W)) for k in UPSAMPLERS}
     # The four fixed resamplers cost nothing: their generators are the same size.
-    assert len({counts[k] for k in (*FIXED, "filtered")}) == 1
+    assert len({counts[k] for k in (*FIXED, "binomial", "sinc")}) == 1
     layers = plan if policy == "all" else plan[-1:]
     for kind in ("transposed", "pixelshuffle"):
         expected = per_layer * sum(
@@ -221,7 +221,7 @@ def test_same_seed_same_weights_and_config_rebuilds(arch):
         assert ka == kb and torch.equal(va, vb)
     assert a.config == {
         "arch": arch, "resolution": 32, "upsampler": "bicubic", "upsample_layers": "last",
-        "z_dim": 8, "width": W, "shortcut": "1x1",
+        "z_dim": 8, "width": W, "shortcut": "1x1", "alias_free": False,
     }
 
 

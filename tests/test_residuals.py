@@ -76,6 +76,38 @@ def test_dwt_equals_pywavelets(wavelet, shape):
     np.testing.assert_allclose(ours.numpy(), ref, atol=1e-12)
 
 
+@pytest.mark.parametrize("wavelet", ["haar", "bior1.3"])
+@pytest.mark.parametrize("shape", [(2, 3, 16, 16), (1, 3, 12, 20), (1, 3, 4, 6), (1, 3, 2, 2)])
+def test_dwt_symmetric_mode_equals_pywavelets(wavelet, shape):
+    # SAFE's setting: bior1.3 with pywt's symmetric extension (also for bands shorter than the
+    # filter, where the extension reflects more than once).
+    pywt = pytest.importorskip("pywt")
+    x = torch.rand(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    ours = extract("dwt", x, wavelet=wavelet, mode="symmetric")
+    ref = pywt.dwt2(x.numpy(), wavelet, mode="symmetric", axes=(-2, -1))[1][2]
+    assert ours.shape == ref.shape
+    np.testing.assert_allclose(ours.numpy(), ref, atol=1e-12)
+
+
+def test_dwt_resize_brings_the_band_back_to_the_image_size():
+    x = torch.rand(2, 3, 16, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    band = extract("dwt", x, wavelet="bior1.3", mode="symmetric")
+    resized = extract("dwt", x, wavelet="bior1.3", mode="symmetric", resize=True)
+    assert resized.shape == (2, 3, 16, 12)
+    ref = torch.nn.functional.interpolate(band, size=(16, 12), mode="bilinear", align_corners=False)
+    assert torch.equal(resized, ref)
+    # A constant image has no diagonal detail, whatever the mode: zero band, zero resized band.
+    assert extract("dwt", torch.full((1, 3, 8, 8), 0.3), wavelet="bior1.3", mode="symmetric", resize=True).abs().max() < 1e-6
+
+
+def test_dwt_bad_mode_and_resize_are_clear_errors():
+    x = torch.rand(1, 3, 8, 8)
+    with pytest.raises(ValueError, match="Unknown dwt mode 'zero'; choose one of: periodization, symmetric"):
+        extract("dwt", x, mode="zero")
+    with pytest.raises(ValueError, match="resize must be true or false"):
+        extract("dwt", x, resize="yes")
+
+
 def test_dwt_haar_hh_of_a_hand_made_cell():
     # One 2x2 cell [[a, b], [c, d]]: Haar HH = (a - b - c + d) / 2.
     x = torch.tensor([[1.0, 2.0], [4.0, 8.0]]).expand(1, 3, 2, 2)

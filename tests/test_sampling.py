@@ -132,3 +132,27 @@ def test_bad_arguments_are_named(run_dir, tmp_path):
         generate_tensor(G, 0)
     with pytest.raises(ValueError, match="batch_size"):
         generate_tensor(G, 3, batch_size=0)
+
+
+def test_a_checkpoint_of_the_old_filtered_kind_loads_as_binomial_and_resumes(tmp_path):
+    # "filtered" was renamed "binomial" (it is bilinear interpolation); the FIR kernel is not stored,
+    # so an old checkpoint is exactly a binomial one. Write one as the old code did and load it.
+    cfg = TrainConfig(arch="dcgan", upsampler="binomial", steps=1, batch_size=4, width=4,
+                      ckpt_every=0, sample_every=0, device="cpu")
+    images = smooth_images(16, 32, seed=6)
+    train(cfg, images, tmp_path)
+    path = tmp_path / "checkpoint.pt"
+    state = torch.load(path, weights_only=True)
+    state["config"] = {k: v for k, v in state["config"].items() if k != "alias_free"}  # before alias_free existed
+    state["config"]["upsampler"] = "filtered"
+    torch.save(state, path)
+    cfg_file = tmp_path / "train_config.json"
+    cfg_file.write_text(cfg_file.read_text().replace('"binomial"', '"filtered"'))
+    assert load_checkpoint(path)["config"]["upsampler"] == "binomial"
+    G, meta = load_generator(tmp_path)
+    assert meta["upsampler"] == "binomial" and meta["alias_free"] is False
+    for k, v in G.state_dict().items():
+        assert torch.equal(v, state["G"][k])
+    # Resuming the old run under the new name continues it.
+    train(TrainConfig(**{**cfg.to_dict(), "steps": 2, "betas": None}), images, tmp_path, resume=True)
+    assert load_checkpoint(path)["step"] == 2

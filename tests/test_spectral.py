@@ -12,6 +12,7 @@ from conftest import smooth_images
 
 from detectors.features import radial_profile
 from detectors.fidelity import normalize_profile
+from detectors.profiles import QUANTISATION_FLOOR
 from gans.losses import d_loss, g_loss
 from gans.networks import build_generator
 from gans.spectral import (
@@ -38,21 +39,21 @@ def test_profile_of_a_grating_matches_the_analytic_spectrum():
     # In [0, 1] the image is 0.5 + 0.4 cos(...). Orthonormal DFT: DC = 0.5 * n, the two peaks at
     # +-(3, 4) have magnitude 0.4 * n / 2, every other bin is 0 (log EPS). Ring means average
     # log power over all bins of the same rounded radius; the profile stops at the Nyquist
-    # radius n / 2 and is floored at the uint8 quantisation noise log((1/255)^2 / 12).
+    # radius n / 2 and is floored at the uint8 quantisation noise (detectors.profiles.QUANTISATION_FLOOR).
     f = np.fft.fftfreq(n, 1.0 / n)
     radius = np.round(np.hypot(f[:, None], f[None, :]))
     n5 = int((radius == 5).sum())
     raw = np.full(n // 2 + 1, np.log(EPS))
     raw[0] = np.log((0.5 * n) ** 2 + EPS)
     raw[5] = (2 * np.log((0.2 * n) ** 2 + EPS) + (n5 - 2) * np.log(EPS)) / n5
-    raw = np.maximum(raw, np.log((1 / 255) ** 2 / 12))
+    raw = np.maximum(raw, QUANTISATION_FLOOR)
     expected = (raw - raw.min()) / (raw.max() - raw.min())
     assert p.shape == (profile_length(n),) == (17,)
     assert np.allclose(p, expected, atol=1e-5)
     # Ring 5 holds two peak bins among ~30 empty ones: its mean log power lies below the
     # quantisation floor, so it is floored like every other ring (the DC term alone stands out).
     ring5 = (2 * np.log((0.2 * n) ** 2 + EPS) + (n5 - 2) * np.log(EPS)) / n5
-    assert ring5 < np.log((1 / 255) ** 2 / 12) and p[0] == 1.0 and np.allclose(p[1:], 0.0, atol=1e-6)
+    assert ring5 < QUANTISATION_FLOOR and p[0] == 1.0 and np.allclose(p[1:], 0.0, atol=1e-6)
 
 
 def test_profile_is_in_unit_range_and_shift_invariant():

@@ -145,6 +145,49 @@ def test_resume_skips_finished_cells_and_config_changes_refit(sources, tmp_path:
     assert len(fits) == 5
 
 
+def test_a_new_feature_or_classifier_code_version_recomputes_old_cells(sources, tmp_path: Path, monkeypatch):
+    import pipelines.evaluation.transfer as transfer
+
+    real, fakes = sources
+    fits = []
+    original = Detector.fit
+
+    def counting(self, *a, **k):
+        fits.append(self.spec)
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(Detector, "fit", counting)
+    assert transfer.cell_code_version("radial:lr") == {"cell": transfer.CELL_CODE_VERSION, "feature": 1, "classifier": 1}
+    run_transfer(real, fakes, ["radial:lr", "xy:lr"], tmp_path, rows="each", heatmaps=False)
+    assert len(fits) == 4
+    # The radial feature's code changed: its cells are fitted again, xy's are reused.
+    monkeypatch.setitem(transfer.FEATURE_CODE_VERSIONS, "radial", 2)
+    run_transfer(real, fakes, ["radial:lr", "xy:lr"], tmp_path, rows="each", heatmaps=False)
+    assert fits[4:] == ["radial:lr", "radial:lr"]
+    # The classifier's code changed: every cell that uses it is fitted again.
+    monkeypatch.setitem(transfer.CLASSIFIER_CODE_VERSIONS, "lr", 2)
+    run_transfer(real, fakes, ["radial:lr", "xy:lr"], tmp_path, rows="each", heatmaps=False)
+    assert len(fits) == 10
+    # A cell written before code versions existed (no "code" in its hash) is not reused either.
+    monkeypatch.setattr(transfer, "cell_code_version", lambda spec: {})
+    run_transfer(real, fakes, ["radial:lr"], tmp_path, rows="each", heatmaps=False)
+    assert len(fits) == 12
+
+
+def test_pair_mode_keeps_the_test_pool_and_redraws_subsets_per_repeat():
+    # Documented protocol: a (train, test) pair's test side is fixed; a repeat takes n test images
+    # from it, a new subset per seed when the pool is larger than n.
+    from pipelines.evaluation.transfer import _prepare_repeat
+
+    imgs = torch.arange(60, dtype=torch.uint8).view(60, 1, 1, 1).expand(60, 3, 4, 4).contiguous()
+    real = (_set(imgs[:40], "rt"), _set(imgs[40:], "rs"))  # a pool of 20 real test images
+    fake = {"f": _set(imgs[:50], "f")}  # test split of 10: n = 10
+    reps = [_prepare_repeat(real, fake, ["f"], (0.6, 0.2, 0.2), seed, None) for seed in (0, 1)]
+    tests = [set(r.real_test[:, 0, 0, 0].tolist()) for r in reps]
+    assert all(len(t) == 10 and t <= set(range(40, 60)) for t in tests)
+    assert tests[0] != tests[1]
+
+
 def test_parallel_cells_equal_sequential_cells(sources, tmp_path: Path):
     """jobs=2 fits the cells in worker processes; every number must match the one-process run."""
     real, fakes = sources

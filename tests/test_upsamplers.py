@@ -1,4 +1,4 @@
-"""Upsampler registry: hand-computed resampling, the zero-insertion spectrum, shapes, errors."""
+"""Upsampler registry: hand-computed resampling, the zero-insertion spectrum, frequency responses, shapes, errors."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import torch
 from torch import nn
 
 from gans.upsamplers import (
+    RENAMED,
     UPSAMPLERS,
     FIRUpsample,
     Interpolate,
+    SincUpsample,
     bed_of_nails,
     check_upsampler,
     fir_kernel,
@@ -18,7 +20,7 @@ from gans.upsamplers import (
     make_upsampler,
 )
 
-SEVEN = ("transposed", "nearest", "bilinear", "bicubic", "pixelshuffle", "bed_of_nails", "filtered")
+KINDS = ("transposed", "nearest", "bilinear", "bicubic", "pixelshuffle", "bed_of_nails", "binomial", "sinc")
 FIXED = ("nearest", "bilinear", "bicubic", "bed_of_nails")
 
 
@@ -26,8 +28,8 @@ def _n_params(m: nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
 
 
-def test_registry_holds_the_seven_kinds():
-    assert set(UPSAMPLERS) == set(SEVEN)
+def test_registry_holds_the_eight_kinds():
+    assert set(UPSAMPLERS) == set(KINDS)
 
 
 def test_nearest_on_2x2_gives_block_pattern():
@@ -101,7 +103,7 @@ def test_zero_insertion_spectrum_is_periodic_replica_2d():
     assert np.allclose(Y, np.tile(X, (2, 2)), atol=1e-10)
 
 
-@pytest.mark.parametrize("kind", SEVEN)
+@pytest.mark.parametrize("kind", KINDS)
 def test_every_kind_doubles_size_and_maps_channels(kind):
     up = make_upsampler(kind, 5, 7)
     x = torch.randn(2, 5, 6, 10)
@@ -133,10 +135,10 @@ def test_learned_kinds_parameter_counts():
         assert not any(isinstance(m, Interpolate) for m in make_upsampler(kind, 4, 6).modules())
 
 
-def test_unknown_kind_lists_the_seven_names():
+def test_unknown_kind_lists_every_name():
     with pytest.raises(ValueError, match="Unknown upsampler 'foo'") as err:
         make_upsampler("foo", 3, 3)
-    for name in SEVEN:
+    for name in KINDS:
         assert name in str(err.value)
     assert check_upsampler("bicubic") == "bicubic"
 
@@ -147,7 +149,7 @@ def test_fir_kernel_is_the_normalised_binomial_outer_product_with_gain_4():
     assert k.sum().item() == pytest.approx(4.0)
 
 
-def test_filtered_upsample_on_2x2_matches_hand_values():
+def test_binomial_upsample_on_2x2_matches_hand_values():
     # 1D: zero insertion [a, 0, b, 0], pad 2 before and 1 after, taps [1, 3, 3, 1] / 4 (gain 2
     # per axis) give [3a, 3a + b, a + 3b, 3b] / 4. In 2D the result is M X M^T with
     # 4M = [[3, 0], [3, 1], [1, 3], [0, 3]]; for X = [[1, 2], [3, 4]], 16 * M X M^T is:
@@ -160,12 +162,12 @@ def test_filtered_upsample_on_2x2_matches_hand_values():
     assert torch.allclose(FIRUpsample()(torch.cat([x, 2 * x], 1))[0, 1], 2 * hand)
 
 
-def test_filtered_upsample_preserves_the_mean_away_from_borders():
+def test_binomial_upsample_preserves_the_mean_away_from_borders():
     y = FIRUpsample()(torch.full((1, 2, 8, 8), 2.0))
     assert torch.allclose(y[..., 1:-1, 1:-1], torch.full_like(y[..., 1:-1, 1:-1], 2.0))
 
 
-def test_filtered_removes_the_zero_insertion_replica_at_nyquist():
+def test_binomial_removes_the_zero_insertion_replica_at_nyquist():
     # A zero-inserted impulse has a flat spectrum (the replica at Nyquist is as strong as DC);
     # after the [1, 3, 3, 1] filter the response is (1 - 3 + 3 - 1) = 0 at Nyquist on each axis.
     x = torch.zeros(1, 1, 16, 16)
@@ -184,8 +186,8 @@ def test_filtered_removes_the_zero_insertion_replica_at_nyquist():
     assert nails[high].mean() == pytest.approx(nails[0, 0].item())
 
 
-def test_filtered_upsampler_is_fir_then_3x3_conv():
-    m = make_upsampler("filtered", 4, 6)
+def test_binomial_upsampler_is_fir_then_3x3_conv():
+    m = make_upsampler("binomial", 4, 6)
     assert isinstance(m[0], FIRUpsample) and m[1].kernel_size == (3, 3)
     assert _n_params(m) == 4 * 6 * 9 + 6  # the FIR kernel is a buffer, not a weight
     assert "kernel" not in m.state_dict() and "0.kernel" not in m.state_dict()
@@ -197,6 +199,75 @@ def test_fixed_resampling_of_each_kind():
     for kind in ("transposed", "pixelshuffle", "nearest"):
         assert torch.equal(fixed_resampling(kind)(x), Interpolate("nearest")(x))
     assert torch.equal(fixed_resampling("bed_of_nails")(x), bed_of_nails(x))
-    assert torch.equal(fixed_resampling("filtered")(x), FIRUpsample()(x))
+    assert torch.equal(fixed_resampling("binomial")(x), FIRUpsample()(x))
+    assert torch.equal(fixed_resampling("sinc")(x), SincUpsample()(x))
     assert fixed_resampling("bicubic").mode == "bicubic"
-    assert not list(fixed_resampling("filtered").parameters())
+    assert not list(fixed_resampling("binomial").parameters())
+    assert not list(fixed_resampling("sinc").parameters())
+
+
+# --------------------------------------------------------------------------- frequency responses
+
+
+def _attenuation_db(resample: nn.Module, n: int = 32) -> float:
+    """Stopband attenuation of a weight-free 2x resampling, its conv set to identity.
+
+    The resampling is linear and the same around every input pixel, so its output for one
+    impulse is the interpolation filter; the magnitude of that output's DFT is the filter's
+    frequency response on the 2n x 2n grid of the output. Attenuation: the mean response in the
+    pass band (both frequencies below 0.15 cycles/px of the output) over the largest response
+    anywhere from 0.35 cycles/px to Nyquist (either frequency at least 0.35), in dB.
+    """
+    x = torch.zeros(1, 1, n, n, dtype=torch.float64)
+    x[0, 0, n // 2, n // 2] = 1.0
+    response = np.abs(np.fft.fft2(resample.double()(x)[0, 0].numpy()))
+    f = np.abs(np.fft.fftfreq(2 * n))
+    band = np.maximum(f[:, None], f[None, :])
+    return float(20 * np.log10(response[band < 0.15].mean() / response[band >= 0.35].max()))
+
+
+def test_attenuation_measure_on_the_classic_kinds():
+    # Check of the measuring code on filters known in closed form, per axis at 0.35 cycles/px
+    # over a pass band whose mean response is close to DC's: nearest [1, 1] -> |cos(pi f)|,
+    # ~7 dB; bilinear = binomial [1, 3, 3, 1] -> |cos(pi f)|^3, ~20 dB; Keys' bicubic (a = -0.75)
+    # in between the two and sinc, ~28 dB here; zero insertion is all-pass: 0 dB.
+    measured = {k: _attenuation_db(fixed_resampling(k)) for k in ("nearest", "bilinear", "bicubic", "bed_of_nails", "binomial")}
+    pass_mean = 0.96  # mean of cos(pi f)^3 over the pass band, to two digits (see the bilinear bound below)
+    assert measured["nearest"] == pytest.approx(6.75, abs=0.3)
+    assert measured["bilinear"] == pytest.approx(-20 * np.log10(np.cos(0.35 * np.pi) ** 3 / pass_mean), abs=0.4)
+    assert measured["binomial"] == pytest.approx(measured["bilinear"], abs=1e-9)
+    assert 24 < measured["bicubic"] < 30
+    assert measured["bed_of_nails"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_sinc_attenuates_at_least_40_db_from_035_cycles_to_nyquist():
+    assert _attenuation_db(fixed_resampling("sinc")) >= 40.0
+    # ... and passes the band below the cutoff: within 0.5 dB of unity gain (4 in 2D) below 0.15.
+    x = torch.zeros(1, 1, 32, 32, dtype=torch.float64)
+    x[0, 0, 16, 16] = 1.0
+    response = np.abs(np.fft.fft2(SincUpsample().double()(x)[0, 0].numpy()))
+    f = np.abs(np.fft.fftfreq(64))
+    low = np.maximum(f[:, None], f[None, :]) < 0.15
+    assert np.all(np.abs(20 * np.log10(response[low] / 4.0)) < 0.5)
+
+
+def test_sinc_differs_from_bilinear_in_the_interior_and_binomial_does_not():
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    bilinear = Interpolate("bilinear")(x)[..., 1:-1, 1:-1]
+    assert (FIRUpsample().double()(x)[..., 1:-1, 1:-1] - bilinear).abs().max() < 1e-12
+    assert (SincUpsample().double()(x)[..., 1:-1, 1:-1] - bilinear).abs().max() > 0.3
+
+
+def test_sinc_keeps_pixel_centres_where_bilinear_has_them():
+    # A slow cosine (well inside both pass bands) comes out of both the same up to bilinear's own
+    # small attenuation; half an output pixel of shift would cost 2 * pi * f * 0.5 ~ 0.1 here.
+    t = torch.arange(64, dtype=torch.float64)
+    x = torch.cos(2 * np.pi * 3 * t / 64).view(1, 1, 1, 64).expand(1, 1, 64, 64).contiguous()
+    sinc, bilinear = SincUpsample().double()(x), Interpolate("bilinear")(x)
+    assert (sinc - bilinear)[..., 32:96, 32:96].abs().max() < 0.02
+
+
+def test_old_name_filtered_is_refused_with_its_new_name():
+    assert RENAMED == {"filtered": "binomial"}
+    with pytest.raises(ValueError, match="Upsampler 'filtered' was renamed 'binomial'.*bilinear"):
+        check_upsampler("filtered")

@@ -18,7 +18,7 @@ from typing import Any
 import typer
 
 from gans import distributed
-from gans.checkpoint import load_checkpoint
+from gans.checkpoint import load_checkpoint, upgrade_config
 from gans.networks import ARCHITECTURES
 from gans.sngan import SHORTCUTS
 from gans.training import CHECKPOINT, CONFIG, TrainConfig, TrainingDiverged, train
@@ -66,7 +66,8 @@ def _saved_settings(out: Path) -> dict[str, Any]:
     cfg_file = out / CONFIG
     if cfg_file.is_file():
         try:
-            settings.update(json.loads(cfg_file.read_text(encoding="utf-8")))
+            # A run started before a rename (upsampler "filtered") resumes under today's names.
+            settings.update(upgrade_config(json.loads(cfg_file.read_text(encoding="utf-8"))))
         except json.JSONDecodeError:
             raise ValueError(f"{cfg_file} is damaged; pass every option again or choose another --out.") from None
     manifest = RunFolder(out).manifest() if (out / "manifest.json").is_file() else {}
@@ -91,6 +92,10 @@ def train_command(
     spectral_d: bool | None = typer.Option(
         None, "--spectral-d/--no-spectral-d", help="Train a spectral discriminator beside D (Jung & Keuper).",
         show_default=train_flag_default("spectral_d", "spectral-d")),
+    alias_free: bool | None = typer.Option(
+        None, "--alias-free/--no-alias-free",
+        help="Evaluate every ReLU of G at twice the rate with sinc low-passes (StyleGAN3's filtered ReLU).",
+        show_default=train_flag_default("alias_free", "alias-free")),
     spectral_d_weight: float | None = typer.Option(
         None, "--spectral-d-weight", help="Weight of the spectral discriminator in G's loss, in [0, 1].",
         show_default=train_default("spectral_d_weight")),
@@ -136,7 +141,7 @@ def train_command(
         settings.update(read_config_file(config))
     given = {
         "arch": arch, "upsampler": upsampler, "shortcut": shortcut, "upsample_layers": upsample_layers,
-        "spectral_d": spectral_d,
+        "spectral_d": spectral_d, "alias_free": alias_free,
         "spectral_d_weight": spectral_d_weight, "spectral_reg": spectral_reg, "resolution": resolution,
         "steps": steps, "batch_size": batch_size, "width": width, "ema": ema, "amp": amp,
         "ckpt_every": ckpt_every, "sample_every": sample_every, "seed": seed, "device": device,

@@ -24,15 +24,22 @@ Protocol (one matrix per detector):
   every row and detector that shares it. Each cell holds ``detectors.metrics.evaluate``'s
   metrics: AP, ROC-AUC, accuracy at 0.5, accuracy at the validation threshold, EER, TPR at 5 % FPR.
 - **Seeds.** ``seeds=K`` repeats the whole protocol K times, repeat ``r`` with the seed
-  ``seed + r``: every repeat draws its own train / validation / test splits of real and fake
-  sets, its own balanced and test subsets, and seeds the classifier with its seed. Each matrix
+  ``seed + r``: every repeat draws its own train / validation / test splits of every source
+  given as one ImageSet, its own balanced and test subsets, and seeds the classifier with its
+  seed. A source given as a ``(train, test)`` pair (what studies do for the real images, whose
+  test images are held out from GAN training) keeps its test side fixed: each repeat redraws
+  only the train / validation split of its train side and the ``n`` test images it takes from
+  the test side (a new subset when the test side holds more than ``n``, the same images when it
+  holds exactly ``n``). So for pairs the sd covers the classifier's seed, the training subsets
+  and the test subset drawn from the fixed pool, not the choice of that pool. Each matrix
   value is the mean over the K repeats, with the sample standard deviation (``ddof=1``) beside it;
   with K=1 there is no standard deviation and the run is exactly the single-seed protocol (the
   same numbers, files and cells as before seeds existed). Repeat 0 of ``--seed S --seeds K`` is
   the ``--seed S`` run, so raising K reuses the finished cells.
 - **Resume.** Each (detector, row, repeat) is saved as ``cells/<detector>/<row>.json`` (repeat 0)
   or ``cells/<detector>/repeat-<r>/<row>.json`` with a hash of everything it depends on (image
-  contents, splits, seed, perturbation); a rerun skips cells whose hash matches.
+  contents, splits, seed, perturbation, and the code versions of :func:`cell_code_version`); a
+  rerun skips cells whose hash matches.
 - **Attribution.** With ``attribute=True`` each detector is also fitted as one multi-class
   model (real + every source, Yu et al. 2019); its confusion matrix on the test splits is
   written as CSV and PNG. With K seeds it is fitted once per repeat; the confusion counts are
@@ -80,6 +87,20 @@ from plumbing.digests import json_digest, tensor_digest
 from plumbing.files import write_json
 
 CELL_VERSION = 1
+# Versions of the code a cell's numbers come from, in every cell's hash, so that a resumed matrix
+# recomputes the cells an older feature or classifier computed instead of reusing them.
+# CELL_CODE_VERSION covers the protocol and evaluation; bump a feature's or classifier's entry
+# (absent: 1) when its code changes what it computes. Version 2: cells before code versions.
+CELL_CODE_VERSION = 2
+FEATURE_CODE_VERSIONS: dict[str, int] = {}
+CLASSIFIER_CODE_VERSIONS: dict[str, int] = {}
+
+
+def cell_code_version(spec: str) -> dict[str, int]:
+    """The code versions a ``FEATURE:CLASSIFIER`` cell depends on (part of its hash)."""
+    feature, classifier = spec.split(":", 1)
+    return {"cell": CELL_CODE_VERSION, "feature": FEATURE_CODE_VERSIONS.get(feature, 1),
+            "classifier": CLASSIFIER_CODE_VERSIONS.get(classifier, 1)}
 
 SetSpec = ImageSet | tuple[ImageSet, ImageSet]
 
@@ -401,7 +422,7 @@ def _compute_cell(cell: TransferCell, feats: TestFeatures | None = None) -> dict
 def _matrix_cell(c: TransferCell, feats: TestFeatures) -> dict[str, Any]:
     """Fit the cell's detector on its row's sources and evaluate it on every column (or reuse the saved cell)."""
     config_hash = json_digest({**c.base, "detector": c.spec, "options": c.options, "row": c.row,
-                               "sources": c.sources})
+                               "sources": c.sources, "code": cell_code_version(c.spec)})
     path = _cell_path(c.out, c.spec, c.row, c.repeat)
     cell = _cached(path, config_hash)
     if cell is not None:
@@ -436,7 +457,8 @@ def _matrix_cell(c: TransferCell, feats: TestFeatures) -> dict[str, Any]:
 
 def _attribution_cell(c: TransferCell) -> dict[str, Any]:
     """Fit the cell's detector as one (K+1)-class model and return its confusion matrix on the test sets."""
-    config_hash = json_digest({**c.base, "detector": c.spec, "options": c.options, "row": ATTRIBUTION})
+    config_hash = json_digest({**c.base, "detector": c.spec, "options": c.options, "row": ATTRIBUTION,
+                               "code": cell_code_version(c.spec)})
     path = _cell_path(c.out, c.spec, "attribution", c.repeat)
     cell = _cached(path, config_hash)
     if cell is not None:

@@ -48,7 +48,7 @@ TRAIN_KEYS_NOT_HASHED = ("ckpt_every", "sample_every", "log_every", "device")
 # Fields added to TrainConfig after studies existed, with the default that reproduces the
 # earlier behaviour: hashed only when set to something else, so existing study folders resume
 # instead of retraining every generator. Add each new training field here with its default.
-TRAIN_KEYS_HASHED_WHEN_SET: dict[str, Any] = {"shortcut": "1x1"}
+TRAIN_KEYS_HASHED_WHEN_SET: dict[str, Any] = {"shortcut": "1x1", "alias_free": False}
 
 
 def hashed_train_options(options: dict[str, Any]) -> dict[str, Any]:

@@ -51,13 +51,16 @@ def test_no_training_section_without_logs(tmp_path):
 
 def _weakest_cells(page: str) -> dict[str, str]:
     """The summary table's "weakest transfer" column by detector."""
-    table = page[page.index("weakest transfer"):]
-    table = table[:table.index("</table>")]
+    start = page.rindex("<table", 0, page.index("weakest transfer"))
+    table = page[start:page.index("</table>", start)]
+    headers = [re.sub("<[^>]+>", "", h) for h in re.findall(r"<th[^>]*>(.*?)</th>", table)]
+    col = headers.index("weakest transfer")
     rows = re.findall(r"<tr>(.*?)</tr>", table)
     out = {}
     for row in rows:
         cells = [re.sub("<[^>]+>", "", c) for c in re.findall(r"<td[^>]*>(.*?)</td>", row)]
-        out[cells[0]] = cells[-1]
+        if cells:
+            out[cells[0]] = cells[col]
     return out
 
 

@@ -133,6 +133,15 @@ class SetFormat:
         """The most common chroma subsampling of the set's JPEG files ("4:2:0", ...), None without JPEG."""
         return self.subsamplings.most_common(1)[0][0] if self.subsamplings else None
 
+    def add(self, fmt: FileFormat) -> None:
+        """Count one file's format."""
+        self.codecs[fmt.codec] += 1
+        if fmt.quality is not None:
+            self.qualities.append(fmt.quality)
+        if fmt.subsampling is not None:
+            self.subsamplings[fmt.subsampling] += 1
+        self.sizes[(fmt.width, fmt.height)] += 1
+
     def merge(self, other: SetFormat) -> None:
         """Add another part's counts (a train and a test folder of one source)."""
         self.codecs.update(other.codecs)
@@ -186,14 +195,8 @@ def describe(source: Any, name: str = "", sample: int = 64) -> SetFormat:
     for f in _sample(list(files), sample):
         path = _embedded_file(f) if str(f).startswith("embedded:") else f
         fmt = file_format(path) if path else None
-        if fmt is None:
-            continue
-        out.codecs[fmt.codec] += 1
-        if fmt.quality is not None:
-            out.qualities.append(fmt.quality)
-        if fmt.subsampling is not None:
-            out.subsamplings[fmt.subsampling] += 1
-        out.sizes[(fmt.width, fmt.height)] += 1
+        if fmt is not None:
+            out.add(fmt)
     return out
 
 

@@ -275,12 +275,7 @@ def set_format(name: str, formats: list) -> SetFormat:
     """A SetFormat from every file's format (not a sample: the alignment needs the lowest quality)."""
     s = SetFormat(name)
     for f in formats:
-        s.codecs[f.codec] += 1
-        if f.quality is not None:
-            s.qualities.append(f.quality)
-        if f.subsampling is not None:
-            s.subsamplings[f.subsampling] += 1
-        s.sizes[(f.width, f.height)] += 1
+        s.add(f)
     return s
 
 

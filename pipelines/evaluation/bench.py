@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from detectors.detector import Detector, check_spec, supports_real_only
+from detectors.detector import Detector, supports_real_only
 from detectors.metrics import BENCH_METRICS, bench_metrics
 from pipelines.data.align import AlignPlan, apply_alignment, plan_alignment
 from pipelines.data.images import (
@@ -72,6 +72,7 @@ from pipelines.evaluation.protocol import (
     pool_repeats,
     run_cells,
     score_columns,
+    unique_specs,
 )
 from pipelines.names import REAL_ONLY, SWEEP_KINDS
 from plumbing.digests import json_digest, tensor_digest
@@ -478,13 +479,7 @@ def run_bench(data: BenchData, detectors: Sequence[str], out_dir: str | os.PathL
     rows = dict(rows or {})
     if not rows and not models:
         raise ValueError("Nothing to evaluate; pass --train SOURCE (to fit) or --model DIR (a fitted detector).")
-    specs = []
-    for d in detectors:
-        f, c = check_spec(d)
-        spec = f"{f}:{c}"
-        if spec in specs:
-            raise ValueError(f"Detector {spec!r} is listed twice; list each detector once.")
-        specs.append(spec)
+    specs = unique_specs(detectors)
     if rows and not specs:
         raise ValueError("No detectors given; pass at least one --detector FEATURE:CLASSIFIER, e.g. radial:svm.")
     options = dict(detector_options or {})

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.multiprocessing as tmp
 
-from detectors.detector import Detector
+from detectors.detector import Detector, check_spec
 from plumbing.files import read_json
 from plumbing.progress import progress_bar
 
@@ -110,6 +110,18 @@ def score_columns(det, feats: TestFeatures, columns: dict[str, Column],
         results[name] = {k: float(v) for k, v in metrics(y, np.concatenate([s_real, s_fake]), det.threshold).items()}
         scores[name] = (s_real, s_fake)
     return results, scores
+
+
+def unique_specs(detectors: Sequence[str]) -> list[str]:
+    """The detectors as canonical ``FEATURE:CLASSIFIER`` specs, in order; a detector listed twice is an error."""
+    specs: list[str] = []
+    for d in detectors:
+        f, c = check_spec(d)
+        spec = f"{f}:{c}"
+        if spec in specs:
+            raise ValueError(f"Detector {spec!r} is listed twice; list each detector once.")
+        specs.append(spec)
+    return specs
 
 
 def fit_detector(spec: str, options: dict[str, Any], seed: int, train_real: torch.Tensor, train_fake: torch.Tensor | None,

@@ -65,7 +65,7 @@ import numpy as np
 import torch
 from sklearn.metrics import confusion_matrix
 
-from detectors.detector import Detector, check_spec, supports_real_only
+from detectors.detector import Detector, supports_real_only
 from detectors.metrics import evaluate
 from pipelines.data.images import ImageSet, perturb, split_indices
 from pipelines.evaluation.protocol import (
@@ -80,6 +80,7 @@ from pipelines.evaluation.protocol import (
     run_cells,
     sample_indices,
     score_columns,
+    unique_specs,
 )
 from pipelines.evaluation.transfer_outputs import write_attribution, write_outputs
 from pipelines.names import NAME_RULE, REAL_ONLY, RESERVED_NAMES, ROW_KINDS, is_plain_name
@@ -329,13 +330,7 @@ def run_transfer(real: SetSpec, fakes: dict[str, SetSpec], detectors: list[str],
     names = [check_source_name(n) for n in fakes]
     if not detectors:
         raise ValueError("No detectors given; pass at least one FEATURE:CLASSIFIER, e.g. radial:svm.")
-    specs = []
-    for d in detectors:
-        f, c = check_spec(d)
-        spec = f"{f}:{c}"
-        if spec in specs:
-            raise ValueError(f"Detector {spec!r} is listed twice; list each detector once.")
-        specs.append(spec)
+    specs = unique_specs(detectors)
     row_kinds = parse_rows(rows)
     row_map = row_sources(row_kinds, names)
     if jpeg is not None and not (isinstance(jpeg, int) and 1 <= jpeg <= 100):

@@ -23,10 +23,12 @@ def _study_options_help() -> str:
 
 
 def _quickstart_help() -> str:
-    from gans.upsamplers import UPSAMPLERS
+    from pipelines.study.config import load_config
 
+    # From the packaged config itself, so the help names exactly the generators it trains.
+    kinds = list(dict.fromkeys(g.upsampler for g in load_config("quickstart").generators))
     return (f"Run the packaged quickstart study: embedded photos, 32 px, a small DCGAN per upsampler "
-            f"({', '.join(UPSAMPLERS)}) plus one with a spectral discriminator; minutes on a CPU.")
+            f"({', '.join(kinds)}) plus one with a spectral discriminator; minutes on a CPU.")
 
 
 @friendly

@@ -78,14 +78,14 @@ def test_splits_are_disjoint_and_pairs_keep_their_test_set():
 def test_matrix_values_schema_and_outputs(sources, tmp_path: Path, monkeypatch):
     real, fakes = sources
     seen_real: list[torch.Tensor] = []
-    original = transfer_mod._TestFeatures.score
+    original = transfer_mod.TestFeatures.score
 
     def spy(self, det, name, images):
         if name == "real":
             seen_real.append(images.clone())
         return original(self, det, name, images)
 
-    monkeypatch.setattr(transfer_mod._TestFeatures, "score", spy)
+    monkeypatch.setattr(transfer_mod.TestFeatures, "score", spy)
     records = run_transfer(real, fakes, ["radial:lr"], tmp_path, rows=["each", "all", "loo"], seed=0)
 
     rows = _read_csv(tmp_path / "matrix.csv")

@@ -51,7 +51,7 @@ def bench(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Fit detectors on sources of a benchmark tree and test them on every source: the field's table, per source and Mean."""
-    from detectors.detector import Detector, check_spec
+    from detectors.detector import Detector
     from pipelines.evaluation.bench import (
         load_bench,
         parse_sweeps,
@@ -60,6 +60,7 @@ def bench(
         scan_tree,
     )
     from pipelines.evaluation.bench_outputs import print_bench
+    from pipelines.evaluation.protocol import unique_specs
     from pipelines.runfolder import RunFolder
 
     if jobs < 1:
@@ -72,10 +73,7 @@ def bench(
         raise ValueError("--train needs at least one --detector FEATURE:CLASSIFIER, e.g. radial:svm.")
     if max_quality is not None and not 1 <= max_quality <= 100:
         raise ValueError(f"--align-quality {max_quality} must be a JPEG quality between 1 and 100.")
-    specs = []
-    for d in detector:
-        f, c = check_spec(d)
-        specs.append(f"{f}:{c}")
+    specs = unique_specs(detector)
     sweeps = parse_sweeps(sweep)
     tree = scan_tree(root)  # layout errors before anything is written
     rows = parse_train(train, list(tree["train"]))

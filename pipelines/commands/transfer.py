@@ -110,10 +110,10 @@ def transfer(
     patch_reduce: str = typer.Option("mean", "--patch-reduce", help="Patch aggregation: mean (of logits) or max."),
 ) -> None:
     """Train each detector on each row's fake sources and test it on every source: a transfer matrix."""
-    from detectors.detector import check_spec
     from detectors.metrics import METRICS
     from pipelines.data.images import check_preprocess, load_data, load_images
     from pipelines.data.parity import parity_warnings
+    from pipelines.evaluation.protocol import unique_specs
     from pipelines.evaluation.transfer import parse_rows, run_transfer
     from pipelines.evaluation.transfer_outputs import print_matrix
     from pipelines.runfolder import RunFolder
@@ -130,10 +130,7 @@ def transfer(
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise ValueError(f"Fake source name {dup[0]!r} is given twice; give each --fake a different NAME.")
-    specs = []
-    for d in detector:
-        f, c = check_spec(d)
-        specs.append(f"{f}:{c}")
+    specs = unique_specs(detector)
     row_kinds = parse_rows(rows)
     try:
         fr = [float(x) for x in fractions.split(",")]

@@ -148,16 +148,6 @@ class TransferCell:
         return self.row == ATTRIBUTION
 
 
-# ---------------------------------------------------------------------------------------------
-# Small helpers (the shared protocol's, under the names this module has always used)
-
-_seed = derive_seed
-_sample = sample_indices
-_balanced = balanced
-_TestFeatures = TestFeatures
-_cell_path = cell_path
-_cached = cached_cell
-
 
 def check_source_name(name: str) -> str:
     """Return ``name`` if it can name a fake source (and a file), else raise a ValueError."""
@@ -223,12 +213,12 @@ def make_splits(spec: SetSpec, name: str, fractions: Sequence[float], seed: int,
         train_set, test_set = (_check_set(s, f"{name} ({w})") for s, w in zip(spec, ("train", "test"), strict=True))
         if fr[0] + fr[1] <= 0:
             raise ValueError("fractions for train and validation must not both be 0.")
-        tr, va = split_indices(len(train_set), (fr[0] / (fr[0] + fr[1]), fr[1] / (fr[0] + fr[1])), _seed(seed, name, "split"))
+        tr, va = split_indices(len(train_set), (fr[0] / (fr[0] + fr[1]), fr[1] / (fr[0] + fr[1])), derive_seed(seed, name, "split"))
         train, val, test = train_set.images[tr], train_set.images[va], test_set.images
         digest = tensor_digest(train_set.images) + tensor_digest(test_set.images)
     else:
         s = _check_set(spec, name)
-        tr, va, te = split_indices(len(s), fr, _seed(seed, name, "split"))
+        tr, va, te = split_indices(len(s), fr, derive_seed(seed, name, "split"))
         train, val, test = s.images[tr], s.images[va], s.images[te]
         digest = tensor_digest(s.images)
     for part, x in (("train", train), ("validation", val), ("test", test)):
@@ -267,8 +257,8 @@ def _prepare_repeat(real: SetSpec, fakes: dict[str, SetSpec], names: list[str], 
         raise ValueError(f"All sets must have one image size, got {sorted(res)}; load them at the same --resolution.")
     # Test sets: one real test set (same in every column) and as many fakes of each source.
     n_test = min([real_s.test.shape[0]] + [s.test.shape[0] for s in fake_s.values()])
-    real_test = real_s.test[_sample(real_s.test.shape[0], n_test, _seed(seed, "test", "real"))]
-    fake_test = {n: s.test[_sample(s.test.shape[0], n_test, _seed(seed, "test", n))] for n, s in fake_s.items()}
+    real_test = real_s.test[sample_indices(real_s.test.shape[0], n_test, derive_seed(seed, "test", "real"))]
+    fake_test = {n: s.test[sample_indices(s.test.shape[0], n_test, derive_seed(seed, "test", n))] for n, s in fake_s.items()}
     base = {
         "version": CELL_VERSION,
         "seed": seed,
@@ -411,20 +401,20 @@ def _compute_cell(cell: TransferCell, feats: TestFeatures | None = None) -> dict
     """One (detector, row) cell: a fitted matrix row, or the attribution model (also a worker entry)."""
     if cell.attribution:
         return _attribution_cell(cell)
-    return _matrix_cell(cell, feats or _TestFeatures())
+    return _matrix_cell(cell, feats or TestFeatures())
 
 
 def _matrix_cell(c: TransferCell, feats: TestFeatures) -> dict[str, Any]:
     """Fit the cell's detector on its row's sources and evaluate it on every column (or reuse the saved cell)."""
     config_hash = json_digest({**c.base, "detector": c.spec, "options": c.options, "row": c.row,
                                "sources": c.sources, "code": cell_code_version(c.spec)})
-    path = _cell_path(c.out, c.spec, c.row, c.repeat)
-    cell = _cached(path, config_hash)
+    path = cell_path(c.out, c.spec, c.row, c.repeat)
+    cell = cached_cell(path, config_hash)
     if cell is not None:
         return cell
     if c.sources:
-        tr_real, tr_fake = _balanced(c.real.train, [c.fakes[s].train for s in c.sources], c.seed, c.row, "train")
-        va_real, va_fake = _balanced(c.real.val, [c.fakes[s].val for s in c.sources], c.seed, c.row, "val")
+        tr_real, tr_fake = balanced(c.real.train, [c.fakes[s].train for s in c.sources], c.seed, c.row, "train")
+        va_real, va_fake = balanced(c.real.val, [c.fakes[s].val for s in c.sources], c.seed, c.row, "val")
         det, fit_s = fit_detector(c.spec, c.options, c.seed, tr_real, tr_fake, va_real, va_fake)
     else:  # the real-only row: every real training image, no fake
         tr_real, va_real = c.real.train, c.real.val
@@ -454,8 +444,8 @@ def _attribution_cell(c: TransferCell) -> dict[str, Any]:
     """Fit the cell's detector as one (K+1)-class model and return its confusion matrix on the test sets."""
     config_hash = json_digest({**c.base, "detector": c.spec, "options": c.options, "row": ATTRIBUTION,
                                "code": cell_code_version(c.spec)})
-    path = _cell_path(c.out, c.spec, "attribution", c.repeat)
-    cell = _cached(path, config_hash)
+    path = cell_path(c.out, c.spec, "attribution", c.repeat)
+    cell = cached_cell(path, config_hash)
     if cell is not None:
         return cell
     # One class per source, each as large as the smallest (real included): balanced classes.
@@ -464,7 +454,7 @@ def _attribution_cell(c: TransferCell) -> dict[str, Any]:
     m_va = min([c.real.val.shape[0]] + [c.fakes[n].val.shape[0] for n in names])
 
     def take(x: torch.Tensor, m: int, *tag: str) -> torch.Tensor:
-        return x[_sample(x.shape[0], m, _seed(c.seed, "attribution", *tag))]
+        return x[sample_indices(x.shape[0], m, derive_seed(c.seed, "attribution", *tag))]
 
     det = Detector(c.spec, seed=c.seed, **c.options).fit(
         take(c.real.train, m_tr, "train", "real"), [take(c.fakes[n].train, m_tr, "train", n) for n in names],

@@ -78,6 +78,27 @@ def test_bicubic_matches_keys_kernel_in_the_interior():
     assert torch.allclose(out[0], out[2])
 
 
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+@pytest.mark.parametrize("shape", [(2, 3, 4, 4), (1, 2, 1, 1), (1, 1, 2, 5), (2, 2, 7, 3), (1, 1, 16, 16)])
+def test_matrix_interpolation_equals_torch_interpolate_borders_included(mode, shape):
+    # The fixed kinds run as two matrix products (faster on a CPU); they must be F.interpolate's
+    # resampling exactly, replicated borders and odd or non-square sizes included.
+    x = torch.randn(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    want = torch.nn.functional.interpolate(x, scale_factor=2, mode=mode, align_corners=False)
+    got = Interpolate(mode)(x)
+    assert got.shape == want.shape
+    assert torch.allclose(got, want, atol=1e-12, rtol=0)
+
+
+def test_matrix_interpolation_gradient_equals_torch_interpolate():
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    (ours,) = torch.autograd.grad((Interpolate("bicubic")(x) * g).sum(), x)
+    ref = torch.nn.functional.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False)
+    (theirs,) = torch.autograd.grad((ref * g).sum(), x)
+    assert torch.allclose(ours, theirs, atol=1e-12, rtol=0)
+
+
 def test_bed_of_nails_places_values_top_left():
     x = torch.tensor([[1.0, 2.0], [3.0, 4.0]]).view(1, 1, 2, 2)
     expected = torch.tensor(

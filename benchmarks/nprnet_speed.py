@@ -81,10 +81,15 @@ def main() -> None:
     p.add_argument("--no-fit", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--stem", choices=("default", "paper", "small"), default="default",
+                   help="paper: the NPR code's stride-2 stem and max-pool at every size; small: the small-input stem")
     args = p.parse_args()
+    if args.stem != "default":
+        nprnet.SMALL_STEM_MAX = 0 if args.stem == "paper" else 10**9
     aug = _augment_module()
     real, fake = aug.reals(args.n, "train", 100 + args.seed), aug.fakes(args.n, "nearest", "train", 200 + args.seed)
-    out: dict = {"threads": torch.get_num_threads(), "n_train": 2 * args.n}
+    out: dict = {"threads": torch.get_num_threads(), "n_train": 2 * args.n, "stem": args.stem,
+                 "small_stem_max": nprnet.SMALL_STEM_MAX}
     if args.steps:
         from detectors.residuals import npr
 

@@ -70,6 +70,10 @@ NPRNET_DIM = 512  # channels out of ResNet-50's layer2
 # Epochs and early-stopping patience of a fit on the CPU (on a GPU: 20 and 4); see the module docstring.
 CPU_EPOCHS = 3
 CPU_PATIENCE = 2
+# Inputs of at most this many pixels get the small-input stem (stride 1, no max-pool); larger ones
+# the NPR code's stem. benchmarks/nprnet_speed.py --stem paper sets it to 0 to measure the paper's
+# stem at 32 px.
+SMALL_STEM_MAX = SMALL_INPUT
 
 
 def _stage(inplanes: int, planes: int, blocks: int, stride: int) -> nn.Sequential:
@@ -82,7 +86,7 @@ def _stage(inplanes: int, planes: int, blocks: int, stride: int) -> nn.Sequentia
 @register_backbone("nprnet")
 def nprnet_trunk(in_channels: int, input_size: int) -> tuple[nn.Module, int]:
     """NPR's stem, ResNet-50's layer1 and layer2, global average pooling: (N, C, H, W) -> (N, 512); small stem for <= 64 px."""
-    if input_size <= SMALL_INPUT:
+    if input_size <= SMALL_STEM_MAX:
         stem = [nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
                 nn.Identity()]
     else:  # the NPR code's stem: 3x3 stride-2 convolution, then max pooling

@@ -129,9 +129,7 @@ def interpolation_matrix(n: int, mode: str) -> torch.Tensor:
     Output ``o`` reads the input at ``(o + 0.5) / 2 - 0.5``. Bilinear clamps that position at 0
     and takes the two neighbours; bicubic takes the four neighbours with Keys' weights and
     clamps their *indices* to ``[0, n - 1]`` (replicated borders). Both are exactly what
-    PyTorch's kernels compute (``tests/test_upsamplers.py`` compares them in float64); as two
-    small matrix products per feature map they run several times faster on a CPU than
-    ``F.interpolate``'s bicubic kernel, forward and backward (``benchmarks/train_speed.py``).
+    PyTorch's kernels compute (``tests/test_upsamplers.py`` compares them in float64).
     """
     out = np.zeros((2 * n, n))
     rows = np.arange(2 * n)
@@ -154,10 +152,18 @@ def interpolation_matrix(n: int, mode: str) -> torch.Tensor:
 
 def interpolate2x(x: torch.Tensor, mode: str) -> torch.Tensor:
     """Bilinear or bicubic x2 upsampling of (N, C, H, W), equal to ``F.interpolate`` with
-    ``align_corners=False``, computed as ``M_H @ x @ M_W^T`` (:func:`interpolation_matrix`)."""
+    ``align_corners=False``, computed as ``M_H @ x @ M_W^T`` (:func:`interpolation_matrix`).
+
+    The products run on the (N, H, W, C) view, so a channels-last tensor (the layout training
+    uses) is read without a reordering copy. Measured on one CPU thread, channels-last DCGAN-32
+    with width 32 (G and D forward and backward, batch 32): bicubic 74 ms a step against
+    ``F.interpolate``'s 156 ms; for bilinear ``F.interpolate`` is the faster (62 against 84 ms),
+    so :class:`Interpolate` uses this for bicubic only.
+    """
     mh = interpolation_matrix(x.shape[-2], mode).to(dtype=x.dtype, device=x.device)
     mw = mh if x.shape[-1] == x.shape[-2] else interpolation_matrix(x.shape[-1], mode).to(x.device, x.dtype)
-    return torch.matmul(mh, torch.matmul(x, mw.T))
+    y = torch.einsum("pw,nhwc->nhpc", mw, x.permute(0, 2, 3, 1))
+    return torch.einsum("qh,nhpc->nqpc", mh, y).permute(0, 3, 1, 2)
 
 
 class Interpolate(nn.Module):
@@ -170,9 +176,11 @@ class Interpolate(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "bed_of_nails":
             return bed_of_nails(x)
+        if self.mode == "bicubic":  # as matrices: the same numbers, about twice as fast (interpolate2x)
+            return interpolate2x(x, self.mode)
         if self.mode == "nearest":
             return F.interpolate(x, scale_factor=2, mode="nearest")
-        return interpolate2x(x, self.mode)
+        return F.interpolate(x, scale_factor=2, mode=self.mode, align_corners=False)
 
     def extra_repr(self) -> str:
         return f"mode={self.mode!r}"

@@ -17,6 +17,7 @@ from gans.upsamplers import (
     check_upsampler,
     fir_kernel,
     fixed_resampling,
+    interpolate2x,
     make_upsampler,
 )
 
@@ -85,9 +86,11 @@ def test_matrix_interpolation_equals_torch_interpolate_borders_included(mode, sh
     # resampling exactly, replicated borders and odd or non-square sizes included.
     x = torch.randn(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     want = torch.nn.functional.interpolate(x, scale_factor=2, mode=mode, align_corners=False)
-    got = Interpolate(mode)(x)
-    assert got.shape == want.shape
-    assert torch.allclose(got, want, atol=1e-12, rtol=0)
+    for got in (interpolate2x(x, mode), Interpolate(mode)(x),
+                interpolate2x(x.contiguous(memory_format=torch.channels_last), mode)):
+        assert got.shape == want.shape
+        assert torch.allclose(got, want, atol=1e-12, rtol=0)
+
 
 
 def test_matrix_interpolation_gradient_equals_torch_interpolate():

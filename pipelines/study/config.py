@@ -146,6 +146,13 @@ class TransferOptions(Section):
     patches: int | None = Field(default=None, ge=1)  # K crops per image (a square) of patch_size px, aggregated
     patch_size: int | None = Field(default=None, ge=4)
     patch_reduce: str = "mean"  # mean (of logits) or max
+    # Per detector spec, keyword arguments for its Detector: classifier parameters (epochs=10),
+    # feature_options ({wavelet = "bior1.3"}). Part of every cell's hash.
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+# Detector arguments a study sets itself, so [transfer] options may not.
+STUDY_OWNED_DETECTOR_KEYS = ("seed", "device", "patches", "patch_size", "patch_reduce", "patch_align")
 
 
 class TopLevel(Section):
@@ -435,7 +442,28 @@ def _parse_transfer(raw: dict[str, Any], n_generators: int) -> TransferOptions |
         raise ValueError(f"[transfer] jpeg = {transfer.jpeg} must be a JPEG quality from 1 to 100.")
     if transfer.attribute and n_generators < 2:
         raise ValueError("[transfer] attribute = true needs at least two generators to tell apart.")
+    _check_detector_options(transfer)
     return transfer
+
+
+def _check_detector_options(transfer: TransferOptions) -> None:
+    """[transfer] options: each key a listed detector, each value arguments its Detector accepts."""
+    from detectors.detector import Detector
+
+    for spec, opts in transfer.options.items():
+        if spec not in transfer.detectors:
+            raise ValueError(f"[transfer] options names {spec!r}, which is not in detectors; "
+                             f"use one of: {', '.join(transfer.detectors)}.")
+        owned = sorted(set(opts) & set(STUDY_OWNED_DETECTOR_KEYS))
+        if owned:
+            raise ValueError(f"[transfer] options for {spec!r} sets {', '.join(owned)}, which the study sets itself "
+                             "([study] seed and device, [transfer] patches); remove it there.")
+        try:
+            clf = Detector(spec, **opts).classifier
+            if hasattr(clf, "validate_params"):  # the neural classifiers check their values at fit; check them now
+                clf.validate_params()
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"[transfer] options for {spec!r}: {e}") from None
 
 
 def parse_config(raw: dict[str, Any], source: str = "<dict>", text: str | None = None) -> StudyConfig:

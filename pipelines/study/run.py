@@ -191,6 +191,8 @@ def build_steps(cfg: StudyConfig, out: Path, real: RealImages | ImageSet, data_h
         what = {k: v for k, v in cfg.transfer.model_dump().items() if k not in how}
         if what["patches"] is None:  # no patch keys without patches: older studies keep their step hash
             what = {k: v for k, v in what.items() if not k.startswith("patch")}
+        if not what["options"]:  # likewise without detector options
+            del what["options"]
         # The device type is hashed: cells fitted on the CPU and on a GPU are not interchangeable.
         inputs.update(transfer=what, seed=cfg.study.seed, device=device_name(cfg.study.device))
         steps.append(Step("transfer", inputs, ["transfer/matrix.csv"],
@@ -530,7 +532,7 @@ def _transfer_step(cfg: StudyConfig, out: Path, real: RealImages | ImageSet, pro
     run_transfer(real_src, fakes, list(t.detectors), out / "transfer", rows=tuple(t.rows), seed=cfg.study.seed,
                  fractions=tuple(t.fractions), jpeg=jpeg, attribute=t.attribute, progress=progress,
                  jobs=t.jobs, seeds=t.seeds, device=detector_device(cfg.study.device), patches=t.patches,
-                 patch_size=t.patch_size, patch_reduce=t.patch_reduce)
+                 patch_size=t.patch_size, patch_reduce=t.patch_reduce, detector_options=t.options)
 
 
 def detector_device(device: str) -> str:

@@ -575,3 +575,58 @@ def test_training_fields_added_later_enter_the_hash_only_when_set(monkeypatch):
     assert "z_dim" not in at_default.inputs["train"] and at_default.hash != before.hash
     assert at_default.inputs["train"] == {k: v for k, v in before.inputs["train"].items() if k != "z_dim"}
     assert _steps(tiny(train={"z_dim": 32}), real)["train/nearest"].inputs["train"]["z_dim"] == 32
+
+
+# --------------------------------------------------------------------------- [transfer] options
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"xy:svm": {"C": 1.0}}, "options names 'xy:svm', which is not in detectors; use one of: radial:lr."),
+    ({"radial:lr": {"seed": 3}}, "options for 'radial:lr' sets seed, which the study sets itself"),
+    ({"radial:lr": {"epochs": 3}}, "options for 'radial:lr': Unknown parameter(s) epochs for classifier 'lr'."),
+    ({"radial:lr": {"feature_options": {"lenght": 8}}}, "Unknown option(s) lenght for feature 'radial'"),
+])
+def test_transfer_options_name_what_is_wrong(options, message):
+    with pytest.raises(ValueError) as err:
+        parse_config(tiny(transfer={"options": options}))
+    assert message in str(err.value) and str(err.value).startswith("[transfer] options")
+
+
+def test_transfer_options_check_neural_values_when_read():
+    cfg = tiny(transfer={"detectors": ["pixels:smallcnn"], "options": {"pixels:smallcnn": {"epochs": 0}}})
+    with pytest.raises(ValueError, match=r"options for 'pixels:smallcnn': epochs must be an integer >= 1, got 0"):
+        parse_config(cfg)
+
+
+def test_transfer_options_enter_the_transfer_hash_only_when_set():
+    from pipelines.data.images import load_data
+
+    real = load_data("embedded", 32, limit=8, seed=0)
+    plain, empty = _steps(tiny(), real), _steps(tiny(transfer={"options": {}}), real)
+    opted = _steps(tiny(transfer={"options": {"radial:lr": {"C": 0.5}}}), real)
+    assert plain["transfer"].hash == empty["transfer"].hash  # older studies keep their transfer step
+    assert opted["transfer"].hash != plain["transfer"].hash
+    assert opted["transfer"].inputs["transfer"]["options"] == {"radial:lr": {"C": 0.5}}
+    assert all(plain[k].hash == opted[k].hash for k in plain if k != "transfer")
+
+
+def test_transfer_options_reach_the_detectors(tmp_path, monkeypatch):
+    """What a config sets for a detector is what its cells are fitted with, and it is part of their hash."""
+    import pipelines.evaluation.transfer as transfer
+
+    seen = []
+    real_fit = transfer.fit_detector
+
+    def spy(spec, options, *args):
+        seen.append((spec, dict(options)))
+        return real_fit(spec, options, *args)
+
+    monkeypatch.setattr(transfer, "fit_detector", spy)
+    run_study(tiny(), tmp_path / "plain", progress=False)
+    assert seen and all(opts == {"device": "cpu"} for _, opts in seen)
+    seen.clear()
+    run_study(tiny(transfer={"options": {"radial:lr": {"C": 0.25}}}), tmp_path / "opted", progress=False)
+    assert seen and all(opts == {"C": 0.25, "device": "cpu"} for _, opts in seen)
+    cells = [json.loads((tmp_path / run / "transfer" / "cells" / "radial-lr" / "nearest.json").read_text())
+             for run in ("plain", "opted")]
+    assert cells[0]["config_hash"] != cells[1]["config_hash"]

@@ -122,6 +122,13 @@ def test_matrix_values_schema_and_outputs(sources, tmp_path: Path, monkeypatch):
     assert all((tmp_path / "heatmaps" / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
 
 
+def test_heatmaps_can_be_limited_to_named_metrics(sources, tmp_path: Path):
+    real, fakes = sources
+    run_transfer(real, fakes, ["radial:lr", "xy:lr"], tmp_path, rows="each", heatmaps=("auc",))
+    assert sorted(p.name for p in (tmp_path / "heatmaps").glob("*.png")) == ["radial-lr_auc.png", "xy-lr_auc.png"]
+    assert (tmp_path / "matrix.csv").read_text().count(",eer,") == 8  # every metric still in the numbers
+
+
 def test_resume_skips_finished_cells_and_config_changes_refit(sources, tmp_path: Path, monkeypatch):
     real, fakes = sources
     fits = []

@@ -294,7 +294,7 @@ def run_transfer(real: SetSpec, fakes: dict[str, SetSpec], detectors: list[str],
                  rows: str | Sequence[str] = ("each",), seed: int = 0,
                  fractions: Sequence[float] = (0.6, 0.2, 0.2), jpeg: int | None = None, attribute: bool = False,
                  progress: bool = False, detector_options: dict[str, dict[str, Any]] | None = None,
-                 heatmaps: bool = True, jobs: int = 1, seeds: int = 1, device: str | None = None,
+                 heatmaps: bool | Sequence[str] = True, jobs: int = 1, seeds: int = 1, device: str | None = None,
                  patches: int | None = None, patch_size: int | None = None, patch_reduce: str = "mean") -> list[dict]:
     """Fit every detector on every row's sources, test on every source; write the matrix; return its records.
 
@@ -302,7 +302,8 @@ def run_transfer(real: SetSpec, fakes: dict[str, SetSpec], detectors: list[str],
     ``seeds`` > 1; ``value`` is then the mean over the repeats, see :func:`aggregate`).
     ``detector_options`` maps a detector spec to keyword arguments for
     :class:`detectors.detector.Detector`; ``heatmaps=False`` skips the PNGs (the CSV and JSON are
-    always written). ``jobs`` > 1 fits that many cells at once in worker processes (each with its
+    always written), a list of metrics draws only theirs (a study draws its report's metric: each
+    heatmap costs about half a second of matplotlib text layout, 35 of them for 7 detectors). ``jobs`` > 1 fits that many cells at once in worker processes (each with its
     share of the CPU threads); the cells are the same as with ``jobs=1``, since every cell seeds
     its own fit. ``seeds`` = K repeats the protocol with the seeds ``seed, ..., seed + K - 1``.
     ``device`` (unless a detector's options name their own) goes to every detector, in worker

@@ -67,7 +67,7 @@ def _nest(records: list[dict], key: str) -> dict[str, dict[str, dict[str, dict[s
 
 
 def write_outputs(out: Path, records: list[dict], specs: list[str], rows: list[str], names: list[str],
-                  sizes: dict, base: dict, row_map: dict[str, list[str]], heatmaps: bool, *,
+                  sizes: dict, base: dict, row_map: dict[str, list[str]], heatmaps: bool | Sequence[str], *,
                   per_repeat: list[dict] | None = None, seeds: Sequence[int] | None = None) -> None:
     """matrix.csv, repeats.csv, matrix.json and the heatmaps of a run (the schema is in the module docstring)."""
     seeds = list(seeds) if seeds is not None else [base.get("seed", 0)]
@@ -90,8 +90,9 @@ def write_outputs(out: Path, records: list[dict], specs: list[str], rows: list[s
         "sizes": sizes,
         "config": base,
     })
-    for spec in specs if heatmaps else ():
-        for metric in (m for m in metrics if m in HEATMAP_METRICS):
+    drawn = HEATMAP_METRICS if heatmaps is True else tuple(heatmaps or ())
+    for spec in specs:
+        for metric in (m for m in metrics if m in HEATMAP_METRICS and m in drawn):
             # A detector that cannot be fitted on reals alone has no real-only row.
             own = [r for r in rows if r in nested[spec][metric]]
             values = np.array([[nested[spec][metric][r][c] for c in names] for r in own], dtype=np.float64)
@@ -135,7 +136,7 @@ def heatmap_png(values: np.ndarray, rows: Sequence[str], cols: Sequence[str], ti
     return buf.getvalue()
 
 
-def write_attribution(out: Path, cells: dict[str, dict[str, Any]], heatmaps: bool) -> None:
+def write_attribution(out: Path, cells: dict[str, dict[str, Any]], heatmaps: bool | Sequence[str]) -> None:
     summary = {}
     for spec, cell in cells.items():
         labels, cm = cell["labels"], np.asarray(cell["confusion"], dtype=np.int64)

@@ -532,7 +532,8 @@ def _transfer_step(cfg: StudyConfig, out: Path, real: RealImages | ImageSet, pro
     run_transfer(real_src, fakes, list(t.detectors), out / "transfer", rows=tuple(t.rows), seed=cfg.study.seed,
                  fractions=tuple(t.fractions), jpeg=jpeg, attribute=t.attribute, progress=progress,
                  jobs=t.jobs, seeds=t.seeds, device=detector_device(cfg.study.device), patches=t.patches,
-                 patch_size=t.patch_size, patch_reduce=t.patch_reduce, detector_options=t.options)
+                 patch_size=t.patch_size, patch_reduce=t.patch_reduce, detector_options=t.options,
+                 heatmaps=(report.MAIN_METRIC,))  # the report's heatmap; the others are tables there
 
 
 def detector_device(device: str) -> str:

@@ -21,6 +21,47 @@ class NullBar:
         pass
 
 
+class LineBar(NullBar):
+    """For logs (stderr not a terminal): one plain line ``description: done/total`` at most every
+    ``every`` seconds, and one at the end, so a long loop is never silent for long."""
+
+    def __init__(self, description: str, total: float | None, *, every: float = 30.0, completed: float = 0,
+                 **_: Any):
+        self.description, self.total, self.completed, self.every = description, total, completed, every
+
+    def __enter__(self) -> LineBar:
+        import time
+
+        self.t0 = self.last = time.monotonic()
+        return self
+
+    def _line(self) -> None:
+        import sys
+        import time
+
+        self.last = time.monotonic()
+        total = f"/{self.total:g}" if self.total else ""
+        print(f"{self.description}: {self.completed:g}{total} ({self.last - self.t0:.0f} s)", file=sys.stderr, flush=True)
+
+    def advance(self, n: float = 1) -> None:
+        import time
+
+        self.completed += n
+        if time.monotonic() - self.last >= self.every:
+            self._line()
+
+    def update(self, **fields: Any) -> None:
+        if "completed" in fields:
+            self.completed = fields["completed"]
+        if "description" in fields:
+            self.description = fields["description"]
+
+    def __exit__(self, *exc: object) -> bool:
+        if exc[0] is None:
+            self._line()
+        return False
+
+
 class Bar:
     """A rich progress bar on stderr: ``advance(n)`` moves it, ``update(...)`` sets any task field."""
 
@@ -62,10 +103,11 @@ class Bar:
 
 
 def progress_bar(enabled: bool, description: str, total: float | None, *, terminal_only: bool = True,
-                 **options: Any) -> Bar | NullBar:
+                 log_every: float | None = None, **options: Any) -> Bar | NullBar:
     """A ``Bar`` when ``enabled`` (and stderr is a terminal, unless ``terminal_only`` is False), else a ``NullBar``.
 
-    Use as a context manager; ``options`` go to ``Bar`` (completed, transient, unit, fields).
+    With ``log_every`` (seconds), a log (stderr not a terminal) gets a :class:`LineBar` instead of
+    silence. Use as a context manager; ``options`` go to ``Bar`` (completed, transient, unit, fields).
     """
     if not enabled:
         return NullBar()
@@ -77,5 +119,7 @@ def progress_bar(enabled: bool, description: str, total: float | None, *, termin
         # A transient bar leaves only blank lines in a log; worker processes that share a terminal
         # (FORGELAB_PLAIN_PROGRESS) would draw over each other.
         if not Console(stderr=True).is_terminal or os.environ.get("FORGELAB_PLAIN_PROGRESS"):
+            if log_every is not None and not os.environ.get("FORGELAB_PLAIN_PROGRESS"):
+                return LineBar(description, total, every=log_every, **options)
             return NullBar()
     return Bar(description, total, **options)

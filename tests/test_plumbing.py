@@ -78,3 +78,20 @@ def test_progress_bar_is_silent_when_disabled_or_not_a_terminal():
     with progress_bar(True, "x", 3) as bar:  # pytest captures stderr: not a terminal
         bar.advance(1)
     assert isinstance(bar, NullBar)
+
+
+def test_long_loops_write_plain_lines_to_a_log(capsys, monkeypatch):
+    """Not on a terminal, a loop that asks for log lines prints its count at most every N seconds and at the end."""
+    import plumbing.progress as progress
+
+    clock = iter([0.0, 0.0, 70.0, 70.0, 100.0, 200.0])  # enter, 3 advances (one line at 70 s), exit
+    monkeypatch.setattr("time.monotonic", lambda: next(clock))
+    monkeypatch.delenv("FORGELAB_PLAIN_PROGRESS", raising=False)
+    with progress_bar(True, "Cells", 5, log_every=60) as bar:
+        assert isinstance(bar, progress.LineBar)
+        for _ in range(3):
+            bar.advance()
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ["Cells: 2/5 (70 s)", "Cells: 3/5 (200 s)"]
+    monkeypatch.setenv("FORGELAB_PLAIN_PROGRESS", "1")  # worker processes sharing a log stay quiet
+    assert isinstance(progress_bar(True, "Cells", 5, log_every=60), NullBar)

@@ -170,7 +170,7 @@ def run_cells(cells: Sequence[Any], compute: Callable[[Any, TestFeatures | None]
     the order of ``cells``.
     """
     done: dict[tuple, dict[str, Any]] = {}
-    with progress_bar(progress, title, len(cells), transient=False) as bar:
+    with progress_bar(progress, title, len(cells), transient=False, log_every=60) as bar:
         if jobs == 1 or len(cells) <= 1:
             feats, repeat = TestFeatures(), None
             for cell in cells:

@@ -128,7 +128,10 @@ def _separable(x: torch.Tensor, taps: torch.Tensor, kind: str) -> torch.Tensor:
         raise ValueError(f"2x resampling needs an even number of taps to keep pixel centres aligned, got {len(key)}.")
     mh = _matrix(x.shape[-2], key, kind).to(dtype=x.dtype, device=x.device)
     mw = mh if x.shape[-1] == x.shape[-2] else _matrix(x.shape[-1], key, kind).to(dtype=x.dtype, device=x.device)
-    return torch.matmul(mh, torch.matmul(x, mw.T))
+    # On the (N, H, W, C) view: channels-last maps (what training uses) are read without a
+    # reordering copy, as in gans.upsamplers.interpolate2x.
+    y = torch.einsum("pw,nhwc->nhpc", mw, x.permute(0, 2, 3, 1))
+    return torch.einsum("qh,nhpc->nqpc", mh, y).permute(0, 3, 1, 2)
 
 
 def upsample2x(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:

@@ -17,11 +17,15 @@ same images), and writes ``fidelity.md``, ``transfer.md``, ``summary.json`` and 
 
     PYTHONPATH=. python benchmarks/anti_aliasing_study.py --study outputs/imagewoof-dcgan32-cpu \\
         --data $FORGELAB_DATA --out outputs/anti-aliasing
+
+``--matrix STUDY/transfer/matrix.csv`` reads a finished study's own transfer matrix (its one-source
+rows) instead of fitting the detectors again; ``--detectors`` then defaults to every detector in it.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import time
@@ -49,6 +53,16 @@ def _real(data: Path, resolution: int, n_real: int, seed: int) -> tuple[ImageSet
     return train, test
 
 
+def _read_matrix(path: Path, names: list[str]) -> list[dict]:
+    """The one-source cells (trained on one of ``names``, tested on one) of a transfer matrix.csv."""
+    out = []
+    with open(path, newline="", encoding="utf-8") as f:
+        for r in csv.DictReader(f):
+            if r["train"] in names and r["test"] in names:
+                out.append({**r, "value": float(r["value"])})
+    return out
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -66,6 +80,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--matrix", type=Path, default=None,
+                   help="A study's transfer/matrix.csv: read its one-source rows instead of refitting the detectors.")
     args = p.parse_args()
     if not args.data:
         p.error("give --data or set FORGELAB_DATA to the ImageWoof folder")
@@ -92,6 +108,9 @@ def main() -> None:
     spectra = {"real": mean_spectra(train.images), **{n: mean_spectra(x) for n, x in fakes.items()}}
     (args.out / "radial.png").write_bytes(radial_figure(spectra, names))
 
+    study_records = _read_matrix(args.matrix, names) if args.matrix else None
+    if study_records is not None and args.detectors == ",".join(DEFAULT_DETECTORS):
+        args.detectors = ",".join(dict.fromkeys(r["detector"] for r in study_records))
     detectors = [d.strip() for d in args.detectors.split(",") if d.strip()]
     summary: dict = {"names": names, "folders": {n: str(where.get(n, args.study[0])) for n in names},
                      "n_fake": {n: len(x) for n, x in fakes.items()}, "fidelity": fidelity, "detectors": {}}
@@ -102,8 +121,12 @@ def main() -> None:
         return
     fake_sets = {n: ImageSet(images=x, files=[f"{n}#{i}" for i in range(len(x))], source=f"generator:{n}")
                  for n, x in fakes.items()}
-    records = run_transfer((train, test), fake_sets, detectors, args.out / "transfer", rows=("each",),
-                           seed=args.seed, progress=True)
+    if study_records is not None:
+        records = [r for r in study_records if r["detector"] in detectors]
+        summary["matrix"] = str(args.matrix)
+    else:
+        records = run_transfer((train, test), fake_sets, detectors, args.out / "transfer", rows=("each",),
+                               seed=args.seed, progress=True)
     auc = {(r["detector"], r["train"], r["test"]): r["value"] for r in records if r["metric"] == "auc"}
     classic = [n for n in names if n in CLASSIC]
     parts = []

@@ -8,30 +8,30 @@ cell), so a small receptive field suffices and the network stays light. Here:
 * the trunk is ResNet-50's stem, ``layer1`` (3 Bottleneck blocks, 256 channels) and ``layer2``
   (4 blocks, stride 2, 512 channels), built from torchvision's Bottleneck block with
   torchvision's initialisation; no pretrained weights;
-* above 64 px the stem is the NPR code's: a 3x3 stride-2 convolution (64 channels), batch norm,
-  ReLU, then 3x3 stride-2 max pooling (not torchvision's 7x7 stride-2 convolution);
-* for inputs of at most 64 px the stem is the small-input one of the lab's other backbones
-  (3x3 stride-1 convolution, no max-pool), so ``layer2`` still sees a 16x16 map of a 32 px
-  input — a departure from the paper, whose images are 224 px;
+* the stem is the NPR code's at every input size: a 3x3 stride-2 convolution (64 channels),
+  batch norm, ReLU, then 3x3 stride-2 max pooling (not torchvision's 7x7 stride-2 convolution).
+  A 32 px input thus reaches ``layer1`` as an 8x8 map and ``layer2`` as 4x4. The stride-2
+  convolution sees whole 2x2 cells of the residual at every output, so the grid the residual
+  measures is not lost;
 * it is registered as backbone ``nprnet`` and classifier ``nprnet``, so it takes any
   image-shaped feature: ``npr:nprnet`` (the paper's recipe), ``dwt:nprnet``, ``pixels:nprnet``.
 
-Training at CPU speed (departures from the lab's other CNNs, not from the network): on a CPU,
-``epochs`` and ``patience`` default to :data:`CPU_EPOCHS` and :data:`CPU_PATIENCE` (on a GPU
-to 20 and 4, as before), and the network and its inputs use the channels-last memory layout,
-which oneDNN's CPU convolutions run faster (the numbers are the same up to float rounding).
-The network, its initialisation, the optimiser, the batch size and the learning rate are
-unchanged; an explicit ``epochs=`` / ``patience=`` overrides the device default. Measured with
-``benchmarks/nprnet_speed.py`` on 1,600 images at 32 px (1,280 to train, 320 to validate), 2
-threads on the shared 2-core machine at a load average of 10-15: 4 epochs took 2,659 s
-(665 s an epoch under that load; the GPU recipe's 20 epochs would take 5x as long), with
-validation AP 0.800, 1.000, 0.999, 1.000 after epochs 1-4 and test ROC-AUC 0.9999 (nearest)
-and 0.9995 (bilinear, never trained on). Validation AP had saturated after 2 epochs, so the CPU
-default is 3. Channels-last: 29.9 s against 30.6 s a training step under the same load (no
-clear gain there; it is kept because it never costs). On a quiet machine the fit is expected
-to take about 3/20 of the GPU recipe's 19 minutes, i.e. about 3 minutes; not measured quietly.
+Training: 20 epochs with early stopping (patience 4) on every device, Adam, batch 64. On a CPU
+the network and its inputs use the channels-last layout, which oneDNN convolves faster (the
+same numbers up to float rounding).
 
-Augmentation default, measured with ``benchmarks/nprnet_augment.py`` (native 32 px crops of
+Until issue 16, inputs of at most 64 px got a small-input stem instead (3x3 stride-1
+convolution, no max pooling, so ``layer1`` ran at full resolution) and the CPU trained only 3
+epochs. That stem made the network 20x as costly: one training step of 64 images at 32 px took
+2.63 s on the 2-core CPU (channels-last, 2 threads, otherwise idle) against 0.129 s with the
+NPR code's stem (``benchmarks/nprnet_speed.py --steps 3 --stem small|paper``), and it bought
+nothing measurable. On 1,600 images at 32 px (nearest-2x fakes; 1,280 to train, 320 to
+validate) the NPR stem's fit took 8.5 s for 3 epochs and 25.0 s with the full schedule (9
+epochs run, early stopping; issue 16 measured about 19 minutes for the small stem's 20 epochs), with validation
+AP 1.000 from epoch 2 and test ROC-AUC 1.000 on held-out nearest fakes and 1.000 on bilinear
+fakes it never saw (the small stem: 0.9999 and 0.9995 after 4 epochs).
+
+Augmentation default, measured (with the small-input stem of that time) with ``benchmarks/nprnet_augment.py`` (native 32 px crops of
 the embedded photos as reals, nearest-2x fakes for training; 96 images per class, 6 epochs,
 seed 0, one CPU thread; ROC-AUC on 128 + 128 test images from disjoint photo regions):
 
@@ -55,25 +55,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 from torchvision.models.resnet import Bottleneck
 
-from detectors.backbones import SMALL_INPUT, Network, register_backbone
+from detectors.backbones import Network, register_backbone
 from detectors.base import register_classifier
 from detectors.cnn import CNNClassifier
 
 NPRNET_DIM = 512  # channels out of ResNet-50's layer2
-# Epochs and early-stopping patience of a fit on the CPU (on a GPU: 20 and 4); see the module docstring.
-CPU_EPOCHS = 3
-CPU_PATIENCE = 2
-# Inputs of at most this many pixels get the small-input stem (stride 1, no max-pool); larger ones
-# the NPR code's stem. benchmarks/nprnet_speed.py --stem paper sets it to 0 to measure the paper's
-# stem at 32 px.
-SMALL_STEM_MAX = SMALL_INPUT
+# Inputs of at most this many pixels get the small-input stem (stride 1, no max-pool) that
+# nprnet used at <= 64 px before issue 16; 0 (the default) gives the NPR code's stem at every
+# size. benchmarks/nprnet_speed.py --stem small sets it to measure the old stem.
+SMALL_STEM_MAX = 0
 
 
 def _stage(inplanes: int, planes: int, blocks: int, stride: int) -> nn.Sequential:
@@ -85,7 +81,7 @@ def _stage(inplanes: int, planes: int, blocks: int, stride: int) -> nn.Sequentia
 
 @register_backbone("nprnet")
 def nprnet_trunk(in_channels: int, input_size: int) -> tuple[nn.Module, int]:
-    """NPR's stem, ResNet-50's layer1 and layer2, global average pooling: (N, C, H, W) -> (N, 512); small stem for <= 64 px."""
+    """NPR's stem, ResNet-50's layer1 and layer2, global average pooling: (N, C, H, W) -> (N, 512)."""
     if input_size <= SMALL_STEM_MAX:
         stem = [nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
                 nn.Identity()]
@@ -108,16 +104,14 @@ class NPRNetClassifier(CNNClassifier):
 
     name = "nprnet"
     arch = "nprnet"
-    # epochs / patience left None: (CPU, CUDA) defaults.
-    DEVICE_DEFAULTS: ClassVar[dict[str, tuple[int, int]]] = {"epochs": (CPU_EPOCHS, 20), "patience": (CPU_PATIENCE, 4)}
 
     def __init__(
         self,
-        epochs: int | None = None,
+        epochs: int = 20,
         batch_size: int = 64,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
-        patience: int | None = None,
+        patience: int = 4,
         augment_p: float = 0.0,
         flip_p: float | None = 0.5,
         input_norm: str = "channel",

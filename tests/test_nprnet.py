@@ -19,14 +19,17 @@ def test_trunk_is_resnet50_up_to_layer2():
     body, dim = BACKBONES["nprnet"](3, 32)
     assert dim == 512
     names = [type(m).__name__ for m in body]
-    assert names == ["Conv2d", "BatchNorm2d", "ReLU", "Identity", "Sequential", "Sequential", "AdaptiveAvgPool2d", "Flatten"]
+    assert names == ["Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "Sequential", "Sequential", "AdaptiveAvgPool2d", "Flatten"]
     assert len(body[4]) == 3 and len(body[5]) == 4  # ResNet-50's stage sizes
-    assert body[0].stride == (1, 1) and body[0].kernel_size == (3, 3)  # small-input stem
+    # The NPR code's stem at 32 px too: 32 -> 16 (conv) -> 8 (pool) into layer1, 4x4 out of layer2.
+    assert body[0].stride == (2, 2) and body[0].kernel_size == (3, 3)
+    assert body[:5](torch.zeros(1, 3, 32, 32)).shape == (1, 256, 8, 8)
+    assert body[:6](torch.zeros(1, 3, 32, 32)).shape == (1, 512, 4, 4)
     assert body(torch.zeros(2, 3, 16, 16)).shape == (2, 512)
     # torchvision's ResNet-50 has 215,808 parameters in layer1 and 1,219,584 in layer2.
     assert [sum(p.numel() for p in body[i].parameters()) for i in (4, 5)] == [215_808, 1_219_584]
     big, _ = BACKBONES["nprnet"](3, 128)
-    # Above 64 px the NPR code's stem: a 3x3 stride-2 convolution, then 3x3 stride-2 max pooling.
+    # The NPR code's stem: a 3x3 stride-2 convolution, then 3x3 stride-2 max pooling.
     assert big[0].kernel_size == (3, 3) and big[0].stride == (2, 2) and big[0].padding == (1, 1)
     assert isinstance(big[3], nn.MaxPool2d) and big[3].kernel_size == 3 and big[3].stride == 2
     assert big[:4](torch.zeros(1, 3, 128, 128)).shape == (1, 64, 32, 32)
@@ -35,11 +38,11 @@ def test_trunk_is_resnet50_up_to_layer2():
 
 
 def test_epochs_default_by_device_and_channels_last_gives_the_same_numbers():
-    from detectors.nprnet import CPU_EPOCHS, CPU_PATIENCE, NPRNetClassifier
+    from detectors.nprnet import NPRNetClassifier
 
     clf = NPRNetClassifier()
-    assert clf._schedule(torch.device("cpu")) == (CPU_EPOCHS, CPU_PATIENCE)
-    assert clf._schedule(torch.device("cuda")) == (20, 4)
+    # One schedule on every device (the NPR stem made the CPU's shortened one unnecessary).
+    assert clf._schedule(torch.device("cpu")) == clf._schedule(torch.device("cuda")) == (20, 4)
     assert NPRNetClassifier(epochs=3, patience=1)._schedule(torch.device("cpu")) == (3, 1)
     with pytest.raises(ValueError, match="epochs must be an integer"):
         NPRNetClassifier(epochs=0).validate_params()

@@ -94,7 +94,7 @@ CELL_VERSION = 1
 # (absent: 1) when its code changes what it computes. Version 2: cells before code versions.
 CELL_CODE_VERSION = 2
 FEATURE_CODE_VERSIONS: dict[str, int] = {}
-CLASSIFIER_CODE_VERSIONS: dict[str, int] = {}
+CLASSIFIER_CODE_VERSIONS: dict[str, int] = {"nprnet": 2}  # 2: the NPR code's stem at every size (issue 16)
 
 
 def cell_code_version(spec: str) -> dict[str, int]:

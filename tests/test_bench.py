@@ -277,3 +277,38 @@ def test_real_only_row_names_the_problem_when_no_detector_can_fit_without_fakes(
     r = CliRunner().invoke(app, ["bench", str(root), "--train", "real-only", "--detector", "radial:deviation",
                                  "--out", str(tmp_path / "out2"), "--no-progress"])
     assert r.exit_code != 0 and "real-only:chk" in r.output
+
+
+def test_patches_fit_and_score_k_crops_per_image(tmp_path, monkeypatch):
+    """--patches 4 --patch-size 16: every 32 px image goes to the detector as four 16 px crops (fitting and
+    scoring alike), and the per-image scores still separate the checkerboard fakes."""
+    import detectors.detector as detector_module
+
+    seen = []
+    real_init = detector_module.Detector.__init__
+
+    def spy(self, *args, **kwargs):
+        seen.append({k: kwargs.get(k) for k in ("patches", "patch_size", "patch_reduce", "patch_align")})
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(detector_module.Detector, "__init__", spy)
+    root = _tree(tmp_path / "tree", classes=False, val=True)
+    out = tmp_path / "out"
+    r = CliRunner().invoke(app, ["bench", str(root), "--train", "chk", "--detector", "radial:lr", "--no-align",
+                                 "--patches", "4", "--patch-size", "16", "--out", str(out), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert {"patches": 4, "patch_size": 16, "patch_reduce": "mean", "patch_align": 2} in seen
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["patches"] == 4 and manifest["config"]["patch_size"] == 16
+    auc = {row["test"]: float(row["value"]) for row in _rows(out / "results.csv")
+           if row["metric"] == "auc" and row["condition"] == "none"}
+    assert auc["chk"] > 0.9
+
+
+def test_patches_larger_than_the_images_are_refused_in_one_sentence(tmp_path):
+    root = _tree(tmp_path / "tree", classes=False, val=True)
+    r = CliRunner().invoke(app, ["bench", str(root), "--train", "chk", "--detector", "radial:lr", "--no-align",
+                                 "--patches", "4", "--patch-size", "48", "--out", str(tmp_path / "out"),
+                                 "--no-progress"])
+    assert r.exit_code == 1
+    assert "--patch-size 48 is larger than the images (32 px)" in r.output

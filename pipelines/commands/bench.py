@@ -46,6 +46,12 @@ def bench(
     seeds: int = typer.Option(1, "--seeds", help="Fit every row K times with the seeds SEED..SEED+K-1; tables hold "
                               "the mean, sd (ddof=1) and n."),
     jobs: int = typer.Option(1, "--jobs", help="Cells fitted at once, each in its own worker process."),
+    patches: int | None = typer.Option(None, "--patches", help="Fit and score K crops per image (a square: 4, 9, 16) "
+                                      "of --patch-size px on an aligned grid (8x8 when aligned, else 2x2), "
+                                      "aggregated per image.", show_default="none: one crop per image"),
+    patch_size: int | None = typer.Option(None, "--patch-size", help="Side of each patch in pixels (with --patches).",
+                                          show_default="none: needed with --patches"),
+    patch_reduce: str = typer.Option("mean", "--patch-reduce", help="Patch aggregation: mean (of logits) or max."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Decode images again instead of using the cache."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished run in --out."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
@@ -74,6 +80,15 @@ def bench(
     if max_quality is not None and not 1 <= max_quality <= 100:
         raise ValueError(f"--align-quality {max_quality} must be a JPEG quality between 1 and 100.")
     specs = unique_specs(detector)
+    if patches is not None:
+        from detectors.patches import check_patches
+
+        check_patches(patches, patch_reduce)
+        if patch_size is None or patch_size < 4:
+            raise ValueError(f"--patches needs --patch-size, the side of each crop in pixels (at least 4), got {patch_size}.")
+        if resolution is not None and patch_size > resolution:
+            raise ValueError(f"--patch-size {patch_size} is larger than --resolution {resolution}; choose a patch that "
+                             "fits in the image.")
     sweeps = parse_sweeps(sweep)
     tree = scan_tree(root)  # layout errors before anything is written
     rows = parse_train(train, list(tree["train"]))
@@ -94,7 +109,13 @@ def bench(
     config = {"root": str(root), "train": train, "detectors": specs, "models": [str(m) for m in model],
               "resolution": data.resolution, "align": align, "align_quality": max_quality,
               "preprocess": data.preprocess, "sweeps": sweep, "val_fraction": val_fraction, "limit": limit,
-              "seed": seed, "seeds": seeds}
+              "seed": seed, "seeds": seeds,
+              **({"patches": patches, "patch_size": patch_size, "patch_reduce": patch_reduce} if patches else {})}
+    if patches is not None and patch_size > data.resolution:
+        raise ValueError(f"--patch-size {patch_size} is larger than the images ({data.resolution} px); choose a "
+                         "smaller patch or a larger --resolution.")
+    patch = ({"patches": patches, "patch_size": patch_size, "patch_reduce": patch_reduce,
+              "patch_align": 8 if data.plan is not None else 2} if patches is not None else {})
     folder.start("bench", config, seed=seed, data=str(root), overwrite=overwrite,
                  resume=not overwrite and folder.manifest_path.exists())
     skipped = data.skipped
@@ -109,7 +130,8 @@ def bench(
     if skipped:
         typer.echo(f"Skipped {len(skipped)} unreadable or too small file(s); they are listed in {folder.manifest_path}.")
     result = run_bench(data, specs, out, rows=rows, models=[str(m) for m in model], sweeps=sweeps, seed=seed,
-                       seeds=seeds, jobs=jobs, val_fraction=val_fraction, progress=progress)
+                       seeds=seeds, jobs=jobs, val_fraction=val_fraction, progress=progress,
+                       detector_options={spec: dict(patch) for spec in specs} if patch else None)
     print_bench(result)
     folder.finish(outputs=["results.csv", "repeats.csv", "results.json", "report.html", "figures/", "cells/"])
     typer.echo(f"Wrote {out / 'results.csv'}, {out / 'results.json'} and {out / 'report.html'}.")

@@ -108,6 +108,12 @@ def supports_real_only(spec: str) -> bool:
     return bool(getattr(CLASSIFIERS[classifier], "supports_real_only", False))
 
 
+def supports_attribution(spec: str) -> bool:
+    """True when the classifier of ``FEATURE:CLASSIFIER`` can tell several fake sources apart (not binary-only)."""
+    _, classifier = check_spec(spec)
+    return not getattr(CLASSIFIERS[classifier], "binary_only", False)
+
+
 def _versions() -> dict[str, str]:
     out = {"python": sys.version.split()[0]}
     for mod in ("torch", "numpy", "sklearn", "skops"):

@@ -241,6 +241,7 @@ class DeviationClassifier(SklearnClassifier):
     name = "deviation"
     # fit(X, y) accepts labels that are all 0 (real images alone); see the module docstring.
     supports_real_only: ClassVar[bool] = True
+    binary_only: ClassVar[bool] = True  # no multi-class attribution (detectors.detector.supports_attribution)
     default_grid: ClassVar[dict[str, list]] = {"floor": [0.0, 1.0, 3.0, 10.0], "alpha": [0.1, 1.0, 10.0]}
 
     def __init__(self, floor: float = 3.0, alpha: float = 1.0, components: int | None = None,

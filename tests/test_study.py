@@ -630,3 +630,9 @@ def test_transfer_options_reach_the_detectors(tmp_path, monkeypatch):
     cells = [json.loads((tmp_path / run / "transfer" / "cells" / "radial-lr" / "nearest.json").read_text())
              for run in ("plain", "opted")]
     assert cells[0]["config_hash"] != cells[1]["config_hash"]
+
+
+def test_attribution_with_binary_only_detectors_alone_is_refused_when_the_config_is_read():
+    with pytest.raises(ValueError, match=r"attribute = true needs a detector that can tell sources apart"):
+        parse_config(tiny(transfer={"detectors": ["radial:deviation"], "attribute": True}))
+    assert parse_config(tiny(transfer={"detectors": ["radial:deviation", "radial:lr"], "attribute": True})).transfer

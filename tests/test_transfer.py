@@ -526,3 +526,16 @@ def test_patches_in_transfer_fit_and_score_crops(sources, tmp_path: Path, monkey
     assert {r["test"] for r in records} == {"checker", "zeros"}
     with pytest.raises(ValueError, match="square number"):
         run_transfer(real, fakes, ["periodicity:lr"], tmp_path / "q", patches=3, patch_size=16)
+
+
+def test_attribution_leaves_out_binary_only_detectors(sources, tmp_path: Path):
+    """deviation cannot tell sources apart: with attribute=True it keeps its matrix rows and gets no attribution model,
+    while lr beside it is attributed; a list of binary-only detectors alone is refused in one sentence."""
+    real, fakes = sources
+    run_transfer(real, fakes, ["radial:deviation", "radial:lr"], tmp_path / "mixed", rows="each", attribute=True,
+                 heatmaps=False)
+    summary = json.loads((tmp_path / "mixed" / "attribution.json").read_text())
+    assert list(summary) == ["radial:lr"]
+    assert (tmp_path / "mixed" / "cells" / "radial-deviation" / "checker.json").is_file()
+    with pytest.raises(ValueError, match="can attribute fakes to their source"):
+        run_transfer(real, fakes, ["radial:deviation"], tmp_path / "alone", rows="each", attribute=True, heatmaps=False)

@@ -40,7 +40,8 @@ Protocol (one matrix per detector):
   or ``cells/<detector>/repeat-<r>/<row>.json`` with a hash of everything it depends on (image
   contents, splits, seed, perturbation, and the code versions of :func:`cell_code_version`); a
   rerun skips cells whose hash matches.
-- **Attribution.** With ``attribute=True`` each detector is also fitted as one multi-class
+- **Attribution.** With ``attribute=True`` each detector whose classifier can tell sources apart
+  (not the binary ``deviation``, which is left out) is also fitted as one multi-class
   model (real + every source, Yu et al. 2019); its confusion matrix on the test splits is
   written as CSV and PNG. With K seeds it is fitted once per repeat; the confusion counts are
   summed over the repeats and the accuracy is their mean (with ``accuracy_sd`` and ``n``).
@@ -65,7 +66,7 @@ import numpy as np
 import torch
 from sklearn.metrics import confusion_matrix
 
-from detectors.detector import Detector, supports_real_only
+from detectors.detector import Detector, supports_attribution, supports_real_only
 from detectors.metrics import evaluate
 from pipelines.data.images import ImageSet, perturb, split_indices
 from pipelines.evaluation.protocol import (
@@ -343,7 +344,12 @@ def run_transfer(real: SetSpec, fakes: dict[str, SetSpec], detectors: list[str],
         raise ValueError(f"No detector among {', '.join(specs)} can be fitted on real images alone; "
                          "drop the real-only row or add one, e.g. fingerprint:deviation.")
     tasks = [(d, r, k) for k in range(seeds) for d in specs for r in row_map if r != REAL_ONLY or supports_real_only(d)]
-    tasks += [(d, ATTRIBUTION, k) for k in range(seeds) for d in specs] if attribute else []
+    # Attribution: the detectors whose classifier tells sources apart (deviation is binary: no model).
+    attributors = [d for d in specs if supports_attribution(d)] if attribute else []
+    if attribute and not attributors:
+        raise ValueError(f"No detector among {', '.join(specs)} can attribute fakes to their source (binary-only "
+                         "classifiers); drop attribute or add one, e.g. radial:svm.")
+    tasks += [(d, ATTRIBUTION, k) for k in range(seeds) for d in attributors]
 
     def cell(spec: str, row: str, k: int) -> TransferCell:
         rep = reps[k]
@@ -375,7 +381,7 @@ def run_transfer(real: SetSpec, fakes: dict[str, SetSpec], detectors: list[str],
                   per_repeat=per_repeat, seeds=seed_list)
     if attribute:
         write_attribution(out, {spec: pool_attribution([cells[(spec, ATTRIBUTION, k)] for k in range(seeds)])
-                                for spec in specs}, heatmaps)
+                                for spec in attributors}, heatmaps)
     return records
 
 

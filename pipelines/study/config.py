@@ -442,6 +442,12 @@ def _parse_transfer(raw: dict[str, Any], n_generators: int) -> TransferOptions |
         raise ValueError(f"[transfer] jpeg = {transfer.jpeg} must be a JPEG quality from 1 to 100.")
     if transfer.attribute and n_generators < 2:
         raise ValueError("[transfer] attribute = true needs at least two generators to tell apart.")
+    if transfer.attribute:
+        from detectors.detector import supports_attribution
+
+        if not any(supports_attribution(d) for d in transfer.detectors):
+            raise ValueError("[transfer] attribute = true needs a detector that can tell sources apart, and every one "
+                             "listed is binary-only (deviation); add one, e.g. \"radial:svm\", or set attribute = false.")
     _check_detector_options(transfer)
     return transfer
 

@@ -234,8 +234,13 @@ def test_local_interrupted_resumes_with_ray(ray_runtime, tmp_path):
 
 
 def test_ray_interrupted_resumes_with_local(ray_runtime, tmp_path):
+    import signal
+
+    # Ctrl-C as the user presses it: Python's default handler, whatever an earlier test or library left.
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+
     def ctrl_c_when_b_runs() -> None:
-        for _ in range(600):
+        for _ in range(1100):  # b starts after a; a Ray worker can take a while to start on a busy machine
             if runs(tmp_path, "b"):
                 _thread.interrupt_main()
                 return
@@ -243,9 +248,12 @@ def test_ray_interrupted_resumes_with_local(ray_runtime, tmp_path):
 
     t = threading.Thread(target=ctrl_c_when_b_runs)
     t.start()
-    with pytest.raises(KeyboardInterrupt):
-        run_steps(make_steps(tmp_path, {"b": "hang-once"}), StepLog(tmp_path), "ray", progress=False)
-    t.join()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_steps(make_steps(tmp_path, {"b": "hang-once"}), StepLog(tmp_path), "ray", progress=False)
+    finally:
+        t.join()
+        signal.signal(signal.SIGINT, old)
     st = {k: s for k, (s, _) in states(tmp_path).items()}
     assert st["step/a"] == "done" and st["step/b"] == "running" and "step/d" not in st
     pid = runs(tmp_path, "b")[0][0]

@@ -456,10 +456,16 @@ def _check_detector_options(transfer: TransferOptions) -> None:
     """[transfer] options: each key a listed detector, each value arguments its Detector accepts."""
     from detectors.detector import Detector
 
-    for spec, opts in transfer.options.items():
+    for spec, opts in list(transfer.options.items()):
         if spec not in transfer.detectors:
-            raise ValueError(f"[transfer] options names {spec!r}, which is not in detectors; "
-                             f"use one of: {', '.join(transfer.detectors)}.")
+            # A valid detector that is not listed (say, after --set transfer.detectors=...) is left
+            # out: its options have no effect and no place in any hash. A misspelt one is an error.
+            try:
+                check_spec(spec)
+            except ValueError as e:
+                raise ValueError(f"[transfer] options names {spec!r}: {e}") from None
+            del transfer.options[spec]
+            continue
         owned = sorted(set(opts) & set(STUDY_OWNED_DETECTOR_KEYS))
         if owned:
             raise ValueError(f"[transfer] options for {spec!r} sets {', '.join(owned)}, which the study sets itself "

@@ -37,6 +37,14 @@ def check_patches(k: int | None, reduce: str = "mean", align: int = 2) -> None:
         raise ValueError(f"patch_align must be a positive number of pixels (2 for the 2x2 grid, 8 for JPEG), got {align!r}.")
 
 
+def check_patch_options(patches: int | None, patch_size: int | None, reduce: str, resolution: int) -> None:
+    """The command-line check of ``--patches K --patch-size R --patch-reduce``: one sentence for the first bad one."""
+    check_patches(patches, reduce)
+    if patches is not None and (patch_size is None or not 4 <= patch_size <= resolution):
+        raise ValueError(f"--patches needs --patch-size, a crop side between 4 and the image size ({resolution} px), "
+                         f"got {patch_size}.")
+
+
 def grid_offsets(length: int, size: int, per_side: int, align: int = 2) -> list[int]:
     """``per_side`` crop offsets along an axis of ``length`` pixels: evenly spread, rounded down to multiples of ``align``."""
     if size > length:

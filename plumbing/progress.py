@@ -1,7 +1,9 @@
-"""One progress bar for every long loop: rich on a terminal, silent in logs and tests."""
+"""One progress bar for every long loop: rich on a terminal; in a log, silent or (where asked) a plain line now and then."""
 
 from __future__ import annotations
 
+import sys
+import time
 from typing import Any
 
 
@@ -30,22 +32,15 @@ class LineBar(NullBar):
         self.description, self.total, self.completed, self.every = description, total, completed, every
 
     def __enter__(self) -> LineBar:
-        import time
-
         self.t0 = self.last = time.monotonic()
         return self
 
     def _line(self) -> None:
-        import sys
-        import time
-
         self.last = time.monotonic()
         total = f"/{self.total:g}" if self.total else ""
         print(f"{self.description}: {self.completed:g}{total} ({self.last - self.t0:.0f} s)", file=sys.stderr, flush=True)
 
     def advance(self, n: float = 1) -> None:
-        import time
-
         self.completed += n
         if time.monotonic() - self.last >= self.every:
             self._line()

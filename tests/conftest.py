@@ -16,6 +16,31 @@ from PIL import Image
 torch.set_num_threads(1)
 
 
+# A study small enough for a test: two 3-step DCGANs on the embedded photos, one detector. One
+# thread: a step in a worker process computes exactly what it computes in the test's process.
+TINY_STUDY = {
+    "study": {"name": "tiny", "seed": 0, "resolution": 32, "data": "embedded", "n_real": 64, "threads": 1},
+    "train": {"steps": 3, "batch_size": 16, "width": 8, "z_dim": 16, "log_every": 1,
+              "sample_every": 0, "ckpt_every": 0},
+    "grid": {"upsamplers": ["nearest", "bed_of_nails"]},
+    "generate": {"n": 40, "batch_size": 40, "grid": 16},
+    "transfer": {"detectors": ["radial:lr"]},
+}
+
+
+def tiny_study(**changes) -> dict:
+    """A copy of TINY_STUDY with ``section={key: value}`` changes merged in (``section=None`` drops it)."""
+    import copy
+
+    cfg = copy.deepcopy(TINY_STUDY)
+    for section, values in changes.items():
+        if values is None:
+            cfg.pop(section, None)
+        else:
+            cfg.setdefault(section, {}).update(values)
+    return cfg
+
+
 def smooth_images(n: int, size: int = 32, seed: int = 0) -> torch.Tensor:
     """(n, 3, size, size) uint8 images: sums of a few random low-frequency gratings (photo-like spectra)."""
     g = torch.Generator().manual_seed(seed)

@@ -311,4 +311,4 @@ def test_patches_larger_than_the_images_are_refused_in_one_sentence(tmp_path):
                                  "--patches", "4", "--patch-size", "48", "--out", str(tmp_path / "out"),
                                  "--no-progress"])
     assert r.exit_code == 1
-    assert "--patch-size 48 is larger than the images (32 px)" in r.output
+    assert "--patches needs --patch-size, a crop side between 4 and the image size (32 px), got 48." in r.output

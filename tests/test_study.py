@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import copy
 import dataclasses
 import io
 import json
@@ -13,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_STUDY as TINY
+from conftest import tiny_study as tiny
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -34,27 +35,6 @@ from pipelines.study.config import (
 )
 from pipelines.study.run import run_study
 from pipelines.study.steps import StepLog, digest
-
-TINY = {
-    "study": {"name": "tiny", "seed": 0, "resolution": 32, "data": "embedded", "n_real": 64},
-    "train": {"steps": 3, "batch_size": 16, "width": 8, "z_dim": 16, "log_every": 1,
-              "sample_every": 0, "ckpt_every": 0},
-    "grid": {"upsamplers": ["nearest", "bed_of_nails"]},
-    "generate": {"n": 40, "batch_size": 40, "grid": 16},
-    "transfer": {"detectors": ["radial:lr"]},
-}
-
-
-def tiny(**changes) -> dict:
-    """A copy of the tiny study config with ``section={key: value}`` changes merged in."""
-    cfg = copy.deepcopy(TINY)
-    for section, values in changes.items():
-        if values is None:
-            cfg.pop(section, None)
-        else:
-            cfg.setdefault(section, {}).update(values)
-    return cfg
-
 
 # --------------------------------------------------------------------------- config validation
 

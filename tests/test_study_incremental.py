@@ -4,33 +4,16 @@ without --resume or --overwrite."""
 
 from __future__ import annotations
 
-import copy
 import csv
 import json
 
 import pytest
+from conftest import tiny_study as tiny
 from typer.testing import CliRunner
 
 import pipelines.report.page
 from pipelines.study.run import run_study
 from pipelines.study.steps import StepLog
-
-TINY = {
-    # One thread: a step in a worker process computes exactly what it computes here.
-    "study": {"name": "tiny", "seed": 0, "resolution": 32, "data": "embedded", "n_real": 64, "threads": 1},
-    "train": {"steps": 3, "batch_size": 16, "width": 8, "z_dim": 16, "log_every": 1,
-              "sample_every": 0, "ckpt_every": 0},
-    "grid": {"upsamplers": ["nearest", "bed_of_nails"]},
-    "generate": {"n": 40, "batch_size": 40, "grid": 16},
-    "transfer": {"detectors": ["radial:lr"]},
-}
-
-
-def tiny(**changes) -> dict:
-    cfg = copy.deepcopy(TINY)
-    for section, values in changes.items():
-        cfg.setdefault(section, {}).update(values)
-    return cfg
 
 
 class Ran:

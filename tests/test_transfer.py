@@ -129,16 +129,23 @@ def test_heatmaps_can_be_limited_to_named_metrics(sources, tmp_path: Path):
     assert (tmp_path / "matrix.csv").read_text().count(",eer,") == 8  # every metric still in the numbers
 
 
-def test_resume_skips_finished_cells_and_config_changes_refit(sources, tmp_path: Path, monkeypatch):
-    real, fakes = sources
-    fits = []
+@pytest.fixture
+def fit_calls(monkeypatch) -> list[tuple[Detector, torch.Tensor, torch.Tensor | None]]:
+    """Every Detector.fit call made while the test runs, in order: (detector, real images, fake images)."""
+    calls: list[tuple[Detector, torch.Tensor, torch.Tensor | None]] = []
     original = Detector.fit
 
-    def counting(self, *a, **k):
-        fits.append(self.spec)
-        return original(self, *a, **k)
+    def spy(self, real_x, fake_x, *a, **k):
+        calls.append((self, real_x, fake_x))
+        return original(self, real_x, fake_x, *a, **k)
 
-    monkeypatch.setattr(Detector, "fit", counting)
+    monkeypatch.setattr(Detector, "fit", spy)
+    return calls
+
+
+def test_resume_skips_finished_cells_and_config_changes_refit(sources, tmp_path: Path, fit_calls):
+    real, fakes = sources
+    fits = fit_calls
     first = run_transfer(real, fakes, ["radial:lr"], tmp_path, rows="each", heatmaps=False)
     assert len(fits) == 2
     # A run that stopped half-way: one cell file lost.
@@ -152,25 +159,18 @@ def test_resume_skips_finished_cells_and_config_changes_refit(sources, tmp_path:
     assert len(fits) == 5
 
 
-def test_a_new_feature_or_classifier_code_version_recomputes_old_cells(sources, tmp_path: Path, monkeypatch):
+def test_a_new_feature_or_classifier_code_version_recomputes_old_cells(sources, tmp_path: Path, fit_calls, monkeypatch):
     import pipelines.evaluation.transfer as transfer
 
     real, fakes = sources
-    fits = []
-    original = Detector.fit
-
-    def counting(self, *a, **k):
-        fits.append(self.spec)
-        return original(self, *a, **k)
-
-    monkeypatch.setattr(Detector, "fit", counting)
+    fits = fit_calls
     assert transfer.cell_code_version("radial:lr") == {"cell": transfer.CELL_CODE_VERSION, "feature": 1, "classifier": 1}
     run_transfer(real, fakes, ["radial:lr", "xy:lr"], tmp_path, rows="each", heatmaps=False)
     assert len(fits) == 4
     # The radial feature's code changed: its cells are fitted again, xy's are reused.
     monkeypatch.setitem(transfer.FEATURE_CODE_VERSIONS, "radial", 2)
     run_transfer(real, fakes, ["radial:lr", "xy:lr"], tmp_path, rows="each", heatmaps=False)
-    assert fits[4:] == ["radial:lr", "radial:lr"]
+    assert [d.spec for d, _, _ in fits[4:]] == ["radial:lr", "radial:lr"]
     # The classifier's code changed: every cell that uses it is fitted again.
     monkeypatch.setitem(transfer.CLASSIFIER_CODE_VERSIONS, "lr", 2)
     run_transfer(real, fakes, ["radial:lr", "xy:lr"], tmp_path, rows="each", heatmaps=False)
@@ -320,18 +320,11 @@ def _by_key(rows: list[dict[str, str]]) -> dict[tuple[str, str, str, str], dict[
     return {(r["detector"], r["train"], r["test"], r["metric"]): r for r in rows}
 
 
-def test_seeds_mean_and_sd_are_those_of_the_repeats(sources, tmp_path: Path, monkeypatch):
+def test_seeds_mean_and_sd_are_those_of_the_repeats(sources, tmp_path: Path, fit_calls):
     """seeds=2: two fits per cell on different splits and classifier seeds; matrix = mean, sd of the repeats."""
     real, fakes = sources
-    fits: list[tuple[int, torch.Tensor, torch.Tensor]] = []
-    original = Detector.fit
-
-    def spy(self, real_train, fake_train, *a, **k):
-        fits.append((self.seed, real_train.clone(), fake_train.clone()))
-        return original(self, real_train, fake_train, *a, **k)
-
-    monkeypatch.setattr(Detector, "fit", spy)
     records = run_transfer(real, fakes, ["radial:lr"], tmp_path, rows="each", seeds=2, heatmaps=False)
+    fits = [(d.seed, r, f) for d, r, f in fit_calls]
 
     # Every cell is fitted twice, repeat 0 with the seed 0 and repeat 1 with the seed 1 ...
     assert sorted(f[0] for f in fits) == [0, 0, 1, 1]
@@ -372,19 +365,15 @@ def test_seeds_mean_and_sd_are_those_of_the_repeats(sources, tmp_path: Path, mon
     assert cell1["results"]["checker"]["auc"] == float(rep1[("radial:lr", "zeros", "checker", "auc")]["value"])
 
 
-def test_one_seed_is_the_single_seed_protocol_and_more_seeds_reuse_it(sources, tmp_path: Path, monkeypatch):
+def test_one_seed_is_the_single_seed_protocol_and_more_seeds_reuse_it(sources, tmp_path: Path, fit_calls):
     """seeds=1 writes today's five columns and numbers; raising to seeds=2 fits only the new repeat."""
     real, fakes = sources
-    fits = []
-    original = Detector.fit
 
-    def counting(self, *a, **k):
-        fits.append(self.seed)
-        return original(self, *a, **k)
+    def seeds() -> list[int]:
+        return [d.seed for d, _, _ in fit_calls]
 
-    monkeypatch.setattr(Detector, "fit", counting)
     one = run_transfer(real, fakes, ["radial:lr"], tmp_path, rows="each", heatmaps=False)
-    assert fits == [0, 0] and all(set(r) == {"detector", "train", "test", "metric", "value"} for r in one)
+    assert seeds() == [0, 0] and all(set(r) == {"detector", "train", "test", "metric", "value"} for r in one)
     rows_one = _read_csv(tmp_path / "matrix.csv")
     assert list(rows_one[0]) == ["detector", "train", "test", "metric", "value"]
     assert "sd" not in json.loads((tmp_path / "matrix.json").read_text())
@@ -393,13 +382,13 @@ def test_one_seed_is_the_single_seed_protocol_and_more_seeds_reuse_it(sources, t
     assert [(r["metric"], r["value"], r["seed"]) for r in reps_one] == [(r["metric"], r["value"], "0") for r in rows_one]
 
     two = run_transfer(real, fakes, ["radial:lr"], tmp_path, rows="each", seeds=2, heatmaps=False)
-    assert fits == [0, 0, 1, 1]  # repeat 0 is the seed-0 run: its cells are reused
+    assert seeds() == [0, 0, 1, 1]  # repeat 0 is the seed-0 run: its cells are reused
     rep0 = {k: r["value"] for k, r in _by_key([r for r in _read_csv(tmp_path / "repeats.csv") if r["repeat"] == "0"]).items()}
     assert rep0 == {k: r["value"] for k, r in _by_key(rows_one).items()}
     assert len(two) == len(one)
     # Back to one seed: the same numbers as the first run, nothing fitted.
     assert run_transfer(real, fakes, ["radial:lr"], tmp_path, rows="each", heatmaps=False) == one
-    assert fits == [0, 0, 1, 1]
+    assert seeds() == [0, 0, 1, 1]
     with pytest.raises(ValueError, match="seeds must be a positive integer"):
         run_transfer(real, fakes, ["radial:lr"], tmp_path, seeds=0)
 
@@ -486,18 +475,11 @@ def test_cli_transfer_seeds(tmp_path: Path):
     assert f"{float(cell['value']):.3f} ± {float(cell['sd']):.3f}" in res.output  # the printed table
 
 
-def test_real_only_row_fits_on_reals_alone_and_tests_every_source(sources, tmp_path: Path, monkeypatch):
+def test_real_only_row_fits_on_reals_alone_and_tests_every_source(sources, tmp_path: Path, fit_calls):
     real, fakes = sources
     assert row_sources(["each", "real-only"], ["a", "b"]) == {"a": ["a"], "b": ["b"], "real-only": []}
-    fits = []
-    original = Detector.fit
-
-    def spy(self, real_x, fake_x, *args, **kwargs):
-        fits.append((self.spec, fake_x is None, real_x.shape[0]))
-        return original(self, real_x, fake_x, *args, **kwargs)
-
-    monkeypatch.setattr(Detector, "fit", spy)
     records = run_transfer(real, fakes, ["fingerprint:deviation", "radial:lr"], tmp_path / "t", rows="each,real-only")
+    fits = [(d.spec, f is None, r.shape[0]) for d, r, f in fit_calls]
     # Only deviation declares supports_real_only; it is fitted on every real training image and no fake.
     assert ("fingerprint:deviation", True, 36) in fits
     assert not any(spec == "radial:lr" and alone for spec, alone, _ in fits)
@@ -511,18 +493,11 @@ def test_real_only_row_fits_on_reals_alone_and_tests_every_source(sources, tmp_p
         Detector("radial:lr").fit(real.images, None)
 
 
-def test_patches_in_transfer_fit_and_score_crops(sources, tmp_path: Path, monkeypatch):
+def test_patches_in_transfer_fit_and_score_crops(sources, tmp_path: Path, fit_calls):
     real, fakes = sources
-    seen = []
-    original = Detector.fit
-
-    def spy(self, *args, **kwargs):
-        seen.append((self.patches, self.patch_size, self.patch_align))
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(Detector, "fit", spy)
     records = run_transfer(real, fakes, ["periodicity:lr"], tmp_path / "p", patches=4, patch_size=16, heatmaps=False)
-    assert seen[0] == (4, 16, 2)  # (fit then refits the classifier on the crops themselves)
+    d = fit_calls[0][0]
+    assert (d.patches, d.patch_size, d.patch_align) == (4, 16, 2)  # (fit then refits the classifier on the crops themselves)
     assert {r["test"] for r in records} == {"checker", "zeros"}
     with pytest.raises(ValueError, match="square number"):
         run_transfer(real, fakes, ["periodicity:lr"], tmp_path / "q", patches=3, patch_size=16)

@@ -81,14 +81,10 @@ def bench(
         raise ValueError(f"--align-quality {max_quality} must be a JPEG quality between 1 and 100.")
     specs = unique_specs(detector)
     if patches is not None:
-        from detectors.patches import check_patches
+        from detectors.patches import check_patch_options
 
-        check_patches(patches, patch_reduce)
-        if patch_size is None or patch_size < 4:
-            raise ValueError(f"--patches needs --patch-size, the side of each crop in pixels (at least 4), got {patch_size}.")
-        if resolution is not None and patch_size > resolution:
-            raise ValueError(f"--patch-size {patch_size} is larger than --resolution {resolution}; choose a patch that "
-                             "fits in the image.")
+        # Before any image is read; the image size is checked again once it is known.
+        check_patch_options(patches, patch_size, patch_reduce, resolution or 10**6)
     sweeps = parse_sweeps(sweep)
     tree = scan_tree(root)  # layout errors before anything is written
     rows = parse_train(train, list(tree["train"]))
@@ -111,9 +107,8 @@ def bench(
               "preprocess": data.preprocess, "sweeps": sweep, "val_fraction": val_fraction, "limit": limit,
               "seed": seed, "seeds": seeds,
               **({"patches": patches, "patch_size": patch_size, "patch_reduce": patch_reduce} if patches else {})}
-    if patches is not None and patch_size > data.resolution:
-        raise ValueError(f"--patch-size {patch_size} is larger than the images ({data.resolution} px); choose a "
-                         "smaller patch or a larger --resolution.")
+    if patches is not None:
+        check_patch_options(patches, patch_size, patch_reduce, data.resolution)
     patch = ({"patches": patches, "patch_size": patch_size, "patch_reduce": patch_reduce,
               "patch_align": 8 if data.plan is not None else 2} if patches is not None else {})
     folder.start("bench", config, seed=seed, data=str(root), overwrite=overwrite,

@@ -161,8 +161,10 @@ def fit(
     fake = list(fake or [])
     if val_fake and not fake:
         raise ValueError("--val-fake needs --fake: a real-only fit takes no fake images at all.")
-    if patches is not None and (patch_size is None or not 4 <= patch_size <= resolution):
-        raise ValueError(f"--patches needs --patch-size, a crop side between 4 and --resolution {resolution}, got {patch_size}.")
+    if patches is not None:
+        from detectors.patches import check_patch_options
+
+        check_patch_options(patches, patch_size, patch_reduce, resolution)
     det = Detector(detector, options, device=device, feature_batch_size=feature_batch_size, seed=seed, patches=patches,
                    patch_size=patch_size, patch_reduce=patch_reduce, patch_align=patch_align, **params)
     if not fake and not supports_real_only(det.spec):

@@ -163,12 +163,9 @@ def transfer(
     if align:
         config["align"] = True
     if patches is not None:
-        from detectors.patches import check_patches
+        from detectors.patches import check_patch_options
 
-        check_patches(patches, patch_reduce)
-        if patch_size is None or not 4 <= patch_size <= resolution:
-            raise ValueError(f"--patches needs --patch-size, a crop side between 4 and the resolution {resolution}, "
-                             f"got {patch_size}.")
+        check_patch_options(patches, patch_size, patch_reduce, resolution)
         config.update(patches=patches, patch_size=patch_size, patch_reduce=patch_reduce)
 
     def load(part: str):

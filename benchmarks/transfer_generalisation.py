@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipelines.commands.params import parse_detector_params
 from pipelines.data.arrays import load_fakes
 from pipelines.data.images import ImageSet, imagewoof_split, load_images
 from pipelines.evaluation.transfer import run_transfer
@@ -73,12 +74,17 @@ def main() -> None:
     p.add_argument("--rows", default="each", help="Row kinds: each, and real-only for the real-only detectors.")
     p.add_argument("--patches", type=int, default=None, help="K patches per image (with --patch-size).")
     p.add_argument("--patch-size", type=int, default=None)
+    p.add_argument("--jpeg", type=int, default=None,
+                   help="JPEG-compress every real and fake image at this quality (training and test alike).")
+    p.add_argument("--param", "-p", action="append", default=[],
+                   help="FEATURE:CLASSIFIER:KEY=VALUE, a classifier parameter of one detector (repeat).")
     args = p.parse_args()
     if not args.data:
         p.error("give --data or set FORGELAB_DATA to the ImageWoof folder")
     torch.set_num_threads(args.threads)
     names = [n.strip() for n in args.names.split(",") if n.strip()]
     detectors = [d.strip() for d in args.detectors.split(",") if d.strip()]
+    params = parse_detector_params(args.param, detectors)
 
     t0 = time.perf_counter()
     fakes = {n: load_fakes(args.study, n)[: args.n_fake] for n in names}
@@ -91,10 +97,11 @@ def main() -> None:
 
     rows = tuple(r.strip() for r in args.rows.split(",") if r.strip())
     records = run_transfer(real, fake_sets, detectors, args.out / "transfer", rows=rows, seeds=args.seeds,
-                           jobs=args.jobs, progress=True, patches=args.patches, patch_size=args.patch_size)
+                           jobs=args.jobs, progress=True, patches=args.patches, patch_size=args.patch_size,
+                           detector_options=params or None, jpeg=args.jpeg)
     seconds = time.perf_counter() - t0
 
-    summary = {"study": str(args.study), "names": names, "seeds": args.seeds, "n_real": len(real),
+    summary = {"study": str(args.study), "names": names, "seeds": args.seeds, "params": params, "jpeg": args.jpeg, "n_real": len(real),
                "n_fake": args.n_fake, "seconds": round(seconds, 1), "detectors": {}}
     parts = [f"# Transfer across upsamplers ({args.seeds} seeds, ROC-AUC, rows: trained on, columns: tested on)\n"]
     one_source = [d for d in detectors if any(r["detector"] == d and r["train"] in names for r in records)]

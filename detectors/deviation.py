@@ -40,12 +40,14 @@ everything on the same images put training reals inside a shrunken covariance th
 do not share: 88 % of test reals were called fake with fakes equal in distribution to the
 reals). A test image's ``|T|`` is the mean over the two folds.
 
-**Dimension.** A Gaussian of D numbers needs well over D real images. When D is more than a
-quarter of a real half (``n_half // 4``, e.g. ``npr``/``dwt`` with thousands of numbers), the
-standardised features are projected on the first ``k = n_half // 4`` principal components of
-the real half (PCA fitted on reals only), and one more coordinate, the log of the mean squared
-residual outside those components (the SPE / Q statistic of PCA monitoring), keeps the
-remaining directions in play. ``components`` sets ``k`` by hand. Nothing ever returns constant
+**Dimension.** A Gaussian of D numbers needs well over D real images. When D is more than
+``n_half // reals_per_component`` (by default a quarter of a real half, ``n_half // 4``: e.g.
+``npr``/``dwt`` with thousands of numbers), the standardised features are projected on the first
+``k = n_half // reals_per_component`` principal components of the real half (PCA fitted on reals
+only), and one more coordinate, the log of the mean squared residual outside those components
+(the SPE / Q statistic of PCA monitoring), keeps the remaining directions in play.
+``components`` sets ``k`` by hand; ``reals_per_component`` scales it with the number of real
+images (``colorprint``, 237 numbers, measured best at 9: 100 components from 900 reals per half). Nothing ever returns constant
 scores silently: a fit whose training scores are all equal raises a ValueError.
 
 **Real-only.** ``fit`` with real images alone (labels all 0) is allowed
@@ -97,10 +99,11 @@ class RealDeviation(ClassifierMixin, BaseEstimator):
     """scikit-learn estimator behind ``deviation``: labels 0 = real, 1 = fake (or all 0: real-only)."""
 
     def __init__(self, floor: float = 3.0, alpha: float = 1.0, components: int | None = None,
-                 random_state: int = 0) -> None:
+                 reals_per_component: float = 4.0, random_state: int = 0) -> None:
         self.floor = floor
         self.alpha = alpha
         self.components = components
+        self.reals_per_component = reals_per_component
         self.random_state = random_state
 
     def __sklearn_tags__(self) -> Tags:
@@ -178,7 +181,8 @@ class RealDeviation(ClassifierMixin, BaseEstimator):
                 raise ValueError(f"deviation's components must be between 1 and {min(d, n_half - 2)} for "
                                  f"{d} features and {n_half} real images per half, got {k}.")
         else:
-            k = max(1, n_half // 4) if d > n_half // 4 else None
+            cap = max(1, int(n_half // float(self.reals_per_component)))
+            k = cap if d > cap else None
         self.n_components_ = d if k is None else k
         folds = []
         for f in (0, 1):
@@ -245,10 +249,12 @@ class DeviationClassifier(SklearnClassifier):
     default_grid: ClassVar[dict[str, list]] = {"floor": [0.0, 1.0, 3.0, 10.0], "alpha": [0.1, 1.0, 10.0]}
 
     def __init__(self, floor: float = 3.0, alpha: float = 1.0, components: int | None = None,
-                 grid: bool | dict[str, list] = False, cv: int = 5, seed: int = 0) -> None:
+                 reals_per_component: float = 4.0, grid: bool | dict[str, list] = False, cv: int = 5,
+                 seed: int = 0) -> None:
         self.floor = floor
         self.alpha = alpha
         self.components = components
+        self.reals_per_component = reals_per_component
         self.grid = grid
         self.cv = cv
         self.seed = seed
@@ -260,6 +266,9 @@ class DeviationClassifier(SklearnClassifier):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"deviation's {name} must be a number >= 0, got {value!r}.")
+        r = self.reals_per_component
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not r >= 1:
+            raise ValueError(f"deviation's reals_per_component must be a number >= 1, got {r!r}.")
         c = self.components
         if c is not None and (isinstance(c, bool) or not isinstance(c, int) or c < 1):
             raise ValueError(f"deviation's components must be a positive integer or None (automatic), got {c!r}.")
@@ -275,7 +284,9 @@ class DeviationClassifier(SklearnClassifier):
         if n_classes != 2:
             raise ValueError("deviation is a binary detector (real vs fake); use svm, lr or rf to attribute sources.")
         return RealDeviation(floor=float(params["floor"]), alpha=float(params["alpha"]),
-                             components=params.get("components"), random_state=int(self.seed))
+                             components=params.get("components"),
+                             reals_per_component=float(params.get("reals_per_component", 4.0)),
+                             random_state=int(self.seed))
 
     def fit(self, X, y, X_val=None, y_val=None) -> DeviationClassifier:
         """Fit on features and labels 0 = real, 1 = fake, or on real images alone (every label 0)."""

@@ -312,3 +312,30 @@ def test_patches_larger_than_the_images_are_refused_in_one_sentence(tmp_path):
                                  "--no-progress"])
     assert r.exit_code == 1
     assert "--patches needs --patch-size, a crop side between 4 and the image size (32 px), got 48." in r.output
+
+
+def test_per_detector_parameters_reach_that_detector_and_deviation_trains_on_every_real_image(tmp_path, monkeypatch):
+    import detectors.detector as detector_module
+
+    seen = []
+    real_fit = detector_module.Detector.fit
+
+    def spy(self, real_x, fake_x, *a, **k):
+        seen.append((self.spec, dict(self.classifier_params), real_x.shape[0], 0 if fake_x is None else fake_x.shape[0]))
+        return real_fit(self, real_x, fake_x, *a, **k)
+
+    monkeypatch.setattr(detector_module.Detector, "fit", spy)
+    root = _tree(tmp_path / "tree", classes=False, val=True)
+    # One real image more than fakes in the training folder: balanced classes drop it, deviation keeps it.
+    extra = root / "train" / "chk" / "0_real" / "extra.png"
+    Image.fromarray(smooth_images(1, R, seed=99)[0].permute(1, 2, 0).numpy()).save(extra)
+    out = tmp_path / "out"
+    r = CliRunner().invoke(app, ["bench", str(root), "--train", "chk", "--detector", "radial:deviation",
+                                 "--detector", "radial:lr", "-p", "radial:deviation:floor=0.5", "--no-align",
+                                 "--out", str(out), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    fits = {spec: (params, n_real, n_fake) for spec, params, n_real, n_fake in seen}
+    assert fits["radial:deviation"][0] == {"floor": 0.5} and fits["radial:lr"][0] == {}
+    assert fits["radial:lr"][1] == fits["radial:lr"][2] == fits["radial:deviation"][2]
+    assert fits["radial:deviation"][1] == fits["radial:deviation"][2] + 1
+    assert json.loads((out / "manifest.json").read_text())["config"]["params"] == {"radial:deviation": {"floor": 0.5}}

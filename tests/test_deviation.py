@@ -145,6 +145,18 @@ def test_refuses_attribution_and_bad_parameters():
         DeviationClassifier(floor=-1).fit(X[:800], y[:800])
     with pytest.raises(ValueError, match="components must be a positive integer"):
         DeviationClassifier(components=0).fit(X[:800], y[:800])
+    with pytest.raises(ValueError, match="reals_per_component must be a number >= 1"):
+        DeviationClassifier(reals_per_component=0.5).fit(X[:800], y[:800])
+
+
+@pytest.mark.parametrize(("per", "d", "expect"), [(4.0, 30, 25), (9.0, 30, 11), (9.0, 11, 11), (9.0, 10, 10)])
+def test_reals_per_component_caps_the_gaussian_at_one_dimension_per_that_many_reals(per, d, expect):
+    # 200 reals: 100 per cross-fitting half. A feature longer than 100 // per is reduced to that many components.
+    rng = np.random.default_rng(5)
+    real, fake = rng.normal(size=(200, d)), rng.normal(size=(200, d)) * 1.5
+    est = RealDeviation(reals_per_component=per).fit(np.r_[real, fake], _labels(200, 200))
+    assert est.n_components_ == expect
+    assert (est.bases_ is None) == (expect == d)
 
 
 def test_detector_round_trip_through_save_and_load(tmp_path):

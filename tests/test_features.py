@@ -210,3 +210,61 @@ def test_extract_chunks_large_sets_inside(monkeypatch):
     assert torch.allclose(out[:, 0], x.mean(dim=(1, 2, 3)))
     with pytest.raises(ValueError, match="batch_size must be a positive"):
         extract("spy", x, batch_size=0)
+
+
+# -- colorprint: fingerprint of the luma plus the chroma planes' xy spectra ---------------------
+def test_opponent_chroma_is_zero_on_grey_and_orthonormal_with_intensity():
+    from detectors.features import opponent_chroma
+
+    grey = torch.rand(2, 1, 6, 5).expand(2, 3, 6, 5)
+    assert opponent_chroma(grey).abs().max() < 1e-7
+    # Pure primaries at full value: O1 = (R - G)/sqrt(2), O2 = (R + G - 2B)/sqrt(6).
+    prim = torch.eye(3).reshape(3, 3, 1, 1).expand(3, 3, 2, 2).contiguous()
+    got = opponent_chroma(prim)[:, :, 0, 0]
+    s2, s6 = math.sqrt(2.0), math.sqrt(6.0)
+    torch.testing.assert_close(got, torch.tensor([[1 / s2, 1 / s6], [-1 / s2, 1 / s6], [0.0, -2 / s6]]))
+    # With the intensity axis (1, 1, 1)/sqrt(3) the two chroma axes form an orthonormal basis of RGB.
+    basis = torch.cat([opponent_chroma(prim)[:, :, 0, 0].T, torch.full((1, 3), 1 / math.sqrt(3.0))])
+    torch.testing.assert_close(basis @ basis.T, torch.eye(3))
+    with pytest.raises(ValueError, match="RGB"):
+        opponent_chroma(torch.rand(1, 1, 4, 4))
+
+
+def test_a_red_green_grating_peaks_at_its_frequency_in_the_chroma_projection_only():
+    from detectors.features import colorprint, opponent_chroma, xy_profile
+
+    h, w, f = 16, 32, 5
+    t = 0.25 * torch.cos(2 * math.pi * f * torch.arange(w) / w).expand(h, w)
+    img = torch.stack([0.5 + t, 0.5 - t, torch.full((h, w), 0.5)])[None]  # R - G varies, R + G - 2B = 0
+    chroma = opponent_chroma(img)
+    cols = xy_profile(chroma[:, 0])[0, :w]  # centred: fx = -16 .. 15, DC at index 16
+    peaks = sorted(torch.topk(cols, 2).indices.tolist())
+    assert peaks == [w // 2 - f, w // 2 + f]  # the grating's frequency and its mirror, not DC
+    # The second chroma plane is flat: every one of its projection values is the power floor.
+    flat = xy_profile(chroma[:, 1])
+    assert float(flat.max() - flat.min()) < 1e-3
+    # colorprint = fingerprint, then each chroma plane's xy projections, in that order.
+    feat = colorprint(img)
+    n_fp = extract("fingerprint", img).shape[1]
+    assert feat.shape == (1, n_fp + 2 * (w + h))
+    torch.testing.assert_close(feat[:, :n_fp], extract("fingerprint", img))
+    torch.testing.assert_close(feat[:, n_fp : n_fp + w], cols[None])
+
+
+def test_colorprint_chroma_projections_match_the_full_fft():
+    from detectors.features import colorprint, opponent_chroma, xy_profile
+
+    torch.manual_seed(0)
+    imgs = torch.randint(0, 256, (3, 3, 12, 20), dtype=torch.uint8)
+    h, w = 12, 20
+    chroma = opponent_chroma(imgs).double()
+    # Reference from the full two-sided FFT: centred log power, mean over rows (cols) and columns (rows).
+    full = torch.fft.fftshift(torch.log(torch.fft.fft2(chroma, norm="ortho").abs() ** 2 + 1e-8), dim=(-2, -1))
+    ref_cols, ref_rows = full.mean(dim=-2), full.mean(dim=-1)  # (N, 2, W), (N, 2, H)
+    expect = torch.cat([torch.cat([ref_cols[:, i], ref_rows[:, i]], 1) for i in (0, 1)], 1)
+    got = colorprint(imgs)
+    assert got.shape == (3, extract("fingerprint", imgs).shape[1] + 2 * (w + h))
+    torch.testing.assert_close(got[:, -expect.shape[1] :].double(), expect, rtol=1e-4, atol=1e-4)
+    # xy itself is unchanged by the refactoring into xy_profile: the profile of the luma plane.
+    luma = torch.einsum("c,nchw->nhw", torch.tensor(LUMA), imgs.float() / 255)
+    torch.testing.assert_close(extract("xy", imgs), xy_profile(luma), rtol=1e-5, atol=1e-5)

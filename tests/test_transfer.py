@@ -514,3 +514,61 @@ def test_attribution_leaves_out_binary_only_detectors(sources, tmp_path: Path):
     assert (tmp_path / "mixed" / "cells" / "radial-deviation" / "checker.json").is_file()
     with pytest.raises(ValueError, match="can attribute fakes to their source"):
         run_transfer(real, fakes, ["radial:deviation"], tmp_path / "alone", rows="each", attribute=True, heatmaps=False)
+
+
+def test_a_density_model_of_the_reals_trains_on_every_real_image_the_others_on_balanced_classes(tmp_path: Path, fit_calls):
+    from pipelines.evaluation.protocol import reals_note, training_images
+
+    # Only those cells change their hash: other detectors' cells and real-only rows are reused as they were.
+    assert reals_note("fingerprint:deviation", ["a"]) == {"reals": "all"}
+    assert reals_note("radial:lr", ["a"]) == {} and reals_note("fingerprint:deviation", []) == {}
+
+    real = torch.arange(10).reshape(10, 1, 1, 1).expand(10, 3, 2, 2).to(torch.uint8)
+    fake = torch.arange(100, 104).reshape(4, 1, 1, 1).expand(4, 3, 2, 2).to(torch.uint8)
+    r_dev, f_dev = training_images("fingerprint:deviation", real, [fake], 0, "row", "train")
+    r_lr, f_lr = training_images("radial:lr", real, [fake], 0, "row", "train")
+    assert torch.equal(r_dev, real) and r_lr.shape[0] == 4  # every real image, or as many as the fakes
+    assert torch.equal(f_dev, f_lr) and torch.equal(f_dev, fake)  # the same fakes for both
+    # Through a transfer matrix: deviation's one-source cell sees all 2N x 0.6 training reals, lr balanced classes.
+    big_real = _set(smooth_images(2 * N, R, seed=20), "real")
+    records = run_transfer(big_real, {"checker": _set(_checker(11), "checker")}, ["fingerprint:deviation", "radial:lr"],
+                           tmp_path / "t", heatmaps=False)
+    seen = {d.spec: (r.shape[0], f.shape[0]) for d, r, f in fit_calls}
+    n_fake = seen["radial:lr"][1]
+    assert seen["radial:lr"] == (n_fake, n_fake)
+    assert seen["fingerprint:deviation"][1] == n_fake and seen["fingerprint:deviation"][0] > 1.5 * n_fake
+    cells = {p.parent.name: json.loads(p.read_text()) for p in (tmp_path / "t" / "cells").glob("*/checker.json")}
+    assert cells["fingerprint-deviation"]["n_train"] == {"real": seen["fingerprint:deviation"][0], "fake": n_fake}
+    assert {r["detector"] for r in records} == {"fingerprint:deviation", "radial:lr"}
+
+
+def test_per_detector_parameters_are_parsed_checked_and_reach_the_fit(tmp_path: Path, fit_calls):
+    from pipelines.commands.params import parse_detector_params
+
+    specs = ["colorprint:deviation", "radial:lr"]
+    got = parse_detector_params(["colorprint:deviation:components=4", "colorprint:deviation:floor=1.5",
+                                 "radial:lr:C=10"], specs)
+    assert got == {"colorprint:deviation": {"components": 4, "floor": 1.5}, "radial:lr": {"C": 10}}
+    assert parse_detector_params(None, specs) == {}
+    for bad, words in [("colorprint:deviation=3", "FEATURE:CLASSIFIER:KEY=VALUE"),
+                       ("components=3", "FEATURE:CLASSIFIER:KEY=VALUE"),
+                       ("xy:svm:C=1", "not among the detectors"),
+                       ("radial:lr:seed=3", "sets for every detector"),
+                       ("colorprint:deviation:components=0", "positive integer"),
+                       ("radial:lr:bogus=1", "Unknown parameter")]:
+        with pytest.raises(ValueError, match=words):
+            parse_detector_params([bad], specs)
+    # From the command line into the fit of that detector alone, and into the run's config.
+    write_pngs(smooth_images(N, R, seed=30), tmp_path / "real")
+    write_pngs(_checker(31), tmp_path / "ck")
+    out = tmp_path / "run"
+    r = CliRunner().invoke(app, ["transfer", "--real", str(tmp_path / "real"), "--fake", f"ck={tmp_path / 'ck'}",
+                                 "--detector", "fingerprint:deviation", "--detector", "radial:lr",
+                                 "-p", "fingerprint:deviation:floor=0.5", "--out", str(out), "--no-cache"])
+    assert r.exit_code == 0, r.output
+    params = {d.spec: d.classifier_params for d, _, _ in fit_calls}
+    assert params == {"fingerprint:deviation": {"floor": 0.5}, "radial:lr": {}}
+    assert json.loads((out / "manifest.json").read_text())["config"]["params"] == {"fingerprint:deviation": {"floor": 0.5}}
+    r = CliRunner().invoke(app, ["transfer", "--real", "embedded", "--fake", f"ck={tmp_path / 'ck'}", "--detector",
+                                 "radial:lr", "-p", "xy:lr:C=1", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 1 and "not among the detectors" in r.output

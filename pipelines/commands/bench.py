@@ -55,9 +55,14 @@ def bench(
     no_cache: bool = typer.Option(False, "--no-cache", help="Decode images again instead of using the cache."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished run in --out."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    param: list[str] | None = typer.Option(None, "--param", "-p", help="A classifier parameter of one detector, "
+                                           "FEATURE:CLASSIFIER:KEY=VALUE, e.g. "
+                                           "colorprint:deviation:reals_per_component=9 (repeat).",
+                                           show_default="each classifier's own"),
 ) -> None:
     """Fit detectors on sources of a benchmark tree and test them on every source: the field's table, per source and Mean."""
     from detectors.detector import Detector
+    from pipelines.commands.params import parse_detector_params
     from pipelines.evaluation.bench import (
         load_bench,
         parse_sweeps,
@@ -80,6 +85,7 @@ def bench(
     if max_quality is not None and not 1 <= max_quality <= 100:
         raise ValueError(f"--align-quality {max_quality} must be a JPEG quality between 1 and 100.")
     specs = unique_specs(detector)
+    params = parse_detector_params(param, specs)
     if patches is not None:
         from detectors.patches import check_patch_options
 
@@ -106,7 +112,8 @@ def bench(
               "resolution": data.resolution, "align": align, "align_quality": max_quality,
               "preprocess": data.preprocess, "sweeps": sweep, "val_fraction": val_fraction, "limit": limit,
               "seed": seed, "seeds": seeds,
-              **({"patches": patches, "patch_size": patch_size, "patch_reduce": patch_reduce} if patches else {})}
+              **({"patches": patches, "patch_size": patch_size, "patch_reduce": patch_reduce} if patches else {}),
+              **({"params": params} if params else {})}
     if patches is not None:
         check_patch_options(patches, patch_size, patch_reduce, data.resolution)
     patch = ({"patches": patches, "patch_size": patch_size, "patch_reduce": patch_reduce,
@@ -126,7 +133,8 @@ def bench(
         typer.echo(f"Skipped {len(skipped)} unreadable or too small file(s); they are listed in {folder.manifest_path}.")
     result = run_bench(data, specs, out, rows=rows, models=[str(m) for m in model], sweeps=sweeps, seed=seed,
                        seeds=seeds, jobs=jobs, val_fraction=val_fraction, progress=progress,
-                       detector_options={spec: dict(patch) for spec in specs} if patch else None)
+                       detector_options={spec: {**params.get(spec, {}), **patch} for spec in specs}
+                       if patch or params else None)
     print_bench(result)
     folder.finish(outputs=["results.csv", "repeats.csv", "results.json", "report.html", "figures/", "cells/"])
     typer.echo(f"Wrote {out / 'results.csv'}, {out / 'results.json'} and {out / 'report.html'}.")

@@ -14,31 +14,12 @@ from typing import Any
 
 import typer
 
+from pipelines.commands.params import parse_assignments
 from pipelines.errors import friendly
 from pipelines.runfolder import locked
 from plumbing.files import json_safe
 
 detect_app = typer.Typer(help="Fit, apply and evaluate fake-image detectors (FEATURE:CLASSIFIER).", no_args_is_help=True)
-
-
-def parse_assignments(items: list[str] | None, what: str) -> dict[str, Any]:
-    """Turn ``["C=10", "kernel=linear"]`` into ``{"C": 10, "kernel": "linear"}`` (values read as JSON when they parse)."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"{what} {item!r} must look like KEY=VALUE, e.g. C=10.")
-        raw = raw.strip()
-        python_words = {"True": True, "False": False, "None": None}
-        if raw in python_words:
-            value = python_words[raw]
-        else:
-            try:
-                value = json.loads(raw)
-            except json.JSONDecodeError:
-                value = raw
-        out[key.strip()] = value
-    return out
 
 
 def _unique_names(folders: list[Path]) -> list[str]:

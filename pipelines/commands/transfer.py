@@ -108,9 +108,14 @@ def transfer(
     patch_size: int | None = typer.Option(None, "--patch-size", help="Side of each patch in pixels (with --patches).",
                                           show_default="none: needed with --patches"),
     patch_reduce: str = typer.Option("mean", "--patch-reduce", help="Patch aggregation: mean (of logits) or max."),
+    param: list[str] | None = typer.Option(None, "--param", "-p", help="A classifier parameter of one detector, "
+                                           "FEATURE:CLASSIFIER:KEY=VALUE, e.g. "
+                                           "colorprint:deviation:reals_per_component=9 (repeat).",
+                                           show_default="each classifier's own"),
 ) -> None:
     """Train each detector on each row's fake sources and test it on every source: a transfer matrix."""
     from detectors.metrics import METRICS
+    from pipelines.commands.params import parse_detector_params
     from pipelines.data.images import check_preprocess, load_data, load_images
     from pipelines.data.parity import parity_warnings
     from pipelines.evaluation.protocol import unique_specs
@@ -131,6 +136,7 @@ def transfer(
     if dup:
         raise ValueError(f"Fake source name {dup[0]!r} is given twice; give each --fake a different NAME.")
     specs = unique_specs(detector)
+    params = parse_detector_params(param, specs)
     row_kinds = parse_rows(rows)
     try:
         fr = [float(x) for x in fractions.split(",")]
@@ -160,6 +166,8 @@ def transfer(
         config["preprocess"] = preprocess
     if seeds != 1:  # likewise: a one-seed run's config is that of runs made before --seeds
         config["seeds"] = seeds
+    if params:  # likewise
+        config["params"] = params
     if align:
         config["align"] = True
     if patches is not None:
@@ -212,7 +220,8 @@ def transfer(
     # Under --align, --jpeg only caps the alignment's quality: the sets are already re-encoded once.
     records = run_transfer(real_set, fake_sets, specs, out, rows=row_kinds, seed=seed, fractions=fr,
                            jpeg=None if align else jpeg, attribute=attribute, progress=True, jobs=jobs, seeds=seeds,
-                           patches=patches, patch_size=patch_size, patch_reduce=patch_reduce)
+                           patches=patches, patch_size=patch_size, patch_reduce=patch_reduce,
+                           detector_options=params or None)
     print_matrix(records, metric)
     if plan is not None:
         typer.echo(plan.text())

@@ -70,8 +70,10 @@ from pipelines.evaluation.protocol import (
     derive_seed,
     fit_detector,
     pool_repeats,
+    reals_note,
     run_cells,
     score_columns,
+    training_images,
     unique_specs,
 )
 from pipelines.names import REAL_ONLY, SWEEP_KINDS
@@ -360,7 +362,8 @@ def compute_bench_cell(c: BenchCell, feats: TestFeatures | None = None) -> dict[
     """Fit (or load) the cell's detector and evaluate it on every column under every condition (or reuse the saved cell)."""
     feats = feats or TestFeatures()
     config_hash = json_digest({**c.base, "detector": c.spec, "options": c.options, "row": c.row,
-                               "sources": c.sources, "seed": c.seed, "model": c.model})
+                               "sources": c.sources, "seed": c.seed, "model": c.model,
+                               **({} if c.model else reals_note(c.spec, c.sources))})
     path = cell_path(c.out, c.spec, c.row, c.repeat)
     cell = cached_cell(path, config_hash)
     if cell is not None:
@@ -538,7 +541,8 @@ def run_bench(data: BenchData, detectors: Sequence[str], out_dir: str | os.PathL
                     tr = (torch.cat([t.real for t in trains]), None)
                     va = (torch.cat([v.real for v in vals]), None)
                 else:
-                    tr = balanced(torch.cat([t.real for t in trains]), [t.fake for t in trains], s, row, "train")
+                    tr = training_images(spec, torch.cat([t.real for t in trains]), [t.fake for t in trains], s, row,
+                                         "train")
                     va = balanced(torch.cat([v.real for v in vals]), [v.fake for v in vals], s, row, "val")
                 calibration = "val/" + ",".join(srcs) if have_val else f"{val_fraction:g} of train/{','.join(srcs)}"
                 digests = {n: data.train[n].digest + (data.val[n].digest if have_val else "") for n in srcs}

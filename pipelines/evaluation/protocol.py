@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.multiprocessing as tmp
 
-from detectors.detector import Detector, check_spec
+from detectors.detector import Detector, check_spec, supports_real_only
 from plumbing.files import read_json
 from plumbing.progress import progress_bar
 
@@ -57,6 +57,26 @@ def balanced(real: torch.Tensor, fakes: list[torch.Tensor], seed: int, *tag: str
         raise ValueError(f"Too few real images ({real.shape[0]}) to balance {k} fake sources; give more real images.")
     fake = torch.cat([f[sample_indices(f.shape[0], m, derive_seed(seed, *tag, "fake", str(i)))] for i, f in enumerate(fakes)])
     return real[sample_indices(real.shape[0], m * k, derive_seed(seed, *tag, "real"))], fake
+
+
+def training_images(spec: str, real: torch.Tensor, fakes: list[torch.Tensor], seed: int,
+                    *tag: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fitted row's training images: :func:`balanced` classes, but every real image for a detector that models the reals.
+
+    A detector that can be fitted on real images alone (:func:`detectors.detector.supports_real_only`,
+    i.e. ``deviation``) is a density model of the real images: its Gaussian gets better with every
+    real image, and it weighs the two classes equally itself. Cutting its reals down to the number
+    of fakes (600 of 1,800 in the 3-upsampler protocol) would leave 300 per cross-fitting half for
+    ``colorprint``'s 237 numbers. It gets the whole real split and the same fakes as every other detector; the
+    validation images, where the threshold is chosen, stay balanced.
+    """
+    real_sub, fake = balanced(real, fakes, seed, *tag)
+    return (real if supports_real_only(spec) else real_sub), fake
+
+
+def reals_note(spec: str, sources: Sequence[str]) -> dict[str, str]:
+    """The hash entry of a row fitted on every real image (nothing for the others, whose hashes stay as they were)."""
+    return {"reals": "all"} if sources and supports_real_only(spec) else {}
 
 
 class TestFeatures:

@@ -9,7 +9,9 @@ Protocol (one matrix per detector):
 - **Perturbation.** ``jpeg=Q`` compresses every image of every split of real and fake alike
   (training and test; the detector meets compressed images throughout, as in Wang et al.'s
   robustness protocol where training and test see the same post-processing).
-- **Balance.** Real and fake counts are equal in every split. Test: one real test set of
+- **Balance.** Real and fake counts are equal in every split, with one exception: a detector that
+  can be fitted on real images alone (``deviation``, a density model of the reals) trains on
+  every real training image beside the same fakes (:func:`~pipelines.evaluation.protocol.training_images`). Test: one real test set of
   ``n`` images, the same in every column, and ``n`` fakes of each source, where ``n`` is the
   smallest test split. Rows that train on several sources (``all``, ``loo:X``) take ``m``
   images from each source and ``m * K`` real ones, ``m`` as large as the smallest source and
@@ -78,9 +80,11 @@ from pipelines.evaluation.protocol import (
     derive_seed,
     fit_detector,
     pool_repeats,
+    reals_note,
     run_cells,
     sample_indices,
     score_columns,
+    training_images,
     unique_specs,
 )
 from pipelines.evaluation.transfer_outputs import write_attribution, write_outputs
@@ -414,13 +418,14 @@ def _compute_cell(cell: TransferCell, feats: TestFeatures | None = None) -> dict
 def _matrix_cell(c: TransferCell, feats: TestFeatures) -> dict[str, Any]:
     """Fit the cell's detector on its row's sources and evaluate it on every column (or reuse the saved cell)."""
     config_hash = json_digest({**c.base, "detector": c.spec, "options": c.options, "row": c.row,
-                               "sources": c.sources, "code": cell_code_version(c.spec)})
+                               "sources": c.sources, "code": cell_code_version(c.spec), **reals_note(c.spec, c.sources)})
     path = cell_path(c.out, c.spec, c.row, c.repeat)
     cell = cached_cell(path, config_hash)
     if cell is not None:
         return cell
     if c.sources:
-        tr_real, tr_fake = balanced(c.real.train, [c.fakes[s].train for s in c.sources], c.seed, c.row, "train")
+        tr_real, tr_fake = training_images(c.spec, c.real.train, [c.fakes[s].train for s in c.sources], c.seed,
+                                           c.row, "train")
         va_real, va_fake = balanced(c.real.val, [c.fakes[s].val for s in c.sources], c.seed, c.row, "val")
         det, fit_s = fit_detector(c.spec, c.options, c.seed, tr_real, tr_fake, va_real, va_fake)
     else:  # the real-only row: every real training image, no fake

@@ -268,3 +268,33 @@ def test_colorprint_chroma_projections_match_the_full_fft():
     # xy itself is unchanged by the refactoring into xy_profile: the profile of the luma plane.
     luma = torch.einsum("c,nchw->nhw", torch.tensor(LUMA), imgs.float() / 255)
     torch.testing.assert_close(extract("xy", imgs), xy_profile(luma), rtol=1e-5, atol=1e-5)
+
+
+def test_a_trace_in_the_colour_differences_alone_is_seen_by_colorprint_and_not_by_fingerprint():
+    """Fakes = real-like images plus white noise along an RGB direction the luma weights cancel.
+
+    The luma of every image is exactly that of a real-like image, so ``fingerprint`` (luma only) scores the
+    fakes like the reals; ``colorprint`` sees the chroma spectra. Both with ``deviation`` fitted on reals alone.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    from detectors.detector import Detector
+
+    def photos(n: int, seed: int) -> torch.Tensor:
+        from conftest import smooth_images
+
+        g = torch.Generator().manual_seed(seed + 1000)
+        return smooth_images(n, 16, seed=seed).float() / 255 * 0.9 + 0.05 + 0.01 * torch.randn(n, 3, 16, 16, generator=g)
+
+    v = torch.tensor([LUMA[1], -LUMA[0], 0.0])  # LUMA . v = 0: no change of brightness
+    assert abs(float(torch.tensor(LUMA) @ v)) < 1e-7
+    real_train, real_test, base = photos(300, 0), photos(100, 1), photos(100, 2)
+    chroma_noise = torch.randn(100, 1, 16, 16, generator=torch.Generator().manual_seed(3))
+    fake = base + 0.03 * v.view(1, 3, 1, 1) * chroma_noise  # raises the chroma spectra, not the luma one
+    torch.testing.assert_close(extract("xy", fake), extract("xy", base), rtol=1e-4, atol=1e-4)  # luma unchanged
+    y = np.r_[np.zeros(100), np.ones(100)]
+    auc = {}
+    for feature in ("fingerprint", "colorprint"):
+        det = Detector(f"{feature}:deviation").fit(real_train, None)
+        auc[feature] = roc_auc_score(y, np.r_[det.score(real_test), det.score(fake)])
+    assert auc["colorprint"] > 0.99 and 0.35 < auc["fingerprint"] < 0.65, auc

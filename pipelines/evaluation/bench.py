@@ -10,7 +10,10 @@ Protocol (:func:`run_bench`; the machinery is :mod:`pipelines.evaluation.protoco
 
 - **Rows.** Each ``--train`` group is one row: ``A`` fits on ``train/A``, ``A,B`` on the union of
   ``train/A`` and ``train/B`` (equal real and fake counts, the same number of fakes from each
-  source, as in the transfer matrix); ``--model DIR`` rows evaluate a detector fitted earlier.
+  source, as in the transfer matrix; a detector that can be fitted on real images alone, i.e.
+  ``deviation``, gets every real training image beside those fakes:
+  :func:`~pipelines.evaluation.protocol.training_images`); ``--model DIR`` rows evaluate a
+  detector fitted earlier.
 - **Calibration.** The threshold of a fitted row is chosen (balanced accuracy) on ``val/SOURCE``
   when every source of the row has one, else on a stratified ``val_fraction`` of its training
   images (drawn per repeat); a ``--model`` row keeps the threshold it was saved with.

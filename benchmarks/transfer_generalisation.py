@@ -27,10 +27,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gans.sampling import generate_tensor, load_generator
 from pipelines.commands.params import parse_detector_params
 from pipelines.data.arrays import load_fakes
 from pipelines.data.images import ImageSet, imagewoof_split, load_images
 from pipelines.evaluation.transfer import run_transfer
+from pipelines.study.config import load_config
 
 DEFAULT_DETECTORS = ("radial:svm", "npr:svm", "dwt:svm", "periodicity:svm", "fingerprint:deviation")
 GOAL_MEAN, GOAL_MIN = 0.97, 0.93  # issue 16 (issue 9: 0.95, 0.90): mean off-diagonal ROC-AUC and its weakest cell
@@ -74,6 +76,12 @@ def main() -> None:
     p.add_argument("--rows", default="each", help="Row kinds: each, and real-only for the real-only detectors.")
     p.add_argument("--patches", type=int, default=None, help="K patches per image (with --patch-size).")
     p.add_argument("--patch-size", type=int, default=None)
+    p.add_argument("--fake-seed", type=int, default=None,
+                   help="Draw --n-fake new fakes with this seed from the study's generators instead of its fakes/*.npy "
+                        "(a held-out check of anything chosen on the study's own fakes).")
+    p.add_argument("--reals", choices=("val", "train-unseen"), default="val",
+                   help="val: a seeded subset of ImageWoof val; train-unseen: ImageWoof train images outside the "
+                        "subset the study's generators trained on (a held-out check).")
     p.add_argument("--jpeg", type=int, default=None,
                    help="JPEG-compress every real and fake image at this quality (training and test alike).")
     p.add_argument("--param", "-p", action="append", default=[],
@@ -87,13 +95,33 @@ def main() -> None:
     params = parse_detector_params(args.param, detectors)
 
     t0 = time.perf_counter()
-    fakes = {n: load_fakes(args.study, n)[: args.n_fake] for n in names}
+    if args.fake_seed is None:
+        fakes = {n: load_fakes(args.study, n)[: args.n_fake] for n in names}
+        where = {n: f"{args.study}/fakes/{n}.npy" for n in names}
+    else:
+        fakes, where = {}, {}
+        for n in names:
+            G, _ = load_generator(args.study / "generators" / n)
+            fakes[n] = generate_tensor(G, args.n_fake, seed=args.fake_seed)
+            where[n] = f"{args.study}/generators/{n}, seed {args.fake_seed}"
     resolution = int(next(iter(fakes.values())).shape[-1])
-    val = load_images(imagewoof_split(args.data, "val"), resolution)
-    pick = torch.from_numpy(np.random.default_rng(0).permutation(len(val))[: args.n_real])
-    real = ImageSet(images=val.images[pick], files=[val.files[i] for i in pick.tolist()], source="imagewoof val")
-    fake_sets = {n: ImageSet(images=x, files=[], source=f"{args.study}/fakes/{n}.npy") for n, x in fakes.items()}
-    print(f"{len(real)} real (ImageWoof val, {resolution} px), {', '.join(f'{n}: {len(x)}' for n, x in fakes.items())} fakes")
+    if args.reals == "val":
+        pool = load_images(imagewoof_split(args.data, "val"), resolution)
+    else:
+        # The study's generators trained on a seeded subset of train/ (load_data(limit=n_real)): leave it out.
+        n_gan = load_config(args.study / "config.toml").study.n_real
+        train = load_images(imagewoof_split(args.data, "train"), resolution)
+        seen = set(load_images(imagewoof_split(args.data, "train"), resolution, limit=n_gan).files) if n_gan else set(train.files)
+        keep = [i for i, f in enumerate(train.files) if f not in seen]
+        if not keep:
+            raise SystemExit("Every ImageWoof train image was seen by the study's generators; use --reals val.")
+        pool = ImageSet(images=train.images[torch.tensor(keep)], files=[train.files[i] for i in keep], source="train-unseen")
+    pick = torch.from_numpy(np.random.default_rng(0).permutation(len(pool))[: args.n_real])
+    real = ImageSet(images=pool.images[pick], files=[pool.files[i] for i in pick.tolist()], source=f"imagewoof {args.reals}")
+    fake_sets = {n: ImageSet(images=x, files=[], source=where[n]) for n, x in fakes.items()}
+    print(f"{len(real)} real (ImageWoof {args.reals}, {resolution} px), "
+          f"{', '.join(f'{n}: {len(x)}' for n, x in fakes.items())} fakes"
+          + ("" if args.fake_seed is None else f" drawn with seed {args.fake_seed}"))
 
     rows = tuple(r.strip() for r in args.rows.split(",") if r.strip())
     records = run_transfer(real, fake_sets, detectors, args.out / "transfer", rows=rows, seeds=args.seeds,
@@ -101,7 +129,8 @@ def main() -> None:
                            detector_options=params or None, jpeg=args.jpeg)
     seconds = time.perf_counter() - t0
 
-    summary = {"study": str(args.study), "names": names, "seeds": args.seeds, "params": params, "jpeg": args.jpeg, "n_real": len(real),
+    summary = {"study": str(args.study), "names": names, "seeds": args.seeds, "params": params, "jpeg": args.jpeg,
+               "reals": args.reals, "fake_seed": args.fake_seed, "n_real": len(real),
                "n_fake": args.n_fake, "seconds": round(seconds, 1), "detectors": {}}
     parts = [f"# Transfer across upsamplers ({args.seeds} seeds, ROC-AUC, rows: trained on, columns: tested on)\n"]
     one_source = [d for d in detectors if any(r["detector"] == d and r["train"] in names for r in records)]

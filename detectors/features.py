@@ -286,8 +286,8 @@ def colorprint(images: torch.Tensor) -> torch.Tensor:
     the luma alone. This feature adds, per chroma plane (:func:`opponent_chroma`), the row and
     column means of its log power spectrum (:func:`xy_profile`, both halves, as ``fingerprint``
     keeps them for the luma): 109 + 2 x 64 = 237 numbers at 32 px. Paired with ``deviation``
-    (``-p reals_per_component=9 -p floor=1``) it is the lab's best detector across upsamplers on
-    losslessly stored images (README, issue 16's protocol: 0.983 mean off-diagonal ROC-AUC).
+    (``-p reals_per_component=9``) it is the lab's best detector across upsamplers on losslessly
+    stored images (README, issue 16's protocol: 0.979 mean off-diagonal ROC-AUC).
 
     The chroma trace lives at high frequencies, which JPEG's 4:2:0 subsampling removes: with
     real and fake images both stored as JPEG the advantage over ``fingerprint`` is gone (README).

@@ -47,8 +47,8 @@ reals). A test image's ``|T|`` is the mean over the two folds.
 only), and one more coordinate, the log of the mean squared residual outside those components
 (the SPE / Q statistic of PCA monitoring), keeps the remaining directions in play.
 ``components`` sets ``k`` by hand; ``reals_per_component`` scales it with the number of real
-images (``colorprint``, 237 numbers, is used with 9: 100 components from 900 reals per half; README). Nothing ever returns constant
-scores silently: a fit whose training scores are all equal raises a ValueError.
+images (``colorprint``, 237 numbers, is used with 9: 100 components from 900 reals per half;
+README). Nothing ever returns constant scores silently: a fit whose training scores are all equal raises a ValueError.
 
 **Real-only.** ``fit`` with real images alone (labels all 0) is allowed
 (``supports_real_only``): the weights are the floor alone (the two-sided Mahalanobis energy)

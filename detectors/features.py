@@ -280,19 +280,18 @@ def colorprint(images: torch.Tensor) -> torch.Tensor:
     """``fingerprint`` (of the luma) and the ``xy`` spectra of the two opponent chroma planes.
 
     A generator paints its three output channels with one last convolution of its upsampled
-    feature maps, so whatever the upsampler leaves in the spectrum is there in the colour
-    differences as well as in the brightness; a camera's colour planes, demosaiced from one
-    sensor and low-passed by the lens, have chroma spectra of their own. ``fingerprint`` looks at
-    the luma alone. This feature adds, per chroma plane (:func:`opponent_chroma`), the row and
+    feature maps, so what the upsampler leaves in the spectrum can sit in the colour differences
+    as well as in the brightness; ``fingerprint`` looks at the luma alone (a test builds a trace
+    in the chroma alone that ``colorprint`` sees and ``fingerprint`` does not). This feature adds, per chroma plane (:func:`opponent_chroma`), the row and
     column means of its log power spectrum (:func:`xy_profile`, both halves, as ``fingerprint``
     keeps them for the luma): 109 + 2 x 64 = 237 numbers at 32 px. Paired with ``deviation``
     (``-p reals_per_component=9``) it is the lab's best detector across upsamplers on losslessly
     stored images (README, issue 16's protocol: 0.979 mean off-diagonal ROC-AUC).
 
-    The chroma trace lives at high frequencies, which JPEG's 4:2:0 subsampling removes: with
-    real and fake images both stored as JPEG the advantage over ``fingerprint`` is gone (README).
-    A codec difference between the sets reaches these numbers too; compare sets stored alike
-    (``--jpeg`` / ``bench --align``).
+    With real and fake images both stored as JPEG (4:2:0) the advantage over ``fingerprint`` is
+    gone (README: 0.807 against 0.835 at quality 95). A codec difference between the sets reaches
+    these numbers too, and with ``svm`` even a first compression that ``--align`` keeps
+    (``tests/test_align.py``); compare sets stored alike and pair it with ``deviation``.
     """
     x = validate_batch(images, channels=(3,))
     h, w = x.shape[-2:]

@@ -65,10 +65,12 @@ def training_images(spec: str, real: torch.Tensor, fakes: list[torch.Tensor], se
 
     A detector that can be fitted on real images alone (:func:`detectors.detector.supports_real_only`,
     i.e. ``deviation``) is a density model of the real images: its Gaussian gets better with every
-    real image, and it weighs the two classes equally itself. Cutting its reals down to the number
-    of fakes (600 of 1,800 in the 3-upsampler protocol) would leave 300 per cross-fitting half for
-    ``colorprint``'s 237 numbers. It gets the whole real split and the same fakes as every other detector; the
-    validation images, where the threshold is chosen, stay balanced.
+    real image, and its ridge weights count the two classes equally whatever their numbers. Cutting
+    its reals down to the number of fakes (600 of 1,800 in the 3-upsampler protocol) would leave
+    300 per cross-fitting half for ``colorprint``'s 237 numbers. It gets the whole real split and
+    the same fakes as every other detector. Its Platt scaling sees the classes as they come (3:1
+    there), so its P(fake) leans to real; the threshold is chosen on the validation images, which
+    stay balanced.
     """
     real_sub, fake = balanced(real, fakes, seed, *tag)
     return (real if supports_real_only(spec) else real_sub), fake
